@@ -20,13 +20,17 @@ A tiny CPU run (arguments from a JSON file):
 import csv
 import functools
 import glob
+import importlib.util
 import io
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ import soxr
 import torch
 import transformers
 from datasets.fingerprint import Hasher
+from torch.utils.data import DataLoader
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -49,7 +54,9 @@ from transformers import (
     AutoTokenizer,
     HfArgumentParser,
     Trainer,
+    TrainerCallback,
     Wav2Vec2CTCTokenizer,
+    Wav2Vec2PhonemeCTCTokenizer,
     Wav2Vec2Processor,
     set_seed,
 )
@@ -73,10 +80,13 @@ TRUNCATION_TOLERANCE = 0.9  # a file decoding to less than this share of its hea
 CACHE_VERSION = 2  # bump when the preprocessing functions change what they write
 VOCAB_FILE = "vocab.json"
 DATA_REPORT_FILE = "data_report.json"
-PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS_FILE = "predictions.csv"  # --do_predict; evaluation writes eval_predictions.csv
+LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
+PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
+LM_INSTALL = "bash tools/install_extras.sh lm"  # pyctcdecode (--no-deps: it pins numpy<2), kenlm, KenLM's lmplz
 NUM_SUMMARY_EXAMPLES = 5  # reference/hypothesis pairs in the end-of-run summary, and worst clips logged
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
-SUPPORTED_METRICS = ("wer", "cer")
+SUPPORTED_METRICS = ("wer", "cer", "per")  # per: phoneme error rate, the WER over space-separated phonemes
 NUM_LOGGED_EXAMPLES = 3  # prediction/reference pairs logged at each evaluation
 # Files this script writes into output_dir before the first checkpoint: a restart may find them without that being
 # "foreign content" (everything else in a non-empty output_dir makes us stop, as upstream).
@@ -150,6 +160,11 @@ class ModelArguments:
     add_adapter: bool = field(
         default=False, metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."}
     )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
+                          "'flash_attention_2'."},
+    )
     def __post_init__(self):
         if (self.model_name_or_path is None) == (self.config_name is None):
             raise UserError("pass exactly one of --model_name_or_path (fine-tune) and --config_name (from scratch).")
@@ -178,6 +193,12 @@ class DataTrainingArguments:
     )
     eval_file: Optional[str] = field(
         default=None, metadata={"help": "Evaluation manifest (CSV, TSV, JSON or JSONL) instead of --dataset_name."}
+    )
+    predict_split_name: Optional[str] = field(
+        default=None, metadata={"help": "Split transcribed and scored by --do_predict (default: the eval split)."}
+    )
+    predict_file: Optional[str] = field(
+        default=None, metadata={"help": "Manifest transcribed and scored by --do_predict, instead of a split."}
     )
     audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (or its path)."})
     text_column_name: str = field(default="text", metadata={"help": "Column holding the transcript."})
@@ -229,8 +250,20 @@ class DataTrainingArguments:
     pad_token: str = field(default="[PAD]", metadata={"help": "Padding token, which is also the CTC blank."})
     word_delimiter_token: str = field(default="|", metadata={"help": "Token that stands for the space between words."})
     phoneme_language: Optional[str] = field(
-        default=None, metadata={"help": "Language passed to a phoneme tokenizer given by --tokenizer_name_or_path."}
+        default=None,
+        metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the default "
+                          "metric becomes per."},
     )
+    # n-gram language model (optional: pyctcdecode + KenLM, see tools/install_extras.sh)
+    lm_text: Optional[str] = field(
+        default=None,
+        metadata={"help": "Build an n-gram LM from this text file (one sentence per line), or 'train' for the training "
+                          "transcripts; eval and predict then also score beam search with it."},
+    )
+    lm_order: int = field(default=3, metadata={"help": "Order n of the n-gram LM."})
+    lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
+    lm_beta: float = field(default=1.0, metadata={"help": "Bonus per word in beam search (counters short outputs)."})
+    lm_beam_width: int = field(default=100, metadata={"help": "Beams kept in LM beam search."})
     # Legacy spelling (transformers 4.x command lines)
     use_auth_token: bool = field(default=False, metadata={"help": "Old flag, ignored: the stored hub login is used."})
 
@@ -239,11 +272,21 @@ class DataTrainingArguments:
             warnings.warn("--use_auth_token is deprecated: the stored hub login is used unless --token is given.")
         if self.dataset_name is None and self.train_file is None and self.eval_file is None:
             raise UserError("pass --dataset_name (hub id or local directory) or --train_file/--eval_file manifests.")
+        if self.phoneme_language and self.eval_metrics == ["wer"]:  # the default: words are not what is scored
+            self.eval_metrics = ["per"]
+        if "per" in self.eval_metrics and not self.phoneme_language:
+            raise UserError("--eval_metrics per scores phonemes: add --phoneme_language (e.g. tr), or use wer/cer.")
+        if self.phoneme_language and self.lm_text:
+            raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
         unknown = [m for m in self.eval_metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise UserError(f"--eval_metrics {' '.join(unknown)} is not supported; choose from {' '.join(SUPPORTED_METRICS)}.")
         if not 0.0 <= self.max_unk_share <= 1.0:
             raise UserError(f"--max_unk_share must be between 0 and 1, got {self.max_unk_share}.")
+        if self.lm_text not in (None, "train") and not os.path.isfile(self.lm_text):
+            raise UserError(f"--lm_text {self.lm_text} is not a file; pass a text file or 'train'.")
+        if self.lm_order < 1 or self.lm_beam_width < 1:
+            raise UserError("--lm_order and --lm_beam_width must be at least 1.")
 
 
 @dataclass
@@ -256,6 +299,11 @@ class TrainingArguments(transformers.TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh in a non-empty output_dir: rebuild the vocabulary, drop checkpoints."}
     )
+    max_batch_duration: Optional[float] = field(
+        default=None,
+        metadata={"help": "Seconds of padded audio per training batch and device, instead of a fixed "
+                          "--per_device_train_batch_size: batches of similar-length clips, little padding."},
+    )
     # Legacy form (transformers 4.x), mapped to today's argument with a warning
     group_by_length: bool = field(default=False, metadata={"help": "Old form of --train_sampling_strategy group_by_length."})
 
@@ -265,6 +313,8 @@ class TrainingArguments(transformers.TrainingArguments):
             self.train_sampling_strategy = "group_by_length"
         if self.length_column_name == "length":  # TrainingArguments' default: point it at our precomputed lengths
             self.length_column_name = LENGTH_COLUMN
+        if self.max_batch_duration is not None and self.max_batch_duration <= 0:
+            raise UserError(f"--max_batch_duration must be a number of seconds > 0, got {self.max_batch_duration}.")
         super().__post_init__()
 
 
@@ -570,13 +620,17 @@ def resolve_column(ds: datasets.Dataset, wanted: str, default: str, aliases: tup
 
 
 def load_splits(data_args: DataTrainingArguments, training_args: TrainingArguments, cache_dir) -> datasets.DatasetDict:
-    """Load the train and/or eval split as two columns: `audio` (path or bytes) and the raw transcript `text`."""
+    """Load the train, eval and/or predict split as two columns: `audio` (path or bytes) and the raw transcript `text`."""
     raw = datasets.DatasetDict()
     wanted = []
     if training_args.do_train:
         wanted.append(("train", data_args.train_split_name, data_args.train_file, data_args.max_train_samples))
-    if training_args.do_eval or training_args.do_predict:
+    if training_args.do_eval:
         wanted.append(("eval", data_args.eval_split_name, data_args.eval_file, data_args.max_eval_samples))
+    if training_args.do_predict:  # the eval split unless told otherwise
+        own = data_args.predict_file or data_args.predict_split_name
+        wanted.append(("predict", data_args.predict_split_name or data_args.eval_split_name,
+                       data_args.predict_file if own else data_args.eval_file, None))
     for key, expression, manifest, max_samples in wanted:
         ds = load_split(data_args, expression, manifest, cache_dir)
         split = manifest or expression
@@ -612,15 +666,16 @@ def normalize_batch(batch: dict, *, ignore_regex: Optional[str], case: str) -> d
     return {TARGET_TEXT_COLUMN: [normalize_text(t, ignore_regex, case) for t in batch[RAW_TEXT_COLUMN]]}
 
 
-def build_vocab(texts, word_delimiter_token: str, unk_token: str, pad_token: str) -> dict[str, int]:
-    """Character vocabulary as upstream: sorted characters, space renamed to the delimiter, then unk and pad."""
-    chars = set(" ")  # the delimiter always exists, even in a corpus of one-word clips
-    for text in texts:
-        chars.update(text)
-    vocab = {(word_delimiter_token if c == " " else c): i for i, c in enumerate(sorted(chars))}
-    vocab[unk_token] = len(vocab)
-    vocab[pad_token] = len(vocab)
-    return vocab
+def text_units(text: str, word_delimiter_token: str, phonemes: bool) -> list[str]:
+    """The tokens of a transcript: characters (a space is the delimiter), or space-separated phonemes."""
+    return text.split() if phonemes else [word_delimiter_token if c == " " else c for c in text]
+
+
+def build_vocab(texts, word_delimiter_token: str, unk_token: str, pad_token: str, phonemes: bool = False):
+    """Vocabulary as upstream: the delimiter (even in a corpus of one-word clips), sorted units, then unk and pad."""
+    units = {u for text in texts for u in text_units(text, word_delimiter_token, phonemes)} - {word_delimiter_token}
+    tokens = [word_delimiter_token, *sorted(units), unk_token, pad_token]
+    return {token: i for i, token in enumerate(tokens)}
 
 
 def vocabulary_case(vocab) -> str:
@@ -649,8 +704,8 @@ def load_existing_tokenizer(model_args, data_args, training_args):
     return tokenizer
 
 
-def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict) -> Wav2Vec2CTCTokenizer:
-    """A character tokenizer over every loaded split's transcripts; an existing output_dir/vocab.json is reused."""
+def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
+    """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused."""
     special = {
         "word_delimiter_token": data_args.word_delimiter_token,
         "unk_token": data_args.unk_token,
@@ -659,13 +714,16 @@ def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict) -> Wav2
     vocab_path = os.path.join(training_args.output_dir, VOCAB_FILE)
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(vocab_path):
-            vocab = build_vocab((t for split in raw.values() for t in split[TARGET_TEXT_COLUMN]), **special)
+            texts = (t for key in ("train", "eval") if key in raw for t in raw[key][TARGET_TEXT_COLUMN])
+            vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
             with open(vocab_path, "w", encoding="utf-8") as f:
                 json.dump(vocab, f, ensure_ascii=False, indent=1)
             logger.info(f"Vocabulary: {len(vocab):,} tokens built from the transcripts, written to {vocab_path}")
         else:
             logger.info(f"Vocabulary: reusing {vocab_path}")
+    if data_args.phoneme_language:  # phonemizes raw text itself when used elsewhere; decoding needs no phonemizer
+        return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=data_args.phoneme_language)
     # The CTC character tokenizer does not depend on the model type (upstream has none for WavLM and SEW).
     return Wav2Vec2CTCTokenizer(vocab_path, **special)
 
@@ -684,11 +742,56 @@ def normalize_transcripts(raw, data_args, training_args, case: str) -> datasets.
         })
 
 
+def check_phonemizer(language: Optional[str]) -> None:
+    """Before any work: phoneme mode needs phonemizer with espeak-ng, and a language espeak-ng knows."""
+    if language is None:
+        return
+    if importlib.util.find_spec("phonemizer") is None:
+        raise UserError(f"--phoneme_language needs the phonemizer package and espeak-ng: run `{PHONEME_INSTALL}`.")
+    from phonemizer.backend import EspeakBackend
+
+    if not EspeakBackend.is_available():
+        raise UserError(f"--phoneme_language needs espeak-ng (apt-get install espeak-ng): run `{PHONEME_INSTALL}`.")
+    if language not in EspeakBackend.supported_languages():
+        raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; `espeak-ng --voices` lists codes.")
+
+
+def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optional[str]) -> dict:
+    """datasets.map function: transcripts to espeak-ng phonemes, as Wav2Vec2PhonemeCTCTokenizer.phonemize does it
+    (phonemes separated by spaces, words by the delimiter token when the tokenizer has one, language flags removed)."""
+    from phonemizer.backend import EspeakBackend
+    from phonemizer.separator import Separator
+
+    backend = EspeakBackend(language, language_switch="remove-flags")
+    word = f"{word_delimiter_token} " if word_delimiter_token else ""
+    phones = backend.phonemize(batch[TARGET_TEXT_COLUMN], separator=Separator(phone=" ", word=word, syllable=""))
+    return {TARGET_TEXT_COLUMN: [" ".join(p.split()) for p in phones]}
+
+
+def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
+    """Phoneme mode: replace the normalised transcripts by phonemes, once (cached) and in parallel."""
+    phonemize = functools.partial(
+        phonemize_batch, language=data_args.phoneme_language, word_delimiter_token=word_delimiter_token
+    )
+    with training_args.main_process_first(desc="phonemization"):
+        out = datasets.DatasetDict({
+            key: ds.map(phonemize, batched=True, batch_size=500, num_proc=data_args.preprocessing_num_workers,
+                        desc=f"phonemizing {key} text", new_fingerprint=Hasher.hash(
+                            [ds._fingerprint, data_args.phoneme_language, word_delimiter_token, CACHE_VERSION]))
+            for key, ds in raw.items()
+        })
+    for key, ds in out.items():
+        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {raw[key][0][TARGET_TEXT_COLUMN]!r} -> "
+                    f"{ds[0][TARGET_TEXT_COLUMN]!r}")
+    return out
+
+
 def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArguments) -> dict:
-    """Character inventory and unknown share per split; warn on eval-only characters, stop when too many unknown."""
-    vocab = tokenizer.get_vocab()
+    """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
+    vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
     counts = {
-        k: Counter("".join(ds[TARGET_TEXT_COLUMN]).replace(" ", data_args.word_delimiter_token)) for k, ds in raw.items()
+        k: Counter(u for t in ds[TARGET_TEXT_COLUMN] for u in text_units(t, data_args.word_delimiter_token, phonemes))
+        for k, ds in raw.items()
     }
     if "train" in counts and "eval" in counts:
         eval_only = sorted(set(counts["eval"]) - set(counts["train"]))
@@ -698,7 +801,8 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
     for key, counter in counts.items():
         unknown = Counter({c: n for c, n in counter.items() if c not in vocab})
         share = sum(unknown.values()) / max(sum(counter.values()), 1)
-        stats[key] = {"characters": "".join(sorted(counter)), "unknown_character_share": round(share, 4)}
+        stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
+                      "unknown_character_share": round(share, 4)}
         if share > data_args.max_unk_share:
             worst = " ".join(c for c, _ in unknown.most_common(10))
             raise UserError(
@@ -716,6 +820,17 @@ def checkpoint_vocab(source: str, hub: dict) -> Optional[dict]:
         return AutoTokenizer.from_pretrained(source, **hub).get_vocab()
     except (OSError, ValueError, TypeError):
         return None
+
+
+def with_attention(load, attn_implementation: str):
+    """Call `load` with the attention kernel asked for; a model without it (WavLM and SEW-D have no SDPA) gets eager."""
+    try:
+        return load(attn_implementation=attn_implementation)
+    except (ValueError, ImportError) as e:
+        if attn_implementation == "eager":
+            raise
+        logger.info(f"Model: no {attn_implementation} attention here ({str(e).splitlines()[0][:120]}); using eager")
+        return load(attn_implementation="eager")
 
 
 def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tokenizer):
@@ -750,12 +865,15 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
         }
     )
     if model_args.config_name:
-        model = AutoModelForCTC.from_config(config, trust_remote_code=data_args.trust_remote_code)
+        model = with_attention(functools.partial(
+            AutoModelForCTC.from_config, config, trust_remote_code=data_args.trust_remote_code
+        ), model_args.attn_implementation)
         logger.info(f"Model: random weights from the config in {model_args.config_name} (training from scratch)")
     else:
-        model, info = AutoModelForCTC.from_pretrained(
-            source, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **hub
-        )
+        model, info = with_attention(functools.partial(
+            AutoModelForCTC.from_pretrained, source, config=config, ignore_mismatched_sizes=True,
+            output_loading_info=True, **hub
+        ), model_args.attn_implementation)
         why = None
         if any(k.startswith("lm_head") for k in info["missing_keys"]):
             why = "it has no CTC head"
@@ -770,7 +888,8 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
         model.freeze_feature_encoder()
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable)")
+    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable), "
+                f"{model.config._attn_implementation} attention")
     return feature_extractor, model
 
 
@@ -797,11 +916,11 @@ def ctc_min_frames(label_ids: list[int]) -> int:
     return len(label_ids) + sum(a == b for a, b in zip(label_ids, label_ids[1:]))
 
 
-def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phoneme_language: Optional[str] = None) -> dict:
-    """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason."""
+def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = False) -> dict:
+    """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason.
+    With `phonemes`, transcripts are already space-separated phonemes."""
     out = {LENGTH_COLUMN: [], SOURCE_RATE_COLUMN: [], CHANNELS_COLUMN: [], "labels": [], MIN_FRAMES_COLUMN: [],
            DROP_COLUMN: [], CLIP_ID_COLUMN: []}
-    kwargs = {"phonemizer_lang": phoneme_language} if phoneme_language else {}
     for cell, text in zip(batch[AUDIO_COLUMN], batch[TARGET_TEXT_COLUMN]):
         frames, rate, channels, reason = 0, 0, 0, ""
         source = audio_source(cell)
@@ -817,7 +936,7 @@ def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phoneme_language: 
             reason = "empty audio"
         if not reason and not text:
             reason = "empty transcript"
-        labels = tokenizer(text, **kwargs).input_ids if text else []
+        labels = (tokenizer.convert_tokens_to_ids(text.split()) if phonemes else tokenizer(text).input_ids) if text else []
         out[LENGTH_COLUMN].append(round(frames * sampling_rate / rate) if rate else 0)
         out[SOURCE_RATE_COLUMN].append(rate)
         out[CHANNELS_COLUMN].append(channels)
@@ -917,7 +1036,7 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
     """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not."""
     rate = feature_extractor.sampling_rate
     scan = functools.partial(
-        scan_batch, tokenizer=tokenizer, sampling_rate=rate, phoneme_language=data_args.phoneme_language
+        scan_batch, tokenizer=tokenizer, sampling_rate=rate, phonemes=bool(data_args.phoneme_language)
     )
     key_parts = [tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
     kept, dropped = datasets.DatasetDict(), {}
@@ -951,7 +1070,10 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
                 dropped[key][reason] = dropped[key].get(reason, 0) + n
-            vectorized[key] = ds.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, AUDIO_COLUMN])
+            ds = ds.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, AUDIO_COLUMN])
+            # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
+            vectorized[key] = ds.with_format("numpy", columns=[feature_extractor.model_input_names[0]],
+                                             output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized
 
@@ -996,20 +1118,52 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
         logger.info(
             f"Data [{key}]: {r['clips']:,} clips, {r['hours']:.2f} h, seconds min/median/max "
             f"{'/'.join(map(str, r['seconds_min_median_max']))}, rates {r['sampling_rates']} Hz, channels "
-            f"{r['channels']}, {len(r['characters'])} characters {r['characters'][:100]!r}, "
+            f"{r['channels']}, {r['distinct']} {'phonemes' if ' ' in r['characters'] else 'characters'} "
+            f"{r['characters'][:100]!r}, "
             f"{r['unknown_character_share']:.2%} unknown, dropped {sum(r['dropped'].values()):,}"
         )
     return report
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Collator
+# Batching: duration-capped batches, padding, throughput
+class DurationBatchSampler:
+    """Batches of similar-length clips, each holding at most `max_samples` samples of padded audio.
+
+    The batches are formed once, from the clips sorted by length (so padding is tiny and memory per step is bounded),
+    and dealt out in a new random order each epoch (seeded by `seed` and the epoch: deterministic, and resumable).
+    Under DDP, accelerate hands whole batches to the processes, every process the same number.
+    """
+
+    def __init__(self, lengths, max_samples: float, seed: int):
+        lengths = np.asarray(lengths)
+        self.batches, batch = [], []
+        for i in np.argsort(lengths, kind="stable"):  # ascending: each new clip is the batch's longest
+            if batch and lengths[i] * (len(batch) + 1) > max_samples:
+                self.batches.append(batch)
+                batch = []
+            batch.append(int(i))
+        if batch:
+            self.batches.append(batch)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches)):
+            yield self.batches[b]
+
+
 @dataclass
 class DataCollatorCTCWithPadding:
-    """Pad inputs with the feature extractor and labels with the tokenizer; label padding becomes -100.
+    """Pad inputs (with the feature extractor's padding value) and labels (with -100) into tensors.
 
-    `input_lengths` (samples per clip) rides along so evaluation can cut predictions to each clip's real length;
-    CTCTrainer removes it before the forward pass.
+    `input_lengths` (samples per clip) rides along so evaluation can cut predictions to each clip's real length and
+    training can count padding; CTCTrainer removes it before the forward pass.
     """
 
     feature_extractor: object
@@ -1024,18 +1178,50 @@ class DataCollatorCTCWithPadding:
             if not readable:
                 raise RuntimeError("every clip of a batch failed to decode; rerun without --preprocess_on_the_fly")
             features = readable
-        batch = self.feature_extractor.pad(
-            [{input_name: f[input_name]} for f in features], padding="longest",
-            pad_to_multiple_of=self.pad_to_multiple_of, return_attention_mask=True, return_tensors="pt",
-        )
-        labels = self.tokenizer.pad({"input_ids": [f["labels"] for f in features]}, return_tensors="pt")
-        batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), LABEL_PAD_ID)
-        batch["input_lengths"] = batch["attention_mask"].sum(-1)
-        if self.feature_extractor.return_attention_mask:
-            batch["attention_mask"] = batch["attention_mask"].long()
-        else:  # group-norm models (e.g. wav2vec2-base) were pretrained on zero padding without a mask
-            del batch["attention_mask"]
+        inputs = [np.asarray(f[input_name], dtype=np.float32) for f in features]
+        lengths = torch.tensor([len(x) for x in inputs])
+        width = int(lengths.max())
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        values = np.full((len(inputs), width, *inputs[0].shape[1:]), self.feature_extractor.padding_value, np.float32)
+        labels = np.full((len(features), max(len(f["labels"]) for f in features)), LABEL_PAD_ID, np.int64)
+        for row, x, f, label_row in zip(values, inputs, features, labels):
+            row[: len(x)] = x
+            label_row[: len(f["labels"])] = f["labels"]
+        batch = {input_name: torch.from_numpy(values), "labels": torch.from_numpy(labels), "input_lengths": lengths}
+        if self.feature_extractor.return_attention_mask:  # group-norm models (e.g. wav2vec2-base) were pretrained on
+            batch["attention_mask"] = (torch.arange(width)[None, :] < lengths[:, None]).long()  # zero padding, no mask
         return batch
+
+
+class AudioThroughput(TrainerCallback):
+    """Counts the audio of each training batch; logs per epoch the hours, padding share and audio seconds per second
+    (of this process)."""
+
+    def __init__(self, sampling_rate: int):
+        self.rate = sampling_rate
+        self.totals = np.zeros(3)  # real samples, padded batch samples, seconds
+        self.epoch = np.zeros(3)
+        self.start = time.perf_counter()
+
+    def add(self, real: int, padded: int) -> None:
+        self.epoch[:2] += (real, padded)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch[:], self.start = 0, time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch[2] = time.perf_counter() - self.start
+        self.totals += self.epoch
+        stats = self.summary(self.epoch)
+        logger.info(f"Epoch {state.epoch:.2f}: {stats['audio_hours']:.3f} h of audio, padding "
+                    f"{stats['padding_fraction']:.1%}, {stats['audio_seconds_per_second']:,.1f} audio s/s")
+
+    def summary(self, counts=None) -> dict:
+        real, padded, seconds = self.totals if counts is None else counts
+        return {"audio_hours": round(real / self.rate / 3600, 4),
+                "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
+                "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1053,18 +1239,26 @@ def score(predictions: list[str], references: list[str], metric_names) -> dict[s
     """Corpus-level WER/CER with jiwer; clips with an empty reference are left out (jiwer cannot score them)."""
     pairs = [(p, r) for p, r in zip(predictions, references) if r.strip()]
     hyps, refs = [p for p, _ in pairs], [r for _, r in pairs]
-    scorers = {"wer": jiwer.wer, "cer": jiwer.cer}
+    scorers = {"wer": jiwer.wer, "cer": jiwer.cer, "per": jiwer.wer}  # phonemes are decoded separated by spaces
     return {name: float(scorers[name](refs, hyps)) for name in metric_names}
 
 
-def compute_metrics(pred, *, tokenizer, metric_names, last_eval: Optional[dict] = None) -> dict[str, float]:
-    """Trainer hook: decode the greedy ids, log a few pairs, keep them in `last_eval`, return the metrics."""
-    predictions, references = decode_predictions(pred.predictions, pred.label_ids, tokenizer)
+def compute_metrics(pred, *, tokenizer, metric_names, eval_state: dict) -> dict[str, float]:
+    """Trainer hook: decode the greedy ids (and, with an LM, beam-search the logits), log a few pairs, keep the
+    transcripts in `eval_state`, return the metrics (`wer`, and `wer_lm` with an LM)."""
+    pred_ids, logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions, None)
+    predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer)
     for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
         logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
-    if last_eval is not None:
-        last_eval.update(predictions=predictions, references=references)
-    return score(predictions, references, metric_names)
+    metrics = score(predictions, references, metric_names)
+    eval_state.update(predictions=predictions, references=references, predictions_lm=None)
+    if eval_state.get("lm") is not None and logits is not None:
+        decoder, beam_width = eval_state["lm"]
+        frames = (pred_ids != LABEL_PAD_ID).sum(-1)  # ids past a clip's end are -100
+        predictions_lm = [decoder.decode(clip[:n], beam_width=beam_width) for clip, n in zip(logits, frames)]
+        metrics.update({f"{k}_lm": v for k, v in score(predictions_lm, references, metric_names).items()})
+        eval_state["predictions_lm"] = predictions_lm
+    return metrics
 
 
 def eval_order(ds: datasets.Dataset) -> np.ndarray:
@@ -1072,17 +1266,22 @@ def eval_order(ds: datasets.Dataset) -> np.ndarray:
     return np.argsort(-np.asarray(ds[LENGTH_COLUMN]), kind="stable")
 
 
-def write_predictions(path: str, ds: datasets.Dataset, predictions, references, sampling_rate: int) -> list[dict]:
-    """predictions.csv for an eval split scored in `eval_order`, worst clips first; returns the rows."""
+def clip_error(measure, ref: str, hyp: str) -> float:
+    """WER or CER of one clip; an empty reference scores 1 for any output, 0 for none."""
+    return round(measure(ref, hyp), 4) if ref else float(bool(hyp))
+
+
+def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
+    """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
     rows = []
     clip_ids, lengths = ds[CLIP_ID_COLUMN], ds[LENGTH_COLUMN]
-    for index, hyp, ref in zip(eval_order(ds), predictions, references):
-        rows.append({
-            "clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp,
-            "wer": round(jiwer.wer(ref, hyp), 4) if ref else float(bool(hyp)),
-            "cer": round(jiwer.cer(ref, hyp), 4) if ref else float(bool(hyp)),
-            "seconds": round(lengths[index] / sampling_rate, 2),
-        })
+    lm = eval_state["predictions_lm"] or [None] * len(ds)
+    for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
+        row = {"clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp, "wer": clip_error(jiwer.wer, ref, hyp),
+               "cer": clip_error(jiwer.cer, ref, hyp), "seconds": round(lengths[index] / sampling_rate, 2)}
+        if hyp_lm is not None:
+            row.update(hypothesis_lm=hyp_lm, wer_lm=clip_error(jiwer.wer, ref, hyp_lm))
+        rows.append(row)
     rows.sort(key=lambda r: (-r["wer"], -r["cer"]))
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -1096,11 +1295,37 @@ class CTCTrainer(Trainer):
 
     Taking the argmax here keeps eval memory small for big vocabularies, and marking frames past a clip's end with
     -100 stops padding (within a batch, and the Trainer's own padding across batches) from being decoded as text.
-    Evaluation runs in `eval_order`, which predictions.csv relies on.
+    Only when an n-gram LM is set in `eval_state` are the logits kept too, for beam search. Evaluation runs in
+    `eval_order`, which the predictions files rely on.
     """
 
+    eval_state: dict = {}  # main() shares it with compute_metrics
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        feature_extractor = self.processing_class.feature_extractor
+        self.input_name = feature_extractor.model_input_names[0]
+        self.throughput = AudioThroughput(feature_extractor.sampling_rate)
+        self.add_callback(self.throughput)
+
+    def get_train_dataloader(self):
+        if self.args.max_batch_duration is None:
+            return super().get_train_dataloader()
+        rate = self.processing_class.feature_extractor.sampling_rate
+        sampler = DurationBatchSampler(self.train_dataset[LENGTH_COLUMN], self.args.max_batch_duration * rate,
+                                       self.args.seed)
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        )
+        return self.accelerator.prepare(loader)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        inputs.pop("input_lengths", None)
+        lengths = inputs.pop("input_lengths", None)
+        if lengths is not None:
+            self.throughput.add(int(lengths.sum()), lengths.numel() * inputs[self.input_name].shape[1])
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):  # the Trainer would average it away (logging_nan_inf_filter) and go on
             raise UserError(
@@ -1125,7 +1350,85 @@ class CTCTrainer(Trainer):
             frames = encoder._get_feat_extract_output_lengths(input_lengths.to(pred_ids.device))
             beyond = torch.arange(pred_ids.shape[1], device=pred_ids.device)[None, :] >= frames[:, None]
             pred_ids = pred_ids.masked_fill(beyond, LABEL_PAD_ID)
+        if self.eval_state.get("lm") is not None:
+            return loss, (pred_ids, logits.float()), labels
         return loss, pred_ids, labels
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# n-gram language model (optional): KenLM estimates it, pyctcdecode beam-searches the CTC logits with it
+def kenlm_binary(name: str) -> Optional[str]:
+    """Path of a KenLM program (lmplz, build_binary): on PATH or beside this Python (a venv not activated)."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
+
+
+def check_lm_tools(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
+    """Before any work: --lm_text needs pyctcdecode, kenlm and lmplz, and 'train' needs --do_train."""
+    if data_args.lm_text is None:
+        return
+    missing = [p for p in ("pyctcdecode", "pygtrie", "kenlm") if importlib.util.find_spec(p) is None]
+    missing += [b for b in ("lmplz", "build_binary") if kenlm_binary(b) is None]
+    if missing:
+        raise UserError(f"--lm_text needs {', '.join(missing)}, optional extras: install them with `{LM_INSTALL}`.")
+    if data_args.lm_text == "train" and not training_args.do_train:
+        raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
+
+
+def lm_sentences(lm_text: str, train_texts, ignore_regex: Optional[str], case: str) -> list[str]:
+    """The LM's text, normalised as the transcripts are: a file (one sentence per line) or the training transcripts."""
+    if lm_text == "train":
+        return [t for t in train_texts if t]
+    with open(lm_text, encoding="utf-8") as f:
+        return [t for t in (normalize_text(line, ignore_regex, case) for line in f) if t]
+
+
+def estimate_ngram(sentences: list[str], order: int, directory: str) -> str:
+    """Estimate a Kneser-Ney n-gram with KenLM's lmplz and convert it to KenLM's binary format; returns its path."""
+    arpa, binary = os.path.join(directory, "lm.arpa"), os.path.join(directory, "lm.binary")
+    # --discount_fallback: small corpora lack the counts-of-counts Kneser-Ney discounts need; -S: lmplz would take 80%
+    # of the RAM otherwise.
+    lmplz = [kenlm_binary("lmplz"), "-o", str(order), "--discount_fallback", "-S", "10%", "-T", directory]
+    with open(arpa, "w", encoding="utf-8") as out:
+        run = subprocess.run(lmplz, input="\n".join(sentences) + "\n", stdout=out, stderr=subprocess.PIPE, text=True)
+    if run.returncode == 0:
+        run = subprocess.run([kenlm_binary("build_binary"), arpa, binary], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise UserError(f"KenLM failed: {(run.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return binary
+
+
+def ctc_alphabet(tokenizer, size: int) -> list[str]:
+    """pyctcdecode's labels, one per model output: '' for the blank (pad), ' ' for the word delimiter."""
+    labels = tokenizer.convert_ids_to_tokens(list(range(size)))
+    return ["" if i == tokenizer.pad_token_id else " " if t == tokenizer.word_delimiter_token else t or f"<{i}>"
+            for i, t in enumerate(labels)]
+
+
+def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, train_texts):
+    """Estimate the n-gram on the main process and save the decoder to output_dir; every process loads it."""
+    from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
+
+    out = training_args.output_dir
+    with training_args.main_process_first(desc="n-gram language model"):
+        if training_args.should_save:
+            sentences = lm_sentences(data_args.lm_text, train_texts, chars_to_ignore_regex(data_args.chars_to_ignore),
+                                     vocabulary_case(tokenizer.get_vocab()))
+            if not sentences:
+                raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                decoder = build_ctcdecoder(
+                    ctc_alphabet(tokenizer, vocab_size), estimate_ngram(sentences, data_args.lm_order, tmp),
+                    # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
+                    unigrams=sorted({w for t in sentences for w in t.split()}),
+                    alpha=data_args.lm_alpha, beta=data_args.lm_beta,
+                )
+                shutil.rmtree(os.path.join(out, LM_DIR), ignore_errors=True)  # a previous run's
+                decoder.save_to_dir(out)
+            words = sum(len(t.split()) for t in sentences)
+            logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences ({words:,} words) "
+                        f"of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
+    return BeamSearchDecoderCTC.load_from_dir(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1175,6 +1478,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(training_args)
     check_push_to_hub(training_args)
+    check_lm_tools(data_args, training_args)
+    check_phonemizer(data_args.phoneme_language)
     configure_distributed(model_args, training_args)
     last_checkpoint = check_output_dir(training_args)
     set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
@@ -1187,6 +1492,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
     case = vocabulary_case(tokenizer.get_vocab()) if tokenizer is not None else "lower"
     raw = normalize_transcripts(raw, data_args, training_args, case)
+    if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
+        # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
+        delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
+        raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
     if tokenizer is None:
         tokenizer = build_tokenizer(data_args, training_args, raw)
     text_stats = text_report(raw, tokenizer, data_args)
@@ -1217,7 +1526,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             )
             model.config.save_pretrained(training_args.output_dir)
     processor = AutoProcessor.from_pretrained(training_args.output_dir)
-    last_eval = {}  # decoded predictions and references of the latest evaluation
+    eval_state = {"lm": None}  # the LM decoder going in; the latest evaluation's transcripts coming out
     trainer = CTCTrainer(
         model=model,
         args=training_args,
@@ -1226,38 +1535,45 @@ def main(argv: Optional[list[str]] = None) -> dict:
         eval_dataset=vectorized.get("eval"),
         processing_class=processor,
         compute_metrics=functools.partial(
-            compute_metrics, tokenizer=processor.tokenizer, metric_names=data_args.eval_metrics, last_eval=last_eval
+            compute_metrics, tokenizer=processor.tokenizer, metric_names=data_args.eval_metrics, eval_state=eval_state
         ),
     )
+    trainer.eval_state = eval_state
 
     # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory)
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
         trainer.save_model()
-        metrics = {**train_result.metrics, "train_samples": len(vectorized["train"])}
+        metrics = {**train_result.metrics, "train_samples": len(vectorized["train"]),
+                   **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         results.update(metrics)
 
-    # 7. Evaluate
-    if training_args.do_eval:
-        metrics = {
-            **trainer.evaluate(), "eval_samples": len(vectorized["eval"]),
-            "eval_clips_dropped": sum(dropped["eval"].values()),
-        }
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+    # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
+    if data_args.lm_text:
+        train_texts = raw["train"][TARGET_TEXT_COLUMN] if "train" in raw else []
+        decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size, train_texts)
+        eval_state["lm"] = (decoder, data_args.lm_beam_width)
+
+    # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
+    for key, wanted, csv_name in (("eval", training_args.do_eval, "eval_" + PREDICTIONS_FILE),
+                                  ("predict", training_args.do_predict, PREDICTIONS_FILE)):
+        if not wanted:
+            continue
+        metrics = {**trainer.evaluate(vectorized[key], metric_key_prefix=key), f"{key}_samples": len(vectorized[key]),
+                   f"{key}_clips_dropped": sum(dropped[key].values())}
+        trainer.log_metrics(key, metrics)
+        trainer.save_metrics(key, metrics)
         results.update(metrics)
         if training_args.should_save:
-            rows = write_predictions(
-                os.path.join(training_args.output_dir, PREDICTIONS_FILE), vectorized["eval"],
-                last_eval["predictions"], last_eval["references"], feature_extractor.sampling_rate,
-            )
-            log_summary(results, rows, report)
+            path = os.path.join(training_args.output_dir, csv_name)
+            rows = write_predictions(path, vectorized[key], eval_state, feature_extractor.sampling_rate)
+            log_summary(key, results, rows, report, path)
 
-    # 8. Model card, or push to the hub
+    # 9. Model card, or push to the hub
     card = model_card_kwargs(model_args, data_args)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
@@ -1266,10 +1582,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     return results
 
 
-def log_summary(results: dict, rows: list[dict], report: dict) -> None:
+def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: str) -> None:
     """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions."""
-    lines = [", ".join(f"{k[5:].upper()} {v:.3f}" for k, v in results.items() if k[5:] in SUPPORTED_METRICS)
-             + f" on {results['eval_samples']:,} eval clips ({report['eval']['hours']:.2f} h)"]
+    scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
+    named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
+    lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
+             + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
     if "train_runtime" in results:
         audio_hours = report["train"]["hours"] * results["epoch"]
         lines.append(

@@ -26,7 +26,7 @@ import torch
 import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-from run_speech_recognition_ctc import AUDIO_COLUMN_ALIASES, UserError, load_audio, read_table
+from run_speech_recognition_ctc import AUDIO_COLUMN_ALIASES, LM_DIR, LM_INSTALL, UserError, load_audio, read_table
 
 logger = logging.getLogger("transcribe")
 
@@ -34,10 +34,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")  # what a director
 MANIFEST_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
 USER_ERROR_EXIT_CODE = 2  # as argparse uses for a bad flag
 LM_PACKAGES = ("pyctcdecode", "pygtrie", "kenlm")  # pygtrie is a pyctcdecode dependency that --no-deps skips
-LM_INSTALL = (
-    "pip install --no-deps pyctcdecode pygtrie && pip install kenlm (--no-deps because pyctcdecode pins numpy<2, "
-    "which would downgrade numpy and break pandas and datasets)"
-)
 
 
 def parse_args(argv):
@@ -88,13 +84,13 @@ def load_lm_decoder(model_dir: str):
     """The pyctcdecode beam-search decoder saved in `model_dir` (or, for a checkpoint, in the run's directory)."""
     candidates = [model_dir, os.path.dirname(os.path.abspath(model_dir))]
     lm_dir = next((d for d in candidates if os.path.isfile(os.path.join(d, "alphabet.json"))
-                   and os.path.isdir(os.path.join(d, "language_model"))), None)
+                   and os.path.isdir(os.path.join(d, LM_DIR))), None)
     if lm_dir is None:
         raise UserError(f"--lm: {model_dir} holds no n-gram language model (language_model/ and alphabet.json); "
-                        "build one with the training script, or drop --lm for greedy decoding.")
+                        "build one with the training script's --lm_text, or drop --lm for greedy decoding.")
     missing = [name for name in LM_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise UserError(f"--lm needs {', '.join(missing)}: {LM_INSTALL}.")
+        raise UserError(f"--lm needs {', '.join(missing)}, optional extras: install them with `{LM_INSTALL}`.")
     from pyctcdecode import BeamSearchDecoderCTC  # the decoder Wav2Vec2ProcessorWithLM wraps (deprecated there)
 
     return BeamSearchDecoderCTC.load_from_dir(lm_dir)

@@ -53,3 +53,23 @@ def test_torchrun_reuses_a_preprocessing_only_cache_with_layerdrop_and_checkpoin
     assert "ddp_find_unused_parameters=True" in proc.stdout
     check_outputs(proc, out)
     assert read_json(os.path.join(out, "trainer_state.json"))["global_step"] == 4
+
+
+def test_torchrun_with_duration_batches_gives_every_rank_the_same_batch_count(tmp_path, encoder_dir):
+    # 12 clips in duration-capped batches: an odd number of batches, dealt out evenly by cycling, over two epochs.
+    import math
+
+    import soundfile as sf
+
+    out = str(tmp_path / "out")
+    argv = base_args(encoder_dir, DATA_DIR, out, max_steps=None, num_train_epochs=2, use_cpu=True,
+                     max_batch_duration=6.0)
+    proc = launch(["torchrun"], argv, 29513)
+    check_outputs(proc, out)
+    train = os.path.join(DATA_DIR, "train")
+    lengths = [round(i.frames * 16000 / i.samplerate) for i in
+               (sf.info(os.path.join(train, n)) for n in sorted(os.listdir(train)) if n.endswith(".mp3"))]
+    batches = len(ctc.DurationBatchSampler(lengths, 6.0 * 16000, seed=42))
+    assert batches % 2 == 1  # so the even split is exercised
+    assert read_json(os.path.join(out, "trainer_state.json"))["global_step"] == 2 * math.ceil(batches / 2)
+    assert "padding" in proc.stdout and "audio s/s" in proc.stdout  # per-epoch throughput lines

@@ -1,0 +1,140 @@
+"""Training throughput: the upstream-equivalent setup against our defaults, same model, same audio.
+
+    python bench/train_speed.py [--corpus ../shared/corpus/commands] [--clips 400] [--quality_steps 1500]
+
+Trains bench/speed_model (wav2vec2 shape, hidden 256, 4 layers, 4.3M parameters, random weights) with the script,
+on the first --clips clips of the corpus's train split for one epoch, in two setups:
+
+  (a) upstream-equivalent: --per_device_train_batch_size 8 --group_by_length, eager attention, fp32;
+  (b) ours: --max_batch_duration (8 clips' worth of audio, so the steps match), SDPA attention, bf16 where the
+      hardware has it (CUDA bf16, or a CPU with AMX / AVX512-BF16), --torch_compile with --compile.
+
+Each setup runs in its own process (after one shared preprocessing pass, so decoding is not timed) and the table
+gives audio seconds trained per wall second of `trainer.train()`, padding share, and peak RSS (peak GPU memory on
+a GPU), then the ratio b/a. --quality_steps N also trains both setups for N steps on the whole train split and
+compares their test WER (the target: b not worse than a by more than 0.02).
+"""
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+BATCH_SIZE = 8  # upstream's per-device batch size in the published commands
+
+
+def has_bf16() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def setup_args(name: str, data: str, out: str, clips: int, batch_seconds: float, steps: int, compile_b: bool):
+    """Command line of one setup; steps=0 means one epoch over `clips` clips."""
+    args = ["--config_name", os.path.join(HERE, "speed_model"), "--dataset_name", data, "--output_dir", out,
+            "--train_split_name", "train" if steps else f"train[:{clips}]", "--eval_split_name", "test",
+            "--text_column_name", "sentence", "--do_train", "--learning_rate", "2e-3", "--warmup_steps", "60",
+            "--freeze_feature_encoder", "False", "--mask_time_length", "5", "--save_strategy", "no",
+            "--report_to", "none", "--seed", "42", "--logging_steps", "50", "--disable_tqdm", "True",
+            "--overwrite_output_dir", "--per_device_eval_batch_size", "16"]
+    args += ["--max_steps", str(steps), "--do_eval", "--eval_metrics", "wer", "cer"] if steps else ["--num_train_epochs", "1"]
+    if name == "a":
+        return args + ["--per_device_train_batch_size", str(BATCH_SIZE), "--group_by_length",
+                       "--attn_implementation", "eager"]
+    args += ["--max_batch_duration", f"{batch_seconds:.1f}", "--attn_implementation", "sdpa"]
+    if has_bf16():
+        args += ["--bf16"]
+    if compile_b:
+        args += ["--torch_compile"]
+    return args
+
+
+def child(argv: list[str], report: str) -> None:
+    """Run the training script in this process and record its peak memory."""
+    import torch
+
+    import run_speech_recognition_ctc as ctc
+
+    ctc.main(argv)
+    peak = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if torch.cuda.is_available():
+        peak["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    with open(report, "w") as f:
+        json.dump(peak, f)
+
+
+def run_setup(argv: list[str], out: str, env: dict) -> dict:
+    report = os.path.join(out + "-peak.json")
+    proc = subprocess.run([sys.executable, __file__, "--child", report, "--", *argv], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"setup failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    with open(os.path.join(out, "all_results.json")) as f:
+        results = json.load(f)
+    with open(report) as f:
+        results.update(json.load(f))
+    results["audio_seconds_per_second"] = results["train_audio_hours"] * 3600 / results["train_runtime"]
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--clips", type=int, default=400, help="Training clips timed (one epoch).")
+    parser.add_argument("--quality_steps", type=int, default=0, help="Also train N steps per setup, compare WER.")
+    parser.add_argument("--compile", action="store_true", help="Add --torch_compile to setup b.")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.child:
+        return child(rest[1:] if rest[:1] == ["--"] else rest, args.child)
+
+    with open(os.path.join(args.corpus, "train", "metadata.csv"), encoding="utf-8") as f:
+        seconds = [float(r["duration"]) for r in csv.DictReader(f)]
+    timed = seconds[: args.clips]
+    batch_seconds = BATCH_SIZE * sum(timed) / len(timed)  # about as much audio per step as (a)
+    work = tempfile.mkdtemp(prefix="train_speed-")
+    env = {**os.environ, "HF_HOME": os.path.join(work, "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    print(f"{len(timed)} clips, {sum(timed) / 60:.1f} min of audio; setup b batches up to {batch_seconds:.1f} s; "
+          f"bf16 {'on' if has_bf16() else 'off (no hardware support)'}; work dir {work}", flush=True)
+
+    rows = {}
+    for name in ("a", "b"):
+        out = os.path.join(work, f"speed-{name}")
+        argv = setup_args(name, args.corpus, out, args.clips, batch_seconds, 0, args.compile)
+        rows[name] = run_setup(argv, out, env)
+        r = rows[name]
+        print(f"({name}) {r['audio_seconds_per_second']:8.1f} audio s/s  padding {r['train_padding_fraction']:6.1%}  "
+              f"train {r['train_runtime']:6.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB"
+              + (f"  peak GPU {r['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in r else ""), flush=True)
+    ratio = rows["b"]["audio_seconds_per_second"] / rows["a"]["audio_seconds_per_second"]
+    print(f"ratio b/a: {ratio:.2f}")
+
+    if args.quality_steps:
+        wer = {}
+        for name in ("a", "b"):
+            out = os.path.join(work, f"quality-{name}")
+            argv = setup_args(name, args.corpus, out, args.clips, batch_seconds, args.quality_steps, args.compile)
+            r = run_setup(argv, out, env)
+            wer[name] = r["eval_wer"]
+            print(f"({name}) {args.quality_steps} steps: test WER {r['eval_wer']:.3f}, CER {r.get('eval_cer', 0):.3f}, "
+                  f"train {r['train_runtime'] / 60:.1f} min, padding {r['train_padding_fraction']:.1%}", flush=True)
+        print(f"WER b - a: {wer['b'] - wer['a']:+.3f} (target: at most +0.02)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Phoneme mode (--phoneme_language): phonemized transcripts, a phoneme tokenizer built from the data, PER."""
+
+import csv
+import importlib.util
+import os
+
+import jiwer
+import pytest
+from conftest import DATA_DIR, base_args, read_json
+from test_train import transcribe
+
+import run_speech_recognition_ctc as ctc
+
+
+def espeak_ready() -> bool:
+    if importlib.util.find_spec("phonemizer") is None:
+        return False
+    from phonemizer.backend import EspeakBackend
+
+    return EspeakBackend.is_available()
+
+
+needs_espeak = pytest.mark.skipif(not espeak_ready(), reason=f"phonemizer + espeak-ng missing: {ctc.PHONEME_INSTALL}")
+
+
+def sentences(split: str) -> dict[str, str]:
+    with open(os.path.join(DATA_DIR, split, "metadata.csv"), encoding="utf-8") as f:
+        return {os.path.join(DATA_DIR, split, r["file_name"]): r["sentence"] for r in csv.DictReader(f)}
+
+
+def test_phoneme_vocab_splits_on_spaces_and_keeps_the_delimiter_first():
+    vocab = ctc.build_vocab(["h ə l oʊ | w ɜː l d", "oʊ"], "|", "[UNK]", "[PAD]", phonemes=True)
+    assert list(vocab) == ["|", "d", "h", "l", "oʊ", "w", "ə", "ɜː", "[UNK]", "[PAD]"]
+    assert list(vocab.values()) == list(range(10))
+
+
+def test_per_needs_phoneme_mode_and_is_the_phoneme_default():
+    with pytest.raises(ctc.UserError, match="--eval_metrics per scores phonemes"):
+        ctc.DataTrainingArguments(dataset_name="x", eval_metrics=["per"])
+    assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr").eval_metrics == ["per"]
+    assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr", eval_metrics=["per", "cer"]).eval_metrics \
+        == ["per", "cer"]
+
+
+def test_missing_phonemizer_is_one_line_with_the_install_command(tmp_path, encoder_dir, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "phonemizer" else real(name, *a))
+    with pytest.raises(ctc.UserError, match="phonemizer package and espeak-ng: run `bash tools/install_extras.sh"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), phoneme_language="en-us"))
+    assert not (tmp_path / "out").exists()
+
+
+@needs_espeak
+def test_unknown_language_is_one_line(tmp_path, encoder_dir):
+    with pytest.raises(ctc.UserError, match="espeak-ng does not know it"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), phoneme_language="xx-nope"))
+
+
+@needs_espeak
+def test_phoneme_training_reports_per_and_saves_a_phoneme_tokenizer(tmp_path, encoder_dir, caplog):
+    from transformers import AutoProcessor
+
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out), phoneme_language="en-us", eval_metrics=None,
+                           preprocessing_num_workers=2))
+    metrics = read_json(out / "eval_results.json")
+    assert set(k for k in metrics if k.startswith("eval_") and k[5:] in ctc.SUPPORTED_METRICS) == {"eval_per"}
+
+    # The saved tokenizer is a phoneme tokenizer whose own phonemization gives the labels the run trained on,
+    # and which decodes ids to space-separated phonemes (word delimiters dropped).
+    processor = AutoProcessor.from_pretrained(out)
+    tokenizer = processor.tokenizer
+    assert type(tokenizer).__name__ == "Wav2Vec2PhonemeCTCTokenizer" and tokenizer.phonemizer_lang == "en-us"
+    vocab = read_json(out / "vocab.json")
+    assert "|" in vocab and {"ð", "ə"} <= set(vocab) and not ({"a", "b", "c"} <= set(vocab) and "ʃ" not in vocab)
+    clips = sentences("test")
+    ours = ctc.phonemize_batch({"target_text": list(clips.values())}, language="en-us", word_delimiter_token="|")
+    for text, phonemes in zip(clips.values(), ours["target_text"]):
+        ids = tokenizer(text).input_ids
+        assert ids == tokenizer.convert_tokens_to_ids(phonemes.split())
+        assert tokenizer.unk_token_id not in ids and vocab["|"] in ids
+        decoded = tokenizer.decode(ids, group_tokens=False)
+        assert "|" not in decoded and len(decoded.split()) == len(ids) - ids.count(vocab["|"])
+    assert "Phonemized [train] (en-us)" in caplog.text
+
+    # PER = edit distance over phonemes, equal to an independent clip-by-clip evaluation of the saved model.
+    refs = [tokenizer.decode(tokenizer(t).input_ids, group_tokens=False) for t in clips.values()]
+    hyps = transcribe(str(out), list(clips))
+    assert metrics["eval_per"] == pytest.approx(jiwer.wer(refs, hyps), abs=1e-6)
+    report = read_json(out / "data_report.json")
+    assert " " in report["train"]["characters"] and report["train"]["distinct"] == len(report["train"]["characters"].split())

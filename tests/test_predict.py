@@ -1,0 +1,129 @@
+"""--do_predict and the predictions files, and n-gram LM building + beam-search evaluation (--lm_text)."""
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jiwer
+import pytest
+from conftest import DATA_DIR, ROOT, base_args, read_json
+from test_train import make_finetuned, transcribe
+
+import run_speech_recognition_ctc as ctc
+
+LM_READY = (all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm"))
+            and all(ctc.kenlm_binary(b) for b in ("lmplz", "build_binary")))
+needs_lm = pytest.mark.skipif(not LM_READY, reason=f"LM extras missing (pyctcdecode, kenlm, lmplz): {ctc.LM_INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def finetuned_dir(tmp_path_factory):
+    return make_finetuned(tmp_path_factory.mktemp("finetuned"))
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def split_clips(split: str) -> dict[str, str]:
+    """path -> transcript of a fixture split."""
+    rows = read_csv(os.path.join(DATA_DIR, split, "metadata.csv"))
+    return {os.path.join(DATA_DIR, split, r["file_name"]): r["sentence"] for r in rows}
+
+
+def check_predictions_file(path, clips: dict[str, str], model_dir: str) -> list[dict]:
+    """Every clip once, with the model's own transcript and its per-clip scores, worst first."""
+    rows = read_csv(path)
+    assert sorted(r["clip_id"] for r in rows) == sorted(clips)
+    expected = dict(zip(clips, transcribe(model_dir, list(clips))))
+    for r in rows:
+        assert r["reference"] == clips[r["clip_id"]] and r["hypothesis"] == expected[r["clip_id"]]
+        assert float(r["wer"]) == pytest.approx(jiwer.wer(r["reference"], r["hypothesis"]), abs=1e-4)
+        assert float(r["cer"]) == pytest.approx(jiwer.cer(r["reference"], r["hypothesis"]), abs=1e-4)
+        assert 0.5 < float(r["seconds"]) < 5
+    assert [float(r["wer"]) for r in rows] == sorted((float(r["wer"]) for r in rows), reverse=True)
+    return rows
+
+
+def test_predict_split_writes_predictions_and_results_beside_eval(tmp_path, finetuned_dir, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        results = ctc.main(base_args(finetuned_dir, DATA_DIR, str(out), do_train=None, do_predict=True,
+                                     predict_split_name="validation"))
+    check_predictions_file(out / "predictions.csv", split_clips("validation"), finetuned_dir)
+    check_predictions_file(out / "eval_predictions.csv", split_clips("test"), finetuned_dir)
+    predict = read_json(out / "predict_results.json")
+    assert predict["predict_samples"] == 4 and predict["predict_clips_dropped"] == 0
+    refs, hyps = zip(*((r["reference"], r["hypothesis"]) for r in read_csv(out / "predictions.csv")))
+    assert predict["predict_wer"] == pytest.approx(jiwer.wer(list(refs), list(hyps)), abs=1e-6)
+    assert results["predict_wer"] == predict["predict_wer"] and "eval_wer" in results
+    assert "Summary: WER" in caplog.text and "4 predict clips" in caplog.text and "worst clips" in caplog.text
+
+
+def test_predict_file_alone(tmp_path, finetuned_dir):
+    # A manifest of the validation clips, paths relative to it; no eval split is loaded at all.
+    manifest = os.path.join(DATA_DIR, "validation", "metadata.csv")
+    out = tmp_path / "out"
+    ctc.main(base_args(finetuned_dir, DATA_DIR, str(out), do_train=None, do_eval=None, do_predict=True,
+                       predict_file=manifest))
+    check_predictions_file(out / "predictions.csv", split_clips("validation"), finetuned_dir)
+    assert not (out / "eval_results.json").exists() and not (out / "eval_predictions.csv").exists()
+
+
+def test_lm_sentences_are_normalised_like_transcripts(tmp_path):
+    text = tmp_path / "lm.txt"
+    text.write_text("Turn ON the light!\n\n  open   the DOOR.\n", encoding="utf-8")
+    regex = ctc.chars_to_ignore_regex(["!", "."])
+    assert ctc.lm_sentences(str(text), None, regex, "lower") == ["turn on the light", "open the door"]
+    assert ctc.lm_sentences("train", ["a b", "", "c"], regex, "lower") == ["a b", "c"]
+
+
+def test_ctc_alphabet_maps_blank_and_delimiter(finetuned_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(finetuned_dir)
+    labels = ctc.ctc_alphabet(tokenizer, len(tokenizer))
+    assert labels[tokenizer.pad_token_id] == "" and labels[tokenizer.convert_tokens_to_ids("|")] == " "
+    assert labels[tokenizer.convert_tokens_to_ids("a")] == "a" and len(set(labels)) == len(labels)
+
+
+def test_missing_lm_extras_stop_before_any_work(tmp_path, finetuned_dir, monkeypatch):
+    monkeypatch.setattr(ctc, "kenlm_binary", lambda name: None)
+    with pytest.raises(ctc.UserError, match="lmplz.*tools/install_extras.sh lm"):
+        ctc.main(base_args(finetuned_dir, DATA_DIR, str(tmp_path / "out"), lm_text="train"))
+    assert not (tmp_path / "out").exists()
+
+
+@needs_lm
+def test_lm_train_only_text_needs_do_train(tmp_path, finetuned_dir):
+    with pytest.raises(ctc.UserError, match="--lm_text train uses the training transcripts"):
+        ctc.main(base_args(finetuned_dir, DATA_DIR, str(tmp_path / "out"), do_train=None, lm_text="train"))
+
+
+@needs_lm
+def test_lm_is_built_evaluated_saved_and_used_by_transcribe(tmp_path, finetuned_dir, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(finetuned_dir, DATA_DIR, str(out), lm_text="train", lm_beam_width=16, do_predict=True,
+                           predict_split_name="validation"))
+    assert "Language model: 3-gram from 12 sentences" in caplog.text
+    assert (out / "alphabet.json").exists() and (out / "language_model" / "unigrams.txt").exists()
+    train_words = {w for t in split_clips("train").values() for w in t.split()}
+    assert set((out / "language_model" / "unigrams.txt").read_text().split()) == train_words
+    for key in ("eval", "predict"):
+        metrics = read_json(out / f"{key}_results.json")
+        assert 0 <= metrics[f"{key}_wer_lm"] < 10 and 0 <= metrics[f"{key}_cer_lm"] < 10 and f"{key}_wer" in metrics
+    rows = read_csv(out / "predictions.csv")
+    assert all(float(r["wer_lm"]) == pytest.approx(jiwer.wer(r["reference"], r["hypothesis_lm"]), abs=1e-4)
+               for r in rows)
+
+    # transcribe.py --lm finds the saved decoder and gives the same beam-search transcripts as the evaluation.
+    clips = list(split_clips("validation"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "transcribe.py"), str(out), *clips, "--lm",
+                           "--beam_width", "16"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lm_hyps = {r["clip_id"]: r["hypothesis_lm"] for r in rows}
+    assert dict(line.split("\t") for line in proc.stdout.splitlines()) == lm_hyps

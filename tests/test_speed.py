@@ -1,0 +1,77 @@
+"""Speed features: duration-capped batches, the collator, attention kernels, per-epoch throughput."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA_DIR, base_args, read_json
+from transformers import Wav2Vec2FeatureExtractor
+
+import run_speech_recognition_ctc as ctc
+
+
+def padding(batches, lengths) -> float:
+    real = sum(lengths[i] for b in batches for i in b)
+    return 1 - real / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+
+def test_duration_batches_cover_every_clip_once_within_the_cap_with_little_padding():
+    lengths = np.random.default_rng(0).integers(11_000, 240_000, size=2000)  # 0.7 to 15 s at 16 kHz
+    sampler = ctc.DurationBatchSampler(lengths, max_samples=30 * 16000, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(2000)) and len(batches) == len(sampler)
+    assert all(max(lengths[i] for i in b) * len(b) <= 30 * 16000 for b in batches)
+    assert padding(batches, lengths) < 0.02
+    # Random batches of 8, for scale: the padding duration-capped batches avoid.
+    random_batches = np.random.default_rng(0).permutation(2000).reshape(-1, 8)
+    assert padding(random_batches, lengths) > 0.3
+
+
+def test_duration_batches_are_reshuffled_per_epoch_and_reproducible():
+    lengths = np.random.default_rng(0).integers(1000, 9000, size=300)
+    a, b = ctc.DurationBatchSampler(lengths, 20_000, seed=3), ctc.DurationBatchSampler(lengths, 20_000, seed=3)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first and sorted(map(tuple, a)) == sorted(map(tuple, first))  # same batches, new order
+    b.set_epoch(1)
+    assert list(b) == list(a)
+    assert list(ctc.DurationBatchSampler(lengths, 20_000, seed=4)) != first
+
+
+def test_a_clip_longer_than_the_cap_gets_a_batch_of_its_own():
+    sampler = ctc.DurationBatchSampler([100, 5000, 120], max_samples=1000, seed=0)
+    assert sorted(map(sorted, sampler)) == [[0, 2], [1]]
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_collator_pads_inputs_and_labels_like_the_feature_extractor(mask):
+    fe = Wav2Vec2FeatureExtractor(return_attention_mask=mask, padding_value=0.0)
+    features = [{"input_values": np.arange(n, dtype=np.float32) + 1, "labels": list(range(n // 2))} for n in (4, 7, 2)]
+    batch = ctc.DataCollatorCTCWithPadding(fe, tokenizer=None, pad_to_multiple_of=8)(features)
+    reference = fe.pad([{"input_values": f["input_values"]} for f in features], padding="longest",
+                       pad_to_multiple_of=8, return_attention_mask=True, return_tensors="pt")
+    assert torch.equal(batch["input_values"], reference["input_values"])
+    assert batch["input_lengths"].tolist() == [4, 7, 2]
+    assert ("attention_mask" in batch) == mask
+    if mask:
+        assert torch.equal(batch["attention_mask"], reference["attention_mask"].long())
+    assert batch["labels"].tolist() == [[0, 1, -100], [0, 1, 2], [0, -100, -100]]
+
+
+def test_duration_batches_train_and_report_throughput(tmp_path, encoder_dir, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out), max_steps=None, num_train_epochs=1, max_batch_duration=4))
+    metrics = read_json(out / "train_results.json")
+    train = read_json(out / "data_report.json")["train"]
+    assert metrics["train_audio_hours"] == pytest.approx(train["hours"], abs=1e-4)  # one epoch: every clip once
+    assert 0 <= metrics["train_padding_fraction"] < 0.1 and metrics["train_audio_seconds_per_second"] > 0
+    assert "Epoch 1.00:" in caplog.text and "sdpa attention" in caplog.text
+
+
+def test_models_without_sdpa_fall_back_to_eager(tmp_path, caplog):
+    from tiny_models import make_checkpoint
+
+    encoder = make_checkpoint(str(tmp_path / "wavlm"), "wavlm")
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(encoder, DATA_DIR, str(tmp_path / "out"), max_steps=1, do_eval=None))
+    assert "no sdpa attention here" in caplog.text and "eager attention" in caplog.text

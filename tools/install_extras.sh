@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Install the optional extras into the active Python environment:
+#   lm       KenLM language-model decoding: pyctcdecode + kenlm, and KenLM's
+#            lmplz / build_binary (to train an n-gram LM from a text file)
+#   phoneme  phoneme targets: espeak-ng + phonemizer
+#
+# Usage:  bash tools/install_extras.sh [lm] [phoneme]     (no argument: both)
+#
+# The environment is $VIRTUAL_ENV when one is active, else the python on PATH.
+# Idempotent: what is already installed is skipped, so a second run only
+# re-checks. Debian packages are installed with apt-get when we are root;
+# otherwise the script prints the apt-get command to run and exits 1.
+set -euo pipefail
+
+PYCTCDECODE_VERSION=0.5.0
+KENLM_VERSION=0.3.0
+# Debian packages needed to compile lmplz / build_binary (and, for zlib/bz2/xz,
+# let the kenlm Python module read compressed ARPA files).
+LM_APT_PACKAGES=(cmake build-essential libboost-program-options-dev libboost-system-dev
+                 libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev)
+
+say() { echo "extras: $*"; }
+die() { echo "extras: ERROR: $*" >&2; exit 1; }
+
+# --- which parts ------------------------------------------------------------
+want_lm=0 want_phoneme=0
+[[ $# -eq 0 ]] && set -- lm phoneme
+for part in "$@"; do
+  case "$part" in
+    lm) want_lm=1 ;;
+    phoneme) want_phoneme=1 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown part '$part' (expected: lm, phoneme)" ;;
+  esac
+done
+
+# --- the target environment -------------------------------------------------
+if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+  PY="$VIRTUAL_ENV/bin/python"
+else
+  PY="$(command -v python || command -v python3)" || die "no python on PATH"
+fi
+# Console scripts of this environment live next to its interpreter: lmplz goes
+# there too, so it is on PATH whenever the environment is active.
+BIN_DIR="$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")"
+say "python: $PY"
+
+pip_q() { "$PY" -m pip install -q "$@"; }
+has_module() { "$PY" -c "import $1" >/dev/null 2>&1; }
+has_dist() {  # has_dist NAME VERSION: is exactly that version installed?
+  "$PY" - "$1" "$2" <<'EOF' >/dev/null 2>&1
+import sys, importlib.metadata as md
+sys.exit(md.version(sys.argv[1]) != sys.argv[2])
+EOF
+}
+
+# Scratch space, removed on exit.
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/extras.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+
+# Run a noisy command with its output in a log; show the log's tail on failure.
+logged() {
+  local log="$TMP/$1.log"; shift
+  "$@" >"$log" 2>&1 || { tail -n 40 "$log" >&2; die "failed: $*"; }
+}
+
+# --- Debian packages ----------------------------------------------------------
+apt_updated=0
+apt_install() {  # apt_install PKG...: install those not installed yet
+  local missing=() p
+  if ! command -v dpkg-query >/dev/null; then
+    say "not a Debian/Ubuntu system: make sure these (or their equivalents) are installed: $*"
+    return 0
+  fi
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "extras: missing Debian packages; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  if [[ $apt_updated -eq 0 ]]; then
+    say "apt-get update"
+    logged apt-update apt-get update -q
+    apt_updated=1
+  fi
+  say "apt-get install ${missing[*]}"
+  logged apt-install env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# --- part 1: language-model decoding -----------------------------------------
+install_lm() {
+  if ! has_module numpy; then  # pyctcdecode imports numpy; it is not pulled in below
+    say "pip install numpy"
+    pip_q numpy
+  fi
+
+  # pyctcdecode declares numpy<2: a normal install would downgrade numpy and
+  # break pandas/datasets built against numpy 2. It runs fine on numpy 2, so
+  # install it with --no-deps and add its one runtime dependency (pygtrie) by
+  # hand, first; its other declared dependency, hypothesis, is only used by its
+  # tests. (`pip check` will keep reporting both: expected.)
+  if ! has_module pygtrie; then
+    say "pip install pygtrie"
+    pip_q pygtrie
+  fi
+  if ! has_dist pyctcdecode "$PYCTCDECODE_VERSION"; then
+    say "pip install pyctcdecode==$PYCTCDECODE_VERSION (--no-deps)"
+    pip_q --no-deps "pyctcdecode==$PYCTCDECODE_VERSION"
+  fi
+
+  local need_module=0 need_bins=0
+  has_module kenlm || need_module=1
+  [[ -x "$BIN_DIR/lmplz" && -x "$BIN_DIR/build_binary" ]] || need_bins=1
+
+  if [[ $need_module -eq 1 || $need_bins -eq 1 ]]; then
+    # System libraries first, so the kenlm module is built with zlib/bz2/xz too.
+    apt_install "${LM_APT_PACKAGES[@]}"
+
+    if [[ $need_module -eq 1 ]]; then
+      # PyPI has only an sdist: pip compiles the query module (pip caches the wheel).
+      say "pip install kenlm==$KENLM_VERSION (compiles the Python module, about a minute)"
+      logged kenlm-install "$PY" -m pip install "kenlm==$KENLM_VERSION"
+    fi
+
+    if [[ $need_bins -eq 1 ]]; then
+      # The same sdist holds KenLM's full C++ source with its CMakeLists.
+      # --no-build-isolation: the isolated metadata build once hung here. It
+      # needs a setuptools that can build wheels in the environment (>= 70.1,
+      # or older plus `wheel`); fresh venvs may lack that, so fall back then.
+      say "downloading the kenlm==$KENLM_VERSION source"
+      local iso=()
+      if has_module setuptools.command.bdist_wheel || { has_module setuptools && has_module wheel; }; then
+        iso=(--no-build-isolation)
+      fi
+      logged kenlm-download "$PY" -m pip download --no-deps --no-binary kenlm "${iso[@]}" \
+        -d "$TMP" "kenlm==$KENLM_VERSION"
+      local sdist="$TMP/kenlm-$KENLM_VERSION.tar.gz"
+      [[ -f "$sdist" ]] || die "pip download did not produce $sdist"
+
+      say "building lmplz and build_binary (about a minute)"
+      tar -xzf "$sdist" -C "$TMP"
+      local src="$TMP/kenlm-$KENLM_VERSION"
+      logged cmake cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release
+      logged make make -C "$src/build" -j2 lmplz build_binary
+      [[ -w "$BIN_DIR" ]] || die "cannot write to $BIN_DIR (binaries are in $src/build/bin)"
+      install -m 755 "$src/build/bin/lmplz" "$src/build/bin/build_binary" "$BIN_DIR/"
+      say "installed lmplz and build_binary into $BIN_DIR"
+    fi
+  fi
+
+  verify_lm
+}
+
+verify_lm() {
+  say "checking kenlm, pyctcdecode and lmplz"
+  "$PY" -c "import kenlm, pyctcdecode" || die "import kenlm, pyctcdecode failed"
+  # lmplz --help exits non-zero after printing its usage: check that it prints it.
+  local usage
+  usage="$("$BIN_DIR/lmplz" --help 2>&1 || true)"
+  [[ "$usage" == *--order* ]] || die "$BIN_DIR/lmplz does not run: $usage"
+
+  # A 3-gram from five sentences, loaded by kenlm and used by a pyctcdecode decoder.
+  printf '%s\n' "turn on the light" "turn off the light" "turn on the radio" \
+    "open the door" "close the door" >"$TMP/corpus.txt"
+  logged lmplz "$BIN_DIR/lmplz" -o 3 --discount_fallback -S 10% -T "$TMP" \
+    --text "$TMP/corpus.txt" --arpa "$TMP/test.arpa"
+  logged build_binary "$BIN_DIR/build_binary" "$TMP/test.arpa" "$TMP/test.bin"
+  logged lm-check "$PY" - "$TMP/test.arpa" "$TMP/test.bin" <<'EOF'
+import sys, logging
+import numpy as np, kenlm
+from pyctcdecode import build_ctcdecoder
+logging.disable(logging.WARNING)  # pyctcdecode warns about the toy alphabet
+for path in sys.argv[1:]:
+    lm = kenlm.Model(path)
+    assert lm.order == 3, lm.order
+    assert lm.score("turn on the light") > lm.score("light the on turn")
+labels = [""] + list(" abcdefghijklmnopqrstuvwxyz'")
+decoder = build_ctcdecoder(labels, kenlm_model_path=sys.argv[1])
+text = "turn on"
+logits = np.full((len(text), len(labels)), -10.0, dtype=np.float32)
+logits[np.arange(len(text)), [labels.index(c) for c in text]] = 0.0
+assert decoder.decode(logits) == text, decoder.decode(logits)
+EOF
+  if [[ "$(command -v lmplz || true)" != "$BIN_DIR/lmplz" ]]; then
+    say "note: $BIN_DIR is not on PATH; activate the environment to use lmplz"
+  fi
+  say "lm: OK"
+}
+
+# --- part 2: phoneme mode ------------------------------------------------------
+install_phoneme() {
+  if ! command -v espeak-ng >/dev/null; then
+    apt_install espeak-ng
+  fi
+  if ! has_module phonemizer; then
+    say "pip install phonemizer"
+    pip_q phonemizer
+  fi
+  say "checking phonemizer with espeak-ng"
+  "$PY" -c "from phonemizer import phonemize; print(phonemize(['hello world'], language='en-us', backend='espeak'))" \
+    >"$TMP/phonemize.out" 2>&1 || { cat "$TMP/phonemize.out" >&2; die "phonemizer check failed"; }
+  say "phoneme: OK ($(tail -n 1 "$TMP/phonemize.out"))"
+}
+
+[[ $want_lm -eq 1 ]] && install_lm
+[[ $want_phoneme -eq 1 ]] && install_phoneme
+say "done"
