@@ -18,6 +18,7 @@ A tiny CPU run (arguments from a JSON file):
 """
 
 import csv
+import ctypes
 import functools
 import glob
 import importlib.util
@@ -85,6 +86,7 @@ LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json +
 PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
 LM_INSTALL = "bash tools/install_extras.sh lm"  # pyctcdecode (--no-deps: it pins numpy<2), kenlm, KenLM's lmplz
 NUM_SUMMARY_EXAMPLES = 5  # reference/hypothesis pairs in the end-of-run summary, and worst clips logged
+MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (malloc.h)
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
 SUPPORTED_METRICS = ("wer", "cer", "per")  # per: phoneme error rate, the WER over space-separated phonemes
 NUM_LOGGED_EXAMPLES = 3  # prediction/reference pairs logged at each evaluation
@@ -299,6 +301,11 @@ class TrainingArguments(transformers.TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh in a non-empty output_dir: rebuild the vocabulary, drop checkpoints."}
     )
+    reuse_cpu_memory: bool = field(
+        default=True,
+        metadata={"help": "On CPU (Linux), keep freed memory for reuse instead of returning each step's big tensors "
+                          "to the kernel: much faster steps, higher peak RSS."},
+    )
     max_batch_duration: Optional[float] = field(
         default=None,
         metadata={"help": "Seconds of padded audio per training batch and device, instead of a fixed "
@@ -448,6 +455,23 @@ def configure_distributed(model_args: ModelArguments, training_args: TrainingArg
             }
         if training_args.world_size > 1:
             logger.info("DDP: --layerdrop > 0, so ddp_find_unused_parameters=True (non-reentrant checkpointing)")
+
+
+def reuse_cpu_memory(training_args: TrainingArguments) -> None:
+    """On CPU, keep freed memory in the process (glibc) instead of unmapping every big tensor after each step.
+
+    Each step allocates activations of hundreds of MB; glibc hands blocks that big back to the kernel when freed,
+    and the kernel zeroes fresh pages again at the next step: measured here, a third of the step time went there.
+    """
+    if not training_args.reuse_cpu_memory or training_args.device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    libc.mallopt(MALLOC_MMAP_MAX, 0)  # big blocks come from the heap, not from fresh mappings
+    libc.mallopt(MALLOC_TRIM_THRESHOLD, 2**30)  # and stay there once freed (up to 1 GiB of free heap kept)
+    logger.info("CPU memory: freed blocks are kept for reuse (--reuse_cpu_memory; higher peak RSS, faster steps)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1481,6 +1505,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     check_lm_tools(data_args, training_args)
     check_phonemizer(data_args.phoneme_language)
     configure_distributed(model_args, training_args)
+    reuse_cpu_memory(training_args)
     last_checkpoint = check_output_dir(training_args)
     set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 

@@ -5,9 +5,11 @@
 Trains bench/speed_model (wav2vec2 shape, hidden 256, 4 layers, 4.3M parameters, random weights) with the script,
 on the first --clips clips of the corpus's train split for one epoch, in two setups:
 
-  (a) upstream-equivalent: --per_device_train_batch_size 8 --group_by_length, eager attention, fp32;
-  (b) ours: --max_batch_duration (8 clips' worth of audio, so the steps match), SDPA attention, bf16 where the
-      hardware has it (CUDA bf16, or a CPU with AMX / AVX512-BF16), --torch_compile with --compile.
+  (a) upstream-equivalent: --per_device_train_batch_size 8 --group_by_length, eager attention, fp32, glibc's
+      default memory handling (--reuse_cpu_memory False);
+  (b) ours: --max_batch_duration (8 clips' worth of audio, so the steps match), SDPA attention, freed CPU memory
+      reused (the default), bf16 where the hardware has it (CUDA bf16, or a CPU with AMX / AVX512-BF16), and
+      --torch_compile with --compile.
 
 Each setup runs in its own process (after one shared preprocessing pass, so decoding is not timed) and the table
 gives audio seconds trained per wall second of `trainer.train()`, padding share, and peak RSS (peak GPU memory on
@@ -55,7 +57,7 @@ def setup_args(name: str, data: str, out: str, clips: int, batch_seconds: float,
     args += ["--max_steps", str(steps), "--do_eval", "--eval_metrics", "wer", "cer"] if steps else ["--num_train_epochs", "1"]
     if name == "a":
         return args + ["--per_device_train_batch_size", str(BATCH_SIZE), "--group_by_length",
-                       "--attn_implementation", "eager"]
+                       "--attn_implementation", "eager", "--reuse_cpu_memory", "False"]
     args += ["--max_batch_duration", f"{batch_seconds:.1f}", "--attn_implementation", "sdpa"]
     if has_bf16():
         args += ["--bf16"]
