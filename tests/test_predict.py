@@ -120,6 +120,11 @@ def test_lm_is_built_evaluated_saved_and_used_by_transcribe(tmp_path, finetuned_
     assert all(float(r["wer_lm"]) == pytest.approx(jiwer.wer(r["reference"], r["hypothesis_lm"]), abs=1e-4)
                for r in rows)
 
+    from transformers import Wav2Vec2ProcessorWithLM  # deprecated, but still how many users load an LM
+
+    processor = Wav2Vec2ProcessorWithLM.from_pretrained(out)
+    assert processor.decoder._alphabet.labels[processor.tokenizer.pad_token_id] == ""
+
     # transcribe.py --lm finds the saved decoder and gives the same beam-search transcripts as the evaluation.
     clips = list(split_clips("validation"))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "transcribe.py"), str(out), *clips, "--lm",

@@ -66,6 +66,14 @@ def test_duration_batches_train_and_report_throughput(tmp_path, encoder_dir, cap
     assert metrics["train_audio_hours"] == pytest.approx(train["hours"], abs=1e-4)  # one epoch: every clip once
     assert 0 <= metrics["train_padding_fraction"] < 0.1 and metrics["train_audio_seconds_per_second"] > 0
     assert "Epoch 1.00:" in caplog.text and "sdpa attention" in caplog.text
+    assert "freed blocks are kept for reuse" in caplog.text  # CPU default
+
+
+def test_reuse_cpu_memory_can_be_turned_off(caplog):
+    _, _, training_args = ctc.parse_args(base_args("m", DATA_DIR, "out", reuse_cpu_memory="False", use_cpu=True))
+    with caplog.at_level("INFO"):
+        ctc.reuse_cpu_memory(training_args)
+    assert "kept for reuse" not in caplog.text
 
 
 def test_models_without_sdpa_fall_back_to_eager(tmp_path, caplog):
