@@ -14,7 +14,8 @@ on the first --clips clips of the corpus's train split for one epoch, in two set
 Each setup runs in its own process (after one shared preprocessing pass, so decoding is not timed) and the table
 gives audio seconds trained per wall second of `trainer.train()`, padding share, and peak RSS (peak GPU memory on
 a GPU), then the ratio b/a. --quality_steps N also trains both setups for N steps on the whole train split and
-compares their test WER (the target: b not worse than a by more than 0.02).
+compares their test WER (the target: b not worse than a by more than 0.02); that comparison uses the demo's 0.7M
+model (--quality_model), which learns this corpus in minutes on a CPU.
 """
 
 import argparse
@@ -46,9 +47,10 @@ def has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def setup_args(name: str, data: str, out: str, clips: int, batch_seconds: float, steps: int, compile_b: bool):
+def setup_args(name: str, data: str, out: str, clips: int, batch_seconds: float, steps: int, compile_b: bool,
+               model: str = os.path.join(HERE, "speed_model")):
     """Command line of one setup; steps=0 means one epoch over `clips` clips."""
-    args = ["--config_name", os.path.join(HERE, "speed_model"), "--dataset_name", data, "--output_dir", out,
+    args = ["--config_name", model, "--dataset_name", data, "--output_dir", out,
             "--train_split_name", "train" if steps else f"train[:{clips}]", "--eval_split_name", "test",
             "--text_column_name", "sentence", "--do_train", "--learning_rate", "2e-3", "--warmup_steps", "60",
             "--freeze_feature_encoder", "False", "--mask_time_length", "5", "--save_strategy", "no",
@@ -99,6 +101,8 @@ def main():
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--clips", type=int, default=400, help="Training clips timed (one epoch).")
     parser.add_argument("--quality_steps", type=int, default=0, help="Also train N steps per setup, compare WER.")
+    parser.add_argument("--quality_model", default=os.path.join(ROOT, "examples", "demo_model"),
+                        help="Model config of the WER comparison (default: the demo's 0.7M model, quick to train).")
     parser.add_argument("--compile", action="store_true", help="Add --torch_compile to setup b.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -130,7 +134,8 @@ def main():
         wer = {}
         for name in ("a", "b"):
             out = os.path.join(work, f"quality-{name}")
-            argv = setup_args(name, args.corpus, out, args.clips, batch_seconds, args.quality_steps, args.compile)
+            argv = setup_args(name, args.corpus, out, args.clips, batch_seconds, args.quality_steps, args.compile,
+                              args.quality_model)
             r = run_setup(argv, out, env)
             wer[name] = r["eval_wer"]
             print(f"({name}) {args.quality_steps} steps: test WER {r['eval_wer']:.3f}, CER {r.get('eval_cer', 0):.3f}, "
