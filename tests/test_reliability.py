@@ -86,6 +86,10 @@ USER_ERRORS = {
     "missing model directory": ({"model_name_or_path": "/no/such/model"}, "could not load a model config"),
     "push to hub while offline": ({"push_to_hub": True}, "--push_to_hub needs network access"),
     "unknown flag": ({"no_such_flag": 1}, "not used by the HfArgumentParser"),
+    "missing LM text file": ({"lm_text": "./no/such/text.txt"}, "--lm_text ./no/such/text.txt is not a file"),
+    "PER without phoneme mode": ({"eval_metrics": "per"}, "add --phoneme_language"),
+    "non-positive batch duration": ({"max_batch_duration": 0}, "--max_batch_duration must be a number of seconds"),
+    "unknown predict split": ({"do_predict": True, "predict_split_name": "dev"}, "split 'dev' not found"),
 }
 
 
