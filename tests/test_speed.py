@@ -106,3 +106,16 @@ def test_resuming_mid_epoch_continues_the_same_duration_batches(tmp_path, encode
               for out in (reference, resumed)]
     assert sorted(losses[1]) == list(range(1, 15))
     np.testing.assert_allclose([losses[1][s] for s in range(9, 15)], [losses[0][s] for s in range(9, 15)], rtol=1e-3)
+
+
+def test_torch_compile_trains_and_saves_a_model_that_reloads(tmp_path, encoder_dir):
+    from transformers import AutoModelForCTC
+
+    torch._dynamo.reset()
+    out = tmp_path / "out"
+    results = ctc.main(base_args(encoder_dir, DATA_DIR, str(out), torch_compile=True, max_steps=1,
+                                 max_batch_duration=6, do_eval=None))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the step really ran compiled
+    assert np.isfinite(results["train_loss"])
+    _, info = AutoModelForCTC.from_pretrained(out, output_loading_info=True)  # no "_orig_mod." key prefixes
+    assert not info["missing_keys"] and not info["unexpected_keys"]
