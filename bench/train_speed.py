@@ -41,8 +41,8 @@ BATCH_SIZE = 8  # upstream's per-device batch size in the published commands
 TRAIN_FLOPS_PER_FORWARD = 3  # backward costs about twice the forward pass
 # Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets; SXM unless named), the first key found in the
 # device name wins.
-PEAK_TFLOPS_16BIT = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0,
-                     "V100": 125.0}
+PEAK_TFLOPS_16BIT = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+                     "A10": 125.0, "V100": 125.0}
 
 
 def has_bf16() -> bool:
