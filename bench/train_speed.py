@@ -170,7 +170,13 @@ def main():
     if args.child:
         return child(rest[1:] if rest[:1] == ["--"] else rest, args.child)
 
-    with open(os.path.join(args.corpus, "train", "metadata.csv"), encoding="utf-8") as f:
+    metadata = os.path.join(args.corpus, "train", "metadata.csv")
+    if not os.path.isfile(metadata):
+        parser.error(f"no {metadata}: pass --corpus, a folder with train/ and test/ split folders holding "
+                     "metadata.csv (file_name, sentence, duration), such as ../shared/corpus/commands")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        parser.error(f"--model {args.model}: no config.json there (bench/speed_model and bench/base_model have one)")
+    with open(metadata, encoding="utf-8") as f:
         seconds = [float(r["duration"]) for r in csv.DictReader(f)]
     timed = seconds[: args.clips]
     batch_seconds = args.batch_seconds or BATCH_SIZE * sum(timed) / len(timed)  # default: as much audio per step as (a)
@@ -183,10 +189,11 @@ def main():
 
     # Fill the preprocessing cache first, in a process of its own: neither timed process decodes audio.
     prep = os.path.join(work, "prep")
-    subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"),
-                    *setup_args("a", args.corpus, prep, args.clips, batch_seconds, 0, False, args.model),
-                    "--preprocessing_only"],
-                   env=env, check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"),
+                           *setup_args("a", args.corpus, prep, args.clips, batch_seconds, 0, False, args.model),
+                           "--preprocessing_only"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"preprocessing failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     rows = {}
     for name in ("a", "b"):
         out = os.path.join(work, f"speed-{name}")

@@ -1,6 +1,7 @@
 """The training-speed benchmark: its FLOP count (for MFU) and one run end to end on the fixture corpus."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -30,7 +31,22 @@ def test_benchmark_runs_and_prints_the_table():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    rows = {line[1]: line for line in lines if line.startswith(("(a)", "(b)"))}
-    assert set(rows) == {"a", "b"} and all("audio s/s" in r and "padding" in r and "MFU" in r for r in rows.values())
+    gflops = float(re.search(r"([\d.]+) GFLOP per training audio second", lines[0])[1])
+    rows = {}
+    for line in lines:
+        m = re.match(r"\((a|b)\)\s+([\d.]+) audio s/s\s+padding\s+([\d.]+)%.*MFU ([\d.]+)%", line)
+        if m:
+            rows[m[1]] = [float(x) for x in m.groups()[1:]]
+    assert set(rows) == {"a", "b"}, proc.stdout
+    for speed, _, mfu in rows.values():  # MFU = audio s/s x FLOPs per audio second / the 1 TFLOP/s peak given
+        assert mfu == pytest.approx(speed * gflops / 1000 * 100, rel=0.05, abs=0.1)
+    assert rows["b"][1] < rows["a"][1]  # duration-capped batches pad less than fixed batches of 8
     ratio = float(lines[-1].removeprefix("ratio b/a: "))
-    assert ratio > 0
+    assert ratio == pytest.approx(rows["b"][0] / rows["a"][0], rel=0.05)
+
+
+def test_benchmark_without_a_corpus_says_which_flag_to_pass(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_speed.py"), "--corpus", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "pass --corpus" in proc.stderr.strip().splitlines()[-1]
