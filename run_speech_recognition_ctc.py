@@ -23,6 +23,7 @@ import functools
 import glob
 import importlib.util
 import io
+import itertools
 import json
 import logging
 import os
@@ -58,7 +59,6 @@ from transformers import (
     TrainerCallback,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2PhonemeCTCTokenizer,
-    Wav2Vec2Processor,
     set_seed,
 )
 from transformers.trainer_utils import is_main_process
@@ -77,13 +77,17 @@ CHANNELS_COLUMN = "channels"  # channel count of the file
 MIN_FRAMES_COLUMN = "ctc_min_frames"  # output frames the label needs under CTC
 CLIP_ID_COLUMN = "clip_id"  # the audio file's path (or name in a hub dataset), for predictions.csv
 DROP_COLUMN = "drop_reason"  # why preprocessing rejected a clip ("" when kept)
+CTC_INFEASIBLE = "transcript too long for the audio (CTC)"  # the drop reason of labels needing more output frames
+KEEP_TOKENIZER_MAX_UNK = 0.001  # a checkpoint's tokenizer is kept when at most this share of training labels is unknown
+MAX_INFEASIBLE_SHARE = 0.2  # stop when more of the training clips than this are CTC-infeasible: the vocabulary is wrong
 TRUNCATION_TOLERANCE = 0.9  # a file decoding to less than this share of its header's length is truncated
-CACHE_VERSION = 2  # bump when the preprocessing functions change what they write
+CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
 VOCAB_FILE = "vocab.json"
 DATA_REPORT_FILE = "data_report.json"
 PREDICTIONS_FILE = "predictions.csv"  # --do_predict; evaluation writes eval_predictions.csv
 LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
 PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
+TORCHAUDIO_INSTALL = "bash tools/install_extras.sh granite"  # torchaudio's pure-Python parts, for Granite Speech
 LM_INSTALL = "bash tools/install_extras.sh lm"  # pyctcdecode (--no-deps: it pins numpy<2), kenlm, KenLM's lmplz
 NUM_SUMMARY_EXAMPLES = 5  # reference/hypothesis pairs in the end-of-run summary, and worst clips logged
 MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (malloc.h)
@@ -96,6 +100,7 @@ OWN_OUTPUT_FILES = {
     VOCAB_FILE,
     DATA_REPORT_FILE,
     "tokenizer_config.json",
+    "tokenizer.json",
     "special_tokens_map.json",
     "added_tokens.json",
     "preprocessor_config.json",
@@ -131,33 +136,45 @@ class ModelArguments:
         default=None, metadata={"help": "Where to cache models, tokenizers and datasets downloaded from the hub."}
     )
     freeze_feature_encoder: bool = field(
-        default=True, metadata={"help": "Freeze the convolutional feature encoder (train only the transformer and head)."}
+        default=True,
+        metadata={"help": "Freeze the front end that turns audio into encoder frames: the convolutional feature encoder "
+                          "(wav2vec2-style models) or the subsampling stack (Parakeet, LASR); see the README table."},
     )
-    # Regularisation written into the model config (these override the checkpoint's own values, as upstream)
-    attention_dropout: float = field(default=0.0, metadata={"help": "Dropout ratio on the attention probabilities."})
-    activation_dropout: float = field(
-        default=0.0, metadata={"help": "Dropout ratio after the activation inside the feed-forward layers."}
+    # Regularisation and CTC settings written into the model config. Left unset, wav2vec2-era models get upstream's
+    # defaults (as upstream writes them) and the newer families keep their checkpoint's own values.
+    attention_dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout ratio on the attention probabilities (upstream default 0.0)."}
     )
-    feat_proj_dropout: float = field(default=0.0, metadata={"help": "Dropout ratio on the projected features."})
-    hidden_dropout: float = field(
-        default=0.0, metadata={"help": "Dropout ratio of the embeddings, encoder and pooler fully connected layers."}
+    activation_dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout ratio after the activation inside the feed-forward layers (0.0)."}
     )
-    final_dropout: float = field(default=0.0, metadata={"help": "Dropout ratio before the CTC head."})
-    mask_time_prob: float = field(
-        default=0.05, metadata={"help": "Probability of each feature frame starting a SpecAugment time mask."}
+    feat_proj_dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout ratio on the projected features (0.0)."}
     )
-    mask_time_length: int = field(default=10, metadata={"help": "Length of each time mask, in frames."})
-    mask_feature_prob: float = field(
-        default=0.0, metadata={"help": "Probability of each feature channel starting a SpecAugment feature mask."}
+    hidden_dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout ratio of the embeddings, encoder and pooler fully connected layers (0.0)."}
     )
-    mask_feature_length: int = field(default=10, metadata={"help": "Length of each feature mask, in channels."})
-    layerdrop: float = field(default=0.0, metadata={"help": "Probability of skipping a whole transformer layer."})
+    final_dropout: Optional[float] = field(default=None, metadata={"help": "Dropout ratio before the CTC head (0.0)."})
+    mask_time_prob: Optional[float] = field(
+        default=None, metadata={"help": "Probability of each feature frame starting a SpecAugment time mask (0.05)."}
+    )
+    mask_time_length: Optional[int] = field(default=None, metadata={"help": "Length of each time mask, in frames (10)."})
+    mask_feature_prob: Optional[float] = field(
+        default=None, metadata={"help": "Probability of each feature channel starting a SpecAugment feature mask (0.0)."}
+    )
+    mask_feature_length: Optional[int] = field(
+        default=None, metadata={"help": "Length of each feature mask, in channels (10)."}
+    )
+    layerdrop: Optional[float] = field(
+        default=None, metadata={"help": "Probability of skipping a whole transformer layer (0.0)."}
+    )
     # CTC head
     ctc_loss_reduction: str = field(
         default="mean", metadata={"help": "How the CTC loss is reduced over the batch: 'mean' or 'sum'."}
     )
-    ctc_zero_infinity: bool = field(
-        default=False, metadata={"help": "Zero infinite CTC losses (labels longer than the audio allows)."}
+    ctc_zero_infinity: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Zero infinite CTC losses (labels longer than the audio allows); upstream default False."},
     )
     add_adapter: bool = field(
         default=False, metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."}
@@ -441,11 +458,11 @@ def check_output_dir(training_args: TrainingArguments) -> Optional[str]:
     return None
 
 
-def configure_distributed(model_args: ModelArguments, training_args: TrainingArguments) -> None:
-    """DDP settings these models need, and one OpenMP thread per rank unless the user chose otherwise."""
+def configure_distributed(config, training_args: TrainingArguments) -> None:
+    """DDP settings the model needs, and one OpenMP thread per rank unless the user chose otherwise."""
     if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
-    if model_args.layerdrop > 0 and training_args.ddp_find_unused_parameters is None:
+    if getattr(encoder_config(config), "layerdrop", 0) > 0 and training_args.ddp_find_unused_parameters is None:
         # A dropped layer gets no gradient in that step: DDP's reducer must look for unused parameters, which
         # re-entrant activation checkpointing does not support.
         training_args.ddp_find_unused_parameters = True
@@ -728,6 +745,42 @@ def load_existing_tokenizer(model_args, data_args, training_args):
     return tokenizer
 
 
+def shipped_tokenizer(model_args, data_args, training_args):
+    """When fine-tuning a checkpoint that ships a CTC head and a tokenizer, and no other vocabulary is given or already
+    built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
+    source = model_args.model_name_or_path
+    if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
+            or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
+        return None
+    hub = {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
+    try:
+        if not any(a.endswith("ForCTC") for a in AutoConfig.from_pretrained(source, **hub).architectures or []):
+            return None
+        return AutoTokenizer.from_pretrained(source, **hub)
+    except (OSError, ValueError, TypeError):  # no tokenizer files (a bare encoder), or no config at all (load_model says)
+        return None
+
+
+def prepare_text(raw, model_args, data_args, training_args):
+    """Pick the tokenizer and normalise the transcripts for it: the tokenizer given, else the checkpoint's own when it
+    covers the normalised training text (returned), else None: build_tokenizer makes a vocabulary from the text."""
+    tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
+    shipped = shipped_tokenizer(model_args, data_args, training_args) if tokenizer is None else None
+    case = vocabulary_case((tokenizer or shipped).get_vocab()) if (tokenizer or shipped) is not None else "lower"
+    text = normalize_transcripts(raw, data_args, training_args, case)
+    if shipped is not None:
+        share = unknown_token_share(shipped, text["train"][TARGET_TEXT_COLUMN])
+        if share <= KEEP_TOKENIZER_MAX_UNK:
+            logger.info(f"Tokenizer: the checkpoint's own ({len(shipped):,} tokens, {share:.2%} of the training labels "
+                        "unknown), kept with its CTC head")
+            return shipped, text
+        logger.info(f"Tokenizer: the checkpoint's own leaves {share:.1%} of the training labels unknown; building a new "
+                    "vocabulary from the transcripts (and a new CTC head)")
+        if case != "lower":
+            text = normalize_transcripts(raw, data_args, training_args, "lower")
+    return tokenizer, text
+
+
 def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
     """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused."""
     special = {
@@ -810,6 +863,12 @@ def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: O
     return out
 
 
+def unknown_token_share(tokenizer, texts) -> float:
+    """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
+    ids = [i for text in texts for i in encode_labels(tokenizer, text)]
+    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
+
+
 def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArguments) -> dict:
     """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
     vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
@@ -823,17 +882,203 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
             logger.warning(f"Characters only in the eval text (never trained): {' '.join(eval_only)}")
     stats = {}
     for key, counter in counts.items():
-        unknown = Counter({c: n for c, n in counter.items() if c not in vocab})
-        share = sum(unknown.values()) / max(sum(counter.values()), 1)
+        if is_character_tokenizer(tokenizer):
+            unknown = Counter({c: n for c, n in counter.items() if c not in vocab})
+            share = sum(unknown.values()) / max(sum(counter.values()), 1)
+        else:  # a subword tokenizer: the share of label tokens that come out unknown, and the characters to blame
+            unknown = Counter({c: n for c, n in counter.items() if unknown_token_share(tokenizer, [c]) > 0})
+            share = unknown_token_share(tokenizer, raw[key][TARGET_TEXT_COLUMN])
         stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
                       "unknown_character_share": round(share, 4)}
         if share > data_args.max_unk_share:
             worst = " ".join(c for c, _ in unknown.most_common(10))
             raise UserError(
-                f"{share:.1%} of the {key} label characters are unknown to the tokenizer (most frequent: {worst}); "
+                f"{share:.1%} of the {key} labels are unknown to the tokenizer (most frequent: {worst}); "
                 "use a tokenizer that covers them, add them to --chars_to_ignore, or raise --max_unk_share."
             )
     return stats
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model families: what differs between the CTC models of transformers, in one place
+#
+# wav2vec2-era models (wav2vec2, HuBERT, WavLM, UniSpeech(-SAT), SEW(-D), Data2Vec-Audio, Wav2Vec2-Conformer) read the
+# waveform and keep every setting in their config; Wav2Vec2-BERT reads fbank features; Parakeet, LASR, OmniASR and
+# Granite Speech keep their encoder's settings in a sub-config and call their projection `ctc_head`. Everything else in
+# the script goes through the helpers below: lengths in samples, labels, inputs and ids are the same for every family.
+
+# Our regularisation and CTC flags, with upstream's defaults: wav2vec2-era configs get these when a flag is unset.
+UPSTREAM_MODEL_DEFAULTS = {
+    "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0, "hidden_dropout": 0.0,
+    "final_dropout": 0.0, "mask_time_prob": 0.05, "mask_time_length": 10, "mask_feature_prob": 0.0,
+    "mask_feature_length": 10, "layerdrop": 0.0, "ctc_zero_infinity": False,
+}
+CONFIG_KEY_ALIASES = {"hidden_dropout": ("hidden_dropout", "dropout")}  # Parakeet and LASR call it `dropout`
+# Feature frames a feature extractor makes of n samples (the frames it marks valid); waveform models read samples.
+FEATURE_FRAMES = {
+    # Wav2Vec2-BERT: 25 ms Kaldi fbank windows every 10 ms, stacked in pairs
+    "SeamlessM4TFeatureExtractor": lambda fe, n: np.maximum((n - 400) // 160 + 1, 0) // fe.stride,
+    # Parakeet: a centred STFT whose last, partial frame is masked
+    "ParakeetFeatureExtractor": lambda fe, n: (n + fe.n_fft // 2 * 2 - fe.n_fft) // fe.hop_length,
+    # LASR: the windows that fit inside the clip
+    "LasrFeatureExtractor": lambda fe, n: np.maximum((n - fe.win_length) // fe.hop_length + 1, 0),
+    # Granite Speech: mel frames stacked in groups of `frame_stacking`, the last group padded
+    "GraniteSpeech5FeatureExtractor": lambda fe, n: -(-(n // fe.hop_length) // fe.frame_stacking),
+}
+# What --freeze_feature_encoder freezes in models without freeze_feature_encoder(): the module that turns the input
+# into encoder frames. None: nothing (the features go through a single linear projection).
+FRONT_ENDS = {
+    "wav2vec2-bert": None,
+    "parakeet_ctc": "encoder.subsampling",  # 2-D convolutions, 8x subsampling
+    "lasr_ctc": "encoder.subsampler",  # 2-D convolutions, 4x subsampling
+    "omniasr_ctc": "model.audio_tower.subsampling",  # the wav2vec2-style convolutional feature encoder
+    "granite_speech5_ctc": None,
+}
+
+
+def encoder_config(config):
+    """The config holding the encoder's settings: the sub-config of the newer families, else the config itself."""
+    return getattr(config, "encoder_config", None) or getattr(config, "audio_config", None) or config
+
+
+def model_input_names(feature_extractor) -> tuple[str, str]:
+    """The model's input (`input_values`: samples, `input_features`: frames) and mask names (OmniASR: `padding_mask`)."""
+    names = feature_extractor.model_input_names
+    return names[0], names[1] if len(names) > 1 else "attention_mask"
+
+
+def extract_features(feature_extractor, audio: np.ndarray) -> np.ndarray:
+    """One clip's model input, time first ([samples] or [frames, features]), cut to the frames the extractor marks valid."""
+    name, mask_name = model_input_names(feature_extractor)
+    inputs = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, return_attention_mask=True)
+    values = np.asarray(inputs[name][0], dtype=np.float32)
+    if name == "input_values" and values.ndim == 2:  # OmniASR gives the waveform a channel axis: [1, samples]
+        values = values[0]
+    mask = inputs.get(mask_name)
+    return values[: int(np.asarray(mask[0]).sum())] if mask is not None else values
+
+
+def has_channel_axis(feature_extractor) -> bool:
+    """Whether the model reads the waveform with a channel axis ([batch, 1, samples]), as OmniASR does."""
+    name, _ = model_input_names(feature_extractor)
+    probe = np.zeros(feature_extractor.sampling_rate // 10, dtype=np.float32)
+    return name == "input_values" and np.ndim(feature_extractor(probe, sampling_rate=feature_extractor.sampling_rate)[name][0]) == 2
+
+
+def feature_frames(feature_extractor, samples) -> np.ndarray:
+    """Input frames the model gets for clips of `samples` samples (the samples themselves for waveform models)."""
+    samples = np.asarray(samples, dtype=np.int64)
+    if model_input_names(feature_extractor)[0] == "input_values":
+        return samples
+    rule = FEATURE_FRAMES.get(type(feature_extractor).__name__)
+    if rule is None:  # an extractor we have no rule for: measure it (exact, but it computes every clip's features)
+        return np.array([len(extract_features(feature_extractor, np.zeros(n, np.float32))) for n in samples])
+    return rule(feature_extractor, samples)
+
+
+def output_frames(model, feature_extractor, samples, before_adapter: bool = False) -> np.ndarray:
+    """CTC output frames (logits) for clips of `samples` samples, by the model's own length arithmetic.
+
+    `before_adapter`: the frames SpecAugment masks, before a wav2vec2-style adapter (--add_adapter) subsamples them.
+    """
+    frames = torch.as_tensor(feature_frames(feature_extractor, samples))
+    if hasattr(model, "_get_feat_extract_output_lengths"):  # wav2vec2-era and Wav2Vec2-BERT: conv strides (+ adapter)
+        skip = before_adapter and getattr(model.config, "add_adapter", False)
+        out = model._get_feat_extract_output_lengths(frames, **({"add_adapter": False} if skip else {}))
+    else:  # Parakeet, LASR, OmniASR, Granite Speech: their subsampling stack
+        out = model._get_subsampling_output_length(frames)
+    return np.maximum(np.asarray(out, dtype=np.int64), 0)
+
+
+def configure_model(config, model_args: ModelArguments) -> list[str]:
+    """Write the regularisation and CTC flags where the family reads them; return the flags it has no setting for.
+
+    An unset flag gets upstream's default in a wav2vec2-era config (upstream writes them all); the newer families keep
+    their checkpoint's own value (e.g. Parakeet's dropout 0.1 and ctc_zero_infinity=True).
+    """
+    encoder = encoder_config(config)
+    configs = [config] if encoder is config else [config, encoder]
+    unused = []
+    for flag, default in UPSTREAM_MODEL_DEFAULTS.items():
+        value = getattr(model_args, flag)
+        if value is None and encoder is config:
+            value = default
+        if value is None:
+            continue
+        targets = [(c, k) for c in configs for k in CONFIG_KEY_ALIASES.get(flag, (flag,)) if hasattr(c, k)]
+        for target, key in targets:
+            setattr(target, key, value)
+        if not targets and getattr(model_args, flag) is not None:
+            unused.append(flag)
+    config.ctc_loss_reduction = model_args.ctc_loss_reduction
+    if hasattr(config, "add_adapter"):
+        config.add_adapter = model_args.add_adapter
+    elif model_args.add_adapter:
+        raise UserError(f"--add_adapter: {config.model_type} models have no adapter; drop the flag.")
+    return unused
+
+
+def has_spec_augment(config) -> bool:
+    """Whether the family masks time steps in training (wav2vec2-era and Wav2Vec2-BERT do; the newer ones do not)."""
+    return any(hasattr(c, "mask_time_prob") for c in (config, encoder_config(config)))
+
+
+def set_ctc_vocabulary(config, tokenizer) -> None:
+    """Size a new CTC head for `tokenizer`, whose pad token is the blank of the loss and of decoding."""
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id
+    if hasattr(config, "blank_token_id"):  # OmniASR's loss reads a blank id of its own
+        config.blank_token_id = tokenizer.pad_token_id
+    encoder = encoder_config(config)
+    if encoder is not config and hasattr(encoder, "vocab_size"):  # Granite ties its head to the encoder's projection
+        encoder.vocab_size = len(tokenizer)
+
+
+def blank_token_id(config) -> int:
+    """The id the CTC loss treats as blank: OmniASR's `blank_token_id`, else the pad token."""
+    blank = getattr(config, "blank_token_id", None)
+    return config.pad_token_id if blank is None else blank
+
+
+def ctc_head_name(model) -> str:
+    """Where the CTC projection lives: `lm_head` (wav2vec2-era, Wav2Vec2-BERT) or `ctc_head` (newer families)."""
+    return "ctc_head" if hasattr(model, "ctc_head") else "lm_head"
+
+
+def freeze_front_end(model) -> str:
+    """--freeze_feature_encoder: freeze the convolutional feature encoder or subsampling stack; say what was frozen."""
+    if hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+        return "froze the convolutional feature encoder"
+    path = FRONT_ENDS.get(model.config.model_type)
+    if path is None:
+        return "froze nothing (this model has no convolutional front end)"
+    model.get_submodule(path).requires_grad_(False)
+    return f"froze the front end ({path})"
+
+
+def processor_class(model_type: str):
+    """The family's own processor class, so AutoProcessor and the pipeline load what we save."""
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    return getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "Wav2Vec2Processor")
+
+
+def is_character_tokenizer(tokenizer) -> bool:
+    """Whether the tokenizer spells transcripts unit by unit (characters or phonemes) rather than in subword pieces."""
+    return isinstance(tokenizer, (Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer))
+
+
+def ctc_decode(tokenizer, ids, blank_id: int) -> str:
+    """Greedy CTC output to text: repeats merged, blanks (and -100 past the clip's end) dropped, then the tokenizer
+    joins the tokens at its own word boundaries (`|` or SentencePiece's `▁`)."""
+    kept = [int(i) for i, _ in itertools.groupby(ids) if i != blank_id and i != LABEL_PAD_ID]
+    return tokenizer.decode(kept, group_tokens=False)  # CTC tokenizers would merge repeats again: we already did
+
+
+def decode_labels(tokenizer, ids) -> str:
+    """A label sequence (padded with -100) back to its text; repeated tokens are real here."""
+    return tokenizer.decode([int(i) for i in ids if i != LABEL_PAD_ID], group_tokens=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -869,25 +1114,19 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
             f"could not load a model config from {source!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
             "pass a local directory with config.json and preprocessor_config.json, or check the hub id and network."
         ) from e
-    config.update(
-        {
-            "attention_dropout": model_args.attention_dropout,
-            "activation_dropout": model_args.activation_dropout,
-            "feat_proj_dropout": model_args.feat_proj_dropout,
-            "hidden_dropout": model_args.hidden_dropout,
-            "final_dropout": model_args.final_dropout,
-            "mask_time_prob": model_args.mask_time_prob,
-            "mask_time_length": model_args.mask_time_length,
-            "mask_feature_prob": model_args.mask_feature_prob,
-            "mask_feature_length": model_args.mask_feature_length,
-            "layerdrop": model_args.layerdrop,
-            "ctc_loss_reduction": model_args.ctc_loss_reduction,
-            "ctc_zero_infinity": model_args.ctc_zero_infinity,
-            "add_adapter": model_args.add_adapter,
-            "pad_token_id": tokenizer.pad_token_id,
-            "vocab_size": len(tokenizer),
-        }
-    )
+    except ImportError as e:  # a feature extractor needing a package we do not install (Granite Speech: torchaudio)
+        fix = f"run `{TORCHAUDIO_INSTALL}`" if "torchaudio" in str(e) else "install it"
+        raise UserError(f"the feature extractor of {source} needs a package that is missing "
+                        f"({str(e).strip().splitlines()[0][:160]}); {fix}.") from e
+    for flag in configure_model(config, model_args):
+        logger.warning(f"Model: --{flag} does nothing here: {config.model_type} models have no such setting")
+    if not has_spec_augment(config):
+        logger.warning(f"Model: {config.model_type} models have no SpecAugment; --mask_* flags do nothing")
+    # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new head
+    own_vocab = model_args.model_name_or_path is not None and checkpoint_vocab(source, hub) == tokenizer.get_vocab()
+    has_head = any(a.endswith("ForCTC") for a in config.architectures or [])
+    if not (own_vocab and has_head):
+        set_ctc_vocabulary(config, tokenizer)
     if model_args.config_name:
         model = with_attention(functools.partial(
             AutoModelForCTC.from_config, config, trust_remote_code=data_args.trust_remote_code
@@ -898,22 +1137,26 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
             AutoModelForCTC.from_pretrained, source, config=config, ignore_mismatched_sizes=True,
             output_loading_info=True, **hub
         ), model_args.attn_implementation)
+        head = ctc_head_name(model)
         why = None
-        if any(k.startswith("lm_head") for k in info["missing_keys"]):
+        if any(k.startswith(head) for k in info["missing_keys"]):
             why = "it has no CTC head"
-        elif any("lm_head" in str(k) for k in info["mismatched_keys"]):
+        elif any(head in str(k) for k in info["mismatched_keys"]):
             why = "its CTC head has another vocabulary size"
-        elif checkpoint_vocab(source, hub) not in (None, tokenizer.get_vocab()):
-            why = "its CTC head was trained on another vocabulary"  # same size, other characters: rows mean nothing
-            model.lm_head.reset_parameters()
+        elif not own_vocab:
+            why = "its CTC head was trained on another vocabulary"  # same size, other tokens: rows mean nothing
+            for module in getattr(model, head).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         if why:
             logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source})")
-    if model_args.freeze_feature_encoder:
-        model.freeze_feature_encoder()
+    frozen = freeze_front_end(model) if model_args.freeze_feature_encoder else "froze nothing"
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable), "
-                f"{model.config._attn_implementation} attention")
+    rate = feature_extractor.sampling_rate
+    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable; --freeze_feature_encoder "
+                f"{frozen}), {model.config._attn_implementation} attention, "
+                f"{output_frames(model, feature_extractor, [100 * rate])[0] / 100:g} output frames per second")
     return feature_extractor, model
 
 
@@ -940,6 +1183,11 @@ def ctc_min_frames(label_ids: list[int]) -> int:
     return len(label_ids) + sum(a == b for a, b in zip(label_ids, label_ids[1:]))
 
 
+def encode_labels(tokenizer, text: str, phonemes: bool = False) -> list[int]:
+    """Label ids of a transcript: its phonemes, or what the tokenizer makes of it, without special tokens (no </s>)."""
+    return tokenizer.convert_tokens_to_ids(text.split()) if phonemes else tokenizer(text, add_special_tokens=False).input_ids
+
+
 def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = False) -> dict:
     """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason.
     With `phonemes`, transcripts are already space-separated phonemes."""
@@ -960,7 +1208,7 @@ def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = F
             reason = "empty audio"
         if not reason and not text:
             reason = "empty transcript"
-        labels = (tokenizer.convert_tokens_to_ids(text.split()) if phonemes else tokenizer(text).input_ids) if text else []
+        labels = encode_labels(tokenizer, text, phonemes) if text else []
         out[LENGTH_COLUMN].append(round(frames * sampling_rate / rate) if rate else 0)
         out[SOURCE_RATE_COLUMN].append(rate)
         out[CHANNELS_COLUMN].append(channels)
@@ -971,20 +1219,26 @@ def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = F
     return out
 
 
+def empty_features(feature_extractor) -> np.ndarray:
+    """A model input of no frames, shaped like a real one: what a clip that fails to decode is stored as."""
+    return extract_features(feature_extractor, np.zeros(feature_extractor.sampling_rate, np.float32))[:0]
+
+
 def featurize_batch(batch: dict, *, feature_extractor) -> dict:
-    """datasets.map function: decode, resample and normalise each clip; truncated or corrupt files get a reason."""
+    """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a reason."""
     rate = feature_extractor.sampling_rate
-    input_name = feature_extractor.model_input_names[0]
+    input_name, _ = model_input_names(feature_extractor)
     out = {input_name: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
     for cell, expected in zip(batch[AUDIO_COLUMN], batch[LENGTH_COLUMN]):
-        reason, audio = "", np.zeros(0, dtype=np.float32)
+        reason, audio, features = "", np.zeros(0, dtype=np.float32), None
         try:
             audio = load_audio(audio_source(cell), rate)
+            features = extract_features(feature_extractor, audio)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
             reason = "undecodable audio"
         if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
             reason = "truncated audio"
-        out[input_name].append(feature_extractor(audio, sampling_rate=rate)[input_name][0] if not reason else audio)
+        out[input_name].append(features if not reason else empty_features(feature_extractor))
         out[LENGTH_COLUMN].append(len(audio))
         out[DROP_COLUMN].append(reason)
     return out
@@ -998,21 +1252,23 @@ def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
     if AUDIO_COLUMN not in batch:  # e.g. the Trainer reading the length column for group_by_length
         return batch
     rate = feature_extractor.sampling_rate
-    input_name = feature_extractor.model_input_names[0]
+    input_name, _ = model_input_names(feature_extractor)
     batch = dict(batch)
     features = []
     for cell in batch.pop(AUDIO_COLUMN):
         try:
-            features.append(feature_extractor(load_audio(audio_source(cell), rate), sampling_rate=rate)[input_name][0])
+            features.append(extract_features(feature_extractor, load_audio(audio_source(cell), rate)))
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
-            features.append(np.zeros(0, dtype=np.float32))
+            features.append(empty_features(feature_extractor))
     batch[input_name] = features
     return batch
 
 
 def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_len: float, max_len: float,
-                 mask_time_frames: int) -> np.ndarray:
+                 mask_time_frames: int, masked_frames: Optional[np.ndarray] = None) -> np.ndarray:
     """Why each clip is dropped ("" = kept): scan reasons, then (train only) duration bounds and CTC feasibility.
+
+    `masked_frames`: the frames SpecAugment masks, where they differ from the output frames (an adapter subsamples).
 
     Eval keeps every readable clip, so WER covers the whole split; SpecAugment and the loss only matter in training.
     """
@@ -1020,15 +1276,30 @@ def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_l
     if not train:
         return reasons
     lengths = np.asarray(scanned[LENGTH_COLUMN])
+    masked_frames = output_frames if masked_frames is None else masked_frames
     checks = (
         (lengths <= min_len, "shorter than --min_duration_in_seconds"),
         (lengths >= max_len, "longer than --max_duration_in_seconds"),
-        (output_frames < mask_time_frames, "too short for SpecAugment's --mask_time_length"),
-        (output_frames < np.asarray(scanned[MIN_FRAMES_COLUMN]), "transcript too long for the audio (CTC)"),
+        (masked_frames < mask_time_frames, "too short for SpecAugment's --mask_time_length"),
+        (output_frames < np.asarray(scanned[MIN_FRAMES_COLUMN]), CTC_INFEASIBLE),
     )
     for failed, reason in checks:
         reasons[(reasons == "") & failed] = reason
     return reasons
+
+
+def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int) -> None:
+    """Stop before training when the model's frame rate cannot align a large share of the training transcripts."""
+    too_long = int((reasons == CTC_INFEASIBLE).sum())
+    usable = too_long + int((reasons == "").sum())
+    if usable and too_long / usable > MAX_INFEASIBLE_SHARE:
+        raise UserError(
+            f"{too_long:,} of {usable:,} training clips ({too_long / usable:.0%}) have transcripts too long for this "
+            f"model's {frames_per_second:g} output frames per second with a {vocab_size:,}-token vocabulary (CTC needs "
+            "a frame per token); training on the rest would not learn the task. Use a tokenizer with fewer, longer "
+            "tokens (--tokenizer_name_or_path, e.g. the checkpoint's own subword tokenizer), or a model with more "
+            "output frames per second."
+        )
 
 
 def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache_root: str, data_args) -> datasets.Dataset:
@@ -1068,13 +1339,17 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
         for key, ds in raw.items():
             scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args)
             columns = scanned.select_columns([LENGTH_COLUMN, MIN_FRAMES_COLUMN, DROP_COLUMN]).to_dict()
-            frames = model._get_feat_extract_output_lengths(torch.tensor(columns[LENGTH_COLUMN])).numpy()
+            frames = output_frames(model, feature_extractor, columns[LENGTH_COLUMN])
+            masked = output_frames(model, feature_extractor, columns[LENGTH_COLUMN], before_adapter=True)
+            spec_augment = getattr(model.config, "mask_time_prob", 0) > 0
             reasons = drop_reasons(
                 columns, frames, train=key == "train", min_len=data_args.min_duration_in_seconds * rate,
-                max_len=data_args.max_duration_in_seconds * rate,
-                mask_time_frames=model.config.mask_time_length if model.config.mask_time_prob > 0 else 0,
+                max_len=data_args.max_duration_in_seconds * rate, masked_frames=masked,
+                mask_time_frames=model.config.mask_time_length if spec_augment else 0,
             )
             dropped[key] = log_drops(key, reasons, scanned, "Scanned")
+            if key == "train":
+                check_ctc_fit(reasons, output_frames(model, feature_extractor, [100 * rate])[0] / 100, len(tokenizer))
             kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
     check_drops(kept, dropped, data_args)
     return kept, dropped
@@ -1096,7 +1371,7 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
                 dropped[key][reason] = dropped[key].get(reason, 0) + n
             ds = ds.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, AUDIO_COLUMN])
             # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
-            vectorized[key] = ds.with_format("numpy", columns=[feature_extractor.model_input_names[0]],
+            vectorized[key] = ds.with_format("numpy", columns=[model_input_names(feature_extractor)[0]],
                                              output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized
@@ -1121,7 +1396,7 @@ def log_samples(ds: datasets.Dataset, tokenizer, sampling_rate: int, seed: int) 
     rng = np.random.default_rng(seed)
     for i in rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False):
         labels, length = ds[int(i)]["labels"], ds[int(i)][LENGTH_COLUMN]
-        text = tokenizer.decode(labels, group_tokens=False)
+        text = decode_labels(tokenizer, labels)
         logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {text!r}")
 
 
@@ -1184,37 +1459,43 @@ class DurationBatchSampler:
 
 @dataclass
 class DataCollatorCTCWithPadding:
-    """Pad inputs (with the feature extractor's padding value) and labels (with -100) into tensors.
+    """Pad inputs along time (with the feature extractor's padding value) and labels (with -100) into tensors.
 
-    `input_lengths` (samples per clip) rides along so evaluation can cut predictions to each clip's real length and
-    training can count padding; CTCTrainer removes it before the forward pass.
+    `input_lengths` (samples per clip, whatever the model reads) rides along so evaluation can cut predictions to each
+    clip's real length and training can count padding; CTCTrainer removes it before the forward pass.
     """
 
     feature_extractor: object
     tokenizer: object
     pad_to_multiple_of: Optional[int] = None
+    channel_axis: bool = False  # the model reads [batch, 1, samples] (see has_channel_axis)
 
     def __call__(self, features: list[dict]) -> dict:
-        input_name = self.feature_extractor.model_input_names[0]
+        input_name, mask_name = model_input_names(self.feature_extractor)
         readable = [f for f in features if len(f[input_name])]
         if len(readable) < len(features):  # only with --preprocess_on_the_fly: a file failed to decode just now
             logger.warning(f"Skipped {len(features) - len(readable)} clip(s) of this batch that failed to decode")
             if not readable:
                 raise RuntimeError("every clip of a batch failed to decode; rerun without --preprocess_on_the_fly")
             features = readable
-        inputs = [np.asarray(f[input_name], dtype=np.float32) for f in features]
-        lengths = torch.tensor([len(x) for x in inputs])
-        width = int(lengths.max())
+        inputs = [np.asarray(f[input_name], dtype=np.float32) for f in features]  # [samples] or [frames, features]
+        frames = torch.tensor([len(x) for x in inputs])
+        width = int(frames.max())
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         values = np.full((len(inputs), width, *inputs[0].shape[1:]), self.feature_extractor.padding_value, np.float32)
-        labels = np.full((len(features), max(len(f["labels"]) for f in features)), LABEL_PAD_ID, np.int64)
-        for row, x, f, label_row in zip(values, inputs, features, labels):
+        for row, x in zip(values, inputs):
             row[: len(x)] = x
-            label_row[: len(f["labels"])] = f["labels"]
-        batch = {input_name: torch.from_numpy(values), "labels": torch.from_numpy(labels), "input_lengths": lengths}
+        samples = [int(f.get(LENGTH_COLUMN, len(x))) for f, x in zip(features, inputs)]
+        batch = {input_name: torch.from_numpy(values[:, None] if self.channel_axis else values),
+                 "input_lengths": torch.tensor(samples)}
+        if "labels" in features[0]:
+            labels = np.full((len(features), max(len(f["labels"]) for f in features)), LABEL_PAD_ID, np.int64)
+            for label_row, f in zip(labels, features):
+                label_row[: len(f["labels"])] = f["labels"]
+            batch["labels"] = torch.from_numpy(labels)
         if self.feature_extractor.return_attention_mask:  # group-norm models (e.g. wav2vec2-base) were pretrained on
-            batch["attention_mask"] = (torch.arange(width)[None, :] < lengths[:, None]).long()  # zero padding, no mask
+            batch[mask_name] = (torch.arange(width)[None, :] < frames[:, None]).long()  # zero padding, no mask
         return batch
 
 
@@ -1250,12 +1531,11 @@ class AudioThroughput(TrainerCallback):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Metrics
-def decode_predictions(pred_ids: np.ndarray, label_ids: np.ndarray, tokenizer) -> tuple[list[str], list[str]]:
+def decode_predictions(pred_ids: np.ndarray, label_ids: np.ndarray, tokenizer,
+                       blank_id: int) -> tuple[list[str], list[str]]:
     """Greedy CTC decoding of predictions (-100 = beyond the clip's end) and plain decoding of labels."""
-    pred_ids = np.where(pred_ids == LABEL_PAD_ID, tokenizer.pad_token_id, pred_ids)
-    label_ids = np.where(label_ids == LABEL_PAD_ID, tokenizer.pad_token_id, label_ids)
-    predictions = tokenizer.batch_decode(pred_ids)
-    references = tokenizer.batch_decode(label_ids, group_tokens=False)  # double letters are real in labels
+    predictions = [ctc_decode(tokenizer, ids, blank_id) for ids in pred_ids]
+    references = [decode_labels(tokenizer, ids) for ids in label_ids]
     return predictions, references
 
 
@@ -1267,11 +1547,11 @@ def score(predictions: list[str], references: list[str], metric_names) -> dict[s
     return {name: float(scorers[name](refs, hyps)) for name in metric_names}
 
 
-def compute_metrics(pred, *, tokenizer, metric_names, eval_state: dict) -> dict[str, float]:
+def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names, eval_state: dict) -> dict[str, float]:
     """Trainer hook: decode the greedy ids (and, with an LM, beam-search the logits), log a few pairs, keep the
     transcripts in `eval_state`, return the metrics (`wer`, and `wer_lm` with an LM)."""
     pred_ids, logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions, None)
-    predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer)
+    predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer, blank_id)
     for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
         logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
     metrics = score(predictions, references, metric_names)
@@ -1328,7 +1608,6 @@ class CTCTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         feature_extractor = self.processing_class.feature_extractor
-        self.input_name = feature_extractor.model_input_names[0]
         self.throughput = AudioThroughput(feature_extractor.sampling_rate)
         self.add_callback(self.throughput)
 
@@ -1349,7 +1628,7 @@ class CTCTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         lengths = inputs.pop("input_lengths", None)
         if lengths is not None:
-            self.throughput.add(int(lengths.sum()), lengths.numel() * inputs[self.input_name].shape[1])
+            self.throughput.add(int(lengths.sum()), lengths.numel() * int(lengths.max()))  # samples, padded as frames
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):  # the Trainer would average it away (logging_nan_inf_filter) and go on
             raise UserError(
@@ -1369,9 +1648,10 @@ class CTCTrainer(Trainer):
             return loss, logits, labels
         logits = logits[0] if isinstance(logits, tuple) else logits
         pred_ids = logits.argmax(-1)
-        encoder = self.accelerator.unwrap_model(model)
-        if input_lengths is not None and hasattr(encoder, "_get_feat_extract_output_lengths"):
-            frames = encoder._get_feat_extract_output_lengths(input_lengths.to(pred_ids.device))
+        if input_lengths is not None:
+            frames = torch.as_tensor(output_frames(self.accelerator.unwrap_model(model),
+                                                   self.processing_class.feature_extractor, input_lengths.cpu()),
+                                     device=pred_ids.device)
             beyond = torch.arange(pred_ids.shape[1], device=pred_ids.device)[None, :] >= frames[:, None]
             pred_ids = pred_ids.masked_fill(beyond, LABEL_PAD_ID)
         if self.eval_state.get("lm") is not None:
@@ -1422,14 +1702,15 @@ def estimate_ngram(sentences: list[str], order: int, directory: str) -> str:
     return binary
 
 
-def ctc_alphabet(tokenizer, size: int) -> list[str]:
-    """pyctcdecode's labels, one per model output: '' for the blank (pad), ' ' for the word delimiter."""
+def ctc_alphabet(tokenizer, size: int, blank_id: int) -> list[str]:
+    """pyctcdecode's labels, one per model output: '' for the blank, ' ' for the word delimiter (character
+    vocabularies; pyctcdecode reads SentencePiece's `▁` in subword ones itself)."""
     labels = tokenizer.convert_ids_to_tokens(list(range(size)))
-    return ["" if i == tokenizer.pad_token_id else " " if t == tokenizer.word_delimiter_token else t or f"<{i}>"
-            for i, t in enumerate(labels)]
+    delimiter = getattr(tokenizer, "word_delimiter_token", None)
+    return ["" if i == blank_id else " " if t == delimiter else t or f"<{i}>" for i, t in enumerate(labels)]
 
 
-def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, train_texts):
+def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank_id: int, train_texts):
     """Estimate the n-gram on the main process and save the decoder to output_dir; every process loads it."""
     from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
@@ -1442,7 +1723,7 @@ def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, train
                 raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 decoder = build_ctcdecoder(
-                    ctc_alphabet(tokenizer, vocab_size), estimate_ngram(sentences, data_args.lm_order, tmp),
+                    ctc_alphabet(tokenizer, vocab_size, blank_id), estimate_ngram(sentences, data_args.lm_order, tmp),
                     # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
                     unigrams=sorted({w for t in sentences for w in t.split()}),
                     alpha=data_args.lm_alpha, beta=data_args.lm_beta,
@@ -1504,7 +1785,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
     check_push_to_hub(training_args)
     check_lm_tools(data_args, training_args)
     check_phonemizer(data_args.phoneme_language)
-    configure_distributed(model_args, training_args)
     reuse_cpu_memory(training_args)
     last_checkpoint = check_output_dir(training_args)
     set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
@@ -1513,10 +1793,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     raw = load_splits(data_args, training_args, model_args.cache_dir)
     logger.info("Loaded: " + ", ".join(f"{k} {len(ds):,} clips" for k, ds in raw.items()))
 
-    # 2. Tokenizer: reuse an existing one, or build a character vocabulary from the normalised transcripts
-    tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
-    case = vocabulary_case(tokenizer.get_vocab()) if tokenizer is not None else "lower"
-    raw = normalize_transcripts(raw, data_args, training_args, case)
+    # 2. Tokenizer: the one given, the checkpoint's own if it covers the text, or a vocabulary built from the text
+    tokenizer, raw = prepare_text(raw, model_args, data_args, training_args)
     if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
         # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
         delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
@@ -1527,6 +1805,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     # 3. Model
     feature_extractor, model = load_model(model_args, data_args, tokenizer)
+    configure_distributed(model.config, training_args)
 
     # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
     cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
@@ -1546,7 +1825,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # 5. Processor (saved once, loaded by every process), collator and trainer
     with training_args.main_process_first(desc="saving the processor"):
         if training_args.should_save:
-            Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
+            processor_class(model.config.model_type)(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
                 training_args.output_dir
             )
             model.config.save_pretrained(training_args.output_dir)
@@ -1555,12 +1834,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     trainer = CTCTrainer(
         model=model,
         args=training_args,
-        data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer),
+        data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer,
+                                                 channel_axis=has_channel_axis(processor.feature_extractor)),
         train_dataset=vectorized.get("train"),
         eval_dataset=vectorized.get("eval"),
         processing_class=processor,
         compute_metrics=functools.partial(
-            compute_metrics, tokenizer=processor.tokenizer, metric_names=data_args.eval_metrics, eval_state=eval_state
+            compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config),
+            metric_names=data_args.eval_metrics, eval_state=eval_state,
         ),
     )
     trainer.eval_state = eval_state
@@ -1580,7 +1861,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
     if data_args.lm_text:
         train_texts = raw["train"][TARGET_TEXT_COLUMN] if "train" in raw else []
-        decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size, train_texts)
+        decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
+                                   blank_token_id(model.config), train_texts)
         eval_state["lm"] = (decoder, data_args.lm_beam_width)
 
     # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV

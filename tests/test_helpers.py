@@ -64,7 +64,7 @@ def test_decode_keeps_double_letters_in_labels_and_ignores_padding(tokenizer):
     pad, h, e, l, o = tokenizer.pad_token_id, *tokenizer.convert_tokens_to_ids(list("helo"))
     # CTC output: repeats collapse, a blank separates the two l's, -100 marks frames past the clip's end.
     preds = np.array([[h, e, l, l, pad, l, o, -100], [l, pad, l, -100, -100, -100, -100, -100]])
-    predictions, references = ctc.decode_predictions(preds, labels, tokenizer)
+    predictions, references = ctc.decode_predictions(preds, labels, tokenizer, pad)
     assert references == ["hello", "ll"]
     assert predictions == ["hello", "ll"]
 
@@ -229,5 +229,5 @@ def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, c
         stats = ctc.text_report(raw, tokenizer, args)
     assert "only in the eval text (never trained): ö" in caplog.text
     assert stats["eval"] == {"characters": "dehlorw|ö", "distinct": 9, "unknown_character_share": round(1 / 11, 4)}
-    with pytest.raises(ctc.UserError, match=r"9.1% of the eval label characters .* ö"):
+    with pytest.raises(ctc.UserError, match=r"9.1% of the eval labels .* ö"):
         ctc.text_report(raw, tokenizer, ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.05))

@@ -85,7 +85,7 @@ def test_ctc_alphabet_maps_blank_and_delimiter(finetuned_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(finetuned_dir)
-    labels = ctc.ctc_alphabet(tokenizer, len(tokenizer))
+    labels = ctc.ctc_alphabet(tokenizer, len(tokenizer), tokenizer.pad_token_id)
     assert labels[tokenizer.pad_token_id] == "" and labels[tokenizer.convert_tokens_to_ids("|")] == " "
     assert labels[tokenizer.convert_tokens_to_ids("a")] == "a" and len(set(labels)) == len(labels)
 

@@ -3,8 +3,10 @@
 #   lm       KenLM language-model decoding: pyctcdecode + kenlm, and KenLM's
 #            lmplz / build_binary (to train an n-gram LM from a text file)
 #   phoneme  phoneme targets: espeak-ng + phonemizer
+#   granite  torchaudio for Granite Speech's feature extractor (pure-Python
+#            parts only beside a torch that has no matching torchaudio build)
 #
-# Usage:  bash tools/install_extras.sh [lm] [phoneme]     (no argument: both)
+# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite]   (no argument: all)
 #
 # The environment is $VIRTUAL_ENV when one is active, else the python on PATH.
 # Idempotent: what is already installed is skipped, so a second run only
@@ -23,14 +25,15 @@ say() { echo "extras: $*"; }
 die() { echo "extras: ERROR: $*" >&2; exit 1; }
 
 # --- which parts ------------------------------------------------------------
-want_lm=0 want_phoneme=0
-[[ $# -eq 0 ]] && set -- lm phoneme
+want_lm=0 want_phoneme=0 want_granite=0
+[[ $# -eq 0 ]] && set -- lm phoneme granite
 for part in "$@"; do
   case "$part" in
     lm) want_lm=1 ;;
     phoneme) want_phoneme=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown part '$part' (expected: lm, phoneme)" ;;
+    granite) want_granite=1 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown part '$part' (expected: lm, phoneme, granite)" ;;
   esac
 done
 
@@ -205,6 +208,35 @@ install_phoneme() {
   say "phoneme: OK ($(tail -n 1 "$TMP/phonemize.out"))"
 }
 
+# --- part 3: torchaudio for Granite Speech -----------------------------------
+# GraniteSpeech5FeatureExtractor uses torchaudio's MelSpectrogram and compute_deltas, which are plain torch code.
+# PyPI's torchaudio wheels for Linux (newest: 2.11.1) are CUDA builds tied to one torch release: beside any other torch
+# (e.g. the CPU torch 2.13) their compiled libraries fail to load, and because transformers imports torchaudio whenever
+# it is installed, a plain `pip install torchaudio` then breaks transformers' audio code as a whole. So: keep a
+# torchaudio that imports; otherwise install the wheel without dependencies (it must never replace torch) and without
+# its compiled libraries, which torchaudio then skips.
+TORCHAUDIO_VERSION=2.11.1
+torchaudio_works() {
+  "$PY" -c "import torchaudio, torch; from torchaudio.transforms import MelSpectrogram;
+from torchaudio.functional import compute_deltas; compute_deltas(MelSpectrogram(n_fft=512)(torch.zeros(1, 16000)))" \
+    >/dev/null 2>&1
+}
+install_granite() {
+  if torchaudio_works; then
+    say "granite: torchaudio already works"
+    return 0
+  fi
+  say "pip install torchaudio==$TORCHAUDIO_VERSION (--no-deps, without its compiled libraries)"
+  pip_q --no-deps --force-reinstall "torchaudio==$TORCHAUDIO_VERSION"
+  torchaudio_works || rm -f "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"/torchaudio/lib/*.so
+  torchaudio_works || die "torchaudio still does not import; Granite Speech models will not load"
+  "$PY" -c "from transformers import GraniteSpeech5FeatureExtractor as F; import numpy as np;
+print(F()(np.zeros(16000, np.float32), sampling_rate=16000)['input_features'].shape)" >"$TMP/granite.out" 2>&1 \
+    || { cat "$TMP/granite.out" >&2; die "GraniteSpeech5FeatureExtractor check failed"; }
+  say "granite: OK (features $(tail -n 1 "$TMP/granite.out"))"
+}
+
 [[ $want_lm -eq 1 ]] && install_lm
 [[ $want_phoneme -eq 1 ]] && install_phoneme
+[[ $want_granite -eq 1 ]] && install_granite
 say "done"
