@@ -1034,10 +1034,11 @@ def set_ctc_vocabulary(config, tokenizer) -> None:
         encoder.vocab_size = len(tokenizer)
 
 
-def blank_token_id(config) -> int:
-    """The id the CTC loss treats as blank: OmniASR's `blank_token_id`, else the pad token."""
+def blank_token_id(config, tokenizer) -> int:
+    """The CTC blank: OmniASR's own `blank_token_id`, else the tokenizer's pad token (what CTC tokenizers drop, and
+    what the loss reads as `pad_token_id` once load_model has aligned the two)."""
     blank = getattr(config, "blank_token_id", None)
-    return config.pad_token_id if blank is None else blank
+    return tokenizer.pad_token_id if blank is None else blank
 
 
 def ctc_head_name(model) -> str:
@@ -1127,6 +1128,7 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
     has_head = any(a.endswith("ForCTC") for a in config.architectures or [])
     if not (own_vocab and has_head):
         set_ctc_vocabulary(config, tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id  # as upstream: the tokenizer's pad is the blank CTC tokenizers drop
     if model_args.config_name:
         model = with_attention(functools.partial(
             AutoModelForCTC.from_config, config, trust_remote_code=data_args.trust_remote_code
@@ -1840,7 +1842,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         eval_dataset=vectorized.get("eval"),
         processing_class=processor,
         compute_metrics=functools.partial(
-            compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config),
+            compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
             metric_names=data_args.eval_metrics, eval_state=eval_state,
         ),
     )
@@ -1862,7 +1864,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if data_args.lm_text:
         train_texts = raw["train"][TARGET_TEXT_COLUMN] if "train" in raw else []
         decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
-                                   blank_token_id(model.config), train_texts)
+                                   blank_token_id(model.config, processor.tokenizer), train_texts)
         eval_state["lm"] = (decoder, data_args.lm_beam_width)
 
     # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV

@@ -26,7 +26,22 @@ import torch
 import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-from run_speech_recognition_ctc import AUDIO_COLUMN_ALIASES, LM_DIR, LM_INSTALL, UserError, load_audio, read_table
+from run_speech_recognition_ctc import (
+    AUDIO_COLUMN_ALIASES,
+    LENGTH_COLUMN,
+    LM_DIR,
+    LM_INSTALL,
+    DataCollatorCTCWithPadding,
+    UserError,
+    blank_token_id,
+    ctc_decode,
+    extract_features,
+    has_channel_axis,
+    load_audio,
+    model_input_names,
+    output_frames,
+    read_table,
+)
 
 logger = logging.getLogger("transcribe")
 
@@ -159,36 +174,33 @@ def length_batches(durations: dict[int, float], batch_seconds: float) -> list[li
 def transcribe_batch(paths: list[str], model, feature_extractor, tokenizer, decoder=None, beam_width=None):
     """Transcripts for one batch of clips (None for a clip that fails to decode), and the seconds of audio read."""
     rate = feature_extractor.sampling_rate
-    clips = []
-    for path in paths:
+    features = {}
+    for i, path in enumerate(paths):
         try:
-            clips.append(load_audio(path, rate))
+            audio = load_audio(path, rate)
+            if output_frames(model, feature_extractor, [len(audio)])[0] < 1:
+                logger.warning(f"warning: skipped {path}: too short for the model ({len(audio) / rate:.3f} s)")
+                continue
+            features[i] = {"input": extract_features(feature_extractor, audio), LENGTH_COLUMN: len(audio)}
         except (RuntimeError, OSError, ValueError) as e:
             logger.warning(f"warning: skipped {path}: undecodable audio ({e})")
-            clips.append(None)
-        if clips[-1] is not None and model._get_feat_extract_output_lengths(len(clips[-1])) < 1:
-            logger.warning(f"warning: skipped {path}: too short for the model ({len(clips[-1]) / rate:.3f} s)")
-            clips[-1] = None
-    kept = [i for i, clip in enumerate(clips) if clip is not None]
     texts = [None] * len(paths)
-    if not kept:
+    if not features:
         return texts, 0.0
-    # Normalise each clip on its own, then pad, as the training collator does.
-    name = feature_extractor.model_input_names[0]
-    features = [{name: feature_extractor(clips[i], sampling_rate=rate)[name][0]} for i in kept]
-    batch = feature_extractor.pad(features, padding="longest", return_attention_mask=True, return_tensors="pt")
-    lengths = batch["attention_mask"].sum(-1)
-    inputs = {name: batch[name].to(model.device)}
-    if feature_extractor.return_attention_mask:  # group-norm models were pretrained on zero padding without a mask
-        inputs["attention_mask"] = batch["attention_mask"].long().to(model.device)
-    logits = model(**inputs).logits.float().cpu()
-    frames = model._get_feat_extract_output_lengths(lengths).tolist()  # output frames of each clip's real audio
-    for i, clip_logits, n in zip(kept, logits, frames):
+    # Each clip's features on its own, then padded, as the training collator does (it also builds the mask).
+    name, _ = model_input_names(feature_extractor)
+    collate = DataCollatorCTCWithPadding(feature_extractor, tokenizer, channel_axis=has_channel_axis(feature_extractor))
+    batch = collate([{name: f["input"], LENGTH_COLUMN: f[LENGTH_COLUMN]} for f in features.values()])
+    samples = batch.pop("input_lengths")
+    logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()
+    frames = output_frames(model, feature_extractor, samples)  # output frames of each clip's real audio
+    blank = blank_token_id(model.config, tokenizer)
+    for i, clip_logits, n in zip(features, logits, frames):
         if decoder is not None:
             texts[i] = decoder.decode(clip_logits[:n].numpy(), beam_width=beam_width)
         else:
-            texts[i] = tokenizer.decode(clip_logits[:n].argmax(-1))
-    return texts, float(lengths.sum()) / rate
+            texts[i] = ctc_decode(tokenizer, clip_logits[:n].argmax(-1).tolist(), blank)
+    return texts, float(samples.sum()) / rate
 
 
 def write_transcripts(rows: list[tuple[str, str]], output) -> None:
