@@ -30,6 +30,7 @@ SEED_FIGURES = {
     "common-voice-tr-xlsr-53-ft": "WER 0.31", "common-voice-tr-xls-r-300m": "WER 0.31",
     "common-voice-tr-xls-r-1b": "WER 0.21",
     "mls-german-xlsr-53": "WER 0.13", "mls-german-xls-r-300m": "WER 0.15",
+    "common-voice-mn-w2v-bert-2.0": "WER 0.32",  # not a seed row: the published w2v-BERT 2.0 recipe
 }
 
 
@@ -70,7 +71,7 @@ def test_list_shows_every_row_of_the_seed_tables():
     assert listed(RUN_DIST_SH) == rows
     # Every recipe that recipes.sh defines is listed (a leaf of its case table that --list would skip is a bug).
     with open(os.path.join(ROOT, "recipes.sh"), encoding="utf-8") as f:
-        defined = set(re.findall(r"^\t+([a-z][a-z0-9-]*)\)", f.read(), flags=re.M))
+        defined = set(re.findall(r"^\t+([a-z][a-z0-9.-]*)\)", f.read(), flags=re.M))
     assert defined == set(SEED_FIGURES)
 
 
@@ -86,6 +87,15 @@ def test_every_recipe_prints_a_command_the_script_accepts(name):
     launcher, dist_argv = printed_command(RUN_DIST_SH, name)
     assert launcher[0] == "torchrun" and launcher[launcher.index("--nproc_per_node") + 1] == str(gpus)
     assert dist_argv == argv
+
+
+def test_w2v_bert_recipe_is_the_published_one():
+    model, data, training = parse(printed_command(RUN_SH, "common-voice-mn-w2v-bert-2.0")[1])
+    assert (model.model_name_or_path, data.dataset_config_name) == ("facebook/w2v-bert-2.0", "mn")
+    assert model.add_adapter and model.mask_time_prob == 0.0 and model.layerdrop == 0.0
+    assert (training.learning_rate, training.per_device_train_batch_size, training.gradient_accumulation_steps,
+            training.num_train_epochs, training.save_steps) == (5e-5, 16, 2, 10, 600)
+    assert {"»", "'", "q", "Q", ","} <= set(data.chars_to_ignore)
 
 
 def test_defaults_are_the_seed_commands():
