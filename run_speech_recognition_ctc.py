@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""Fine-tune a pretrained speech encoder (wav2vec2, XLS-R, HuBERT, WavLM, UniSpeech, SEW, Data2Vec-Audio) with CTC.
+"""Fine-tune a pretrained speech encoder with CTC: any CTC family of transformers 5.x (wav2vec2, XLS-R, HuBERT, WavLM,
+UniSpeech, SEW, Data2Vec-Audio, Wav2Vec2-Conformer, Wav2Vec2-BERT, Parakeet, LASR, OmniASR, Granite Speech).
 
 A reproduction of the Hugging Face `run_speech_recognition_ctc.py` example (same arguments, defaults and outputs)
 that runs on transformers 5.x, reads corpora from disk, decodes audio without FFmpeg and scores WER/CER locally.
