@@ -866,7 +866,8 @@ def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: O
 
 def unknown_token_share(tokenizer, texts) -> float:
     """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
-    ids = [i for text in texts for i in encode_labels(tokenizer, text)]
+    texts = [t for t in texts if t]
+    ids = [i for row in tokenizer(texts, add_special_tokens=False).input_ids for i in row] if texts else []
     return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
 
 
@@ -887,7 +888,8 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
             unknown = Counter({c: n for c, n in counter.items() if c not in vocab})
             share = sum(unknown.values()) / max(sum(counter.values()), 1)
         else:  # a subword tokenizer: the share of label tokens that come out unknown, and the characters to blame
-            unknown = Counter({c: n for c, n in counter.items() if unknown_token_share(tokenizer, [c]) > 0})
+            unknown = Counter({c: n for c, n in counter.items()
+                               if c != data_args.word_delimiter_token and unknown_token_share(tokenizer, [c]) > 0})
             share = unknown_token_share(tokenizer, raw[key][TARGET_TEXT_COLUMN])
         stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
                       "unknown_character_share": round(share, 4)}
@@ -962,8 +964,8 @@ def extract_features(feature_extractor, audio: np.ndarray) -> np.ndarray:
 def has_channel_axis(feature_extractor) -> bool:
     """Whether the model reads the waveform with a channel axis ([batch, 1, samples]), as OmniASR does."""
     name, _ = model_input_names(feature_extractor)
-    probe = np.zeros(feature_extractor.sampling_rate // 10, dtype=np.float32)
-    return name == "input_values" and np.ndim(feature_extractor(probe, sampling_rate=feature_extractor.sampling_rate)[name][0]) == 2
+    rate = feature_extractor.sampling_rate
+    return name == "input_values" and np.ndim(feature_extractor(np.zeros(rate // 10), sampling_rate=rate)[name][0]) == 2
 
 
 def feature_frames(feature_extractor, samples) -> np.ndarray:
@@ -986,8 +988,11 @@ def output_frames(model, feature_extractor, samples, before_adapter: bool = Fals
     if hasattr(model, "_get_feat_extract_output_lengths"):  # wav2vec2-era and Wav2Vec2-BERT: conv strides (+ adapter)
         skip = before_adapter and getattr(model.config, "add_adapter", False)
         out = model._get_feat_extract_output_lengths(frames, **({"add_adapter": False} if skip else {}))
-    else:  # Parakeet, LASR, OmniASR, Granite Speech: their subsampling stack
+    elif hasattr(model, "_get_subsampling_output_length"):  # Parakeet, LASR, OmniASR, Granite Speech: subsampling
         out = model._get_subsampling_output_length(frames)
+    else:
+        raise UserError(f"{type(model).__name__} has no output-length function (_get_feat_extract_output_lengths or "
+                        "_get_subsampling_output_length), which the script needs to align labels with its frames.")
     return np.maximum(np.asarray(out, dtype=np.int64), 0)
 
 
@@ -1227,8 +1232,10 @@ def empty_features(feature_extractor) -> np.ndarray:
     return extract_features(feature_extractor, np.zeros(feature_extractor.sampling_rate, np.float32))[:0]
 
 
-def featurize_batch(batch: dict, *, feature_extractor) -> dict:
+def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False) -> dict:
     """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a reason."""
+    if one_thread:  # a forked worker: torch's OpenMP pool, copied mid-state from the parent, would deadlock
+        torch.set_num_threads(1)
     rate = feature_extractor.sampling_rate
     input_name, _ = model_input_names(feature_extractor)
     out = {input_name: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
@@ -1363,7 +1370,8 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
     if data_args.preprocess_on_the_fly:
         transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
         return datasets.DatasetDict({k: ds.with_transform(transform) for k, ds in kept.items()})
-    featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor)
+    featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
+                                     one_thread=(data_args.preprocessing_num_workers or 1) > 1)
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
     vectorized = datasets.DatasetDict()
     with training_args.main_process_first(desc="decoding audio"):
@@ -1828,7 +1836,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # 5. Processor (saved once, loaded by every process), collator and trainer
     with training_args.main_process_first(desc="saving the processor"):
         if training_args.should_save:
-            processor_class(model.config.model_type)(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
+            family_processor = processor_class(model.config.model_type)
+            family_processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
                 training_args.output_dir
             )
             model.config.save_pretrained(training_args.output_dir)

@@ -192,7 +192,10 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
     sentences = fixture_sentences("test")
     assert {r["reference"] for r in rows} == set(sentences.values())
     paths = [os.path.join(TEST_DIR, f) for f in sorted(sentences)]
+    caplog.set_level(logging.INFO, logger="transcribe")
     transcripts = dict(transcribe.main([str(out), *paths, "--batch_seconds", "0.1"]))
+    seconds = sum(ctc.load_audio(p, RATE).size for p in paths) / RATE  # audio seconds, not feature frames
+    assert f"Transcribed 4 clips ({seconds:,.1f} s of audio" in caplog.text
     refs = [sentences[os.path.basename(p)] for p in paths]
     hyps = [transcripts[p] for p in paths]
     by_clip = {r["clip_id"]: r["hypothesis"] for r in rows}
@@ -261,3 +264,40 @@ def test_tokenizer_name_or_path_takes_a_subword_tokenizer(tmp_path, checkpoints,
     assert np.isfinite(results["train_loss"])
     assert type(transformers.AutoTokenizer.from_pretrained(out)).__name__ == "ParakeetTokenizer"
     assert {r["reference"] for r in read_csv(out / "eval_predictions.csv")} == set(fixture_sentences("test").values())
+
+
+def test_torch_feature_extractors_in_parallel_preprocessing_workers(tmp_path, checkpoints):
+    # LASR's (and Parakeet's, Granite's) feature extractor runs torch: in a forked datasets worker it deadlocked on
+    # the OpenMP pool copied from the parent. A subprocess with a timeout turns a hang into a failure.
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT
+
+    out = tmp_path / "out"
+    argv = base_args(checkpoints("lasr_ctc"), DATA_DIR, str(out), max_steps=1, preprocessing_num_workers=2)
+    proc = subprocess.run([sys.executable, SCRIPT, *argv], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_json(out / "all_results.json")["train_samples"] == 12
+
+
+@pytest.mark.parametrize("arch", [family_param(a) for a in NEW_FAMILIES])
+def test_our_inputs_give_the_logits_of_the_family_feature_extractor(checkpoints, arch):
+    # What the collator builds (features cut to their valid frames, padded, with the family's mask name and shape)
+    # must mean the same to the model as the family's own feature extractor output.
+    config = AutoConfig.from_pretrained(checkpoints(arch))
+    config.vocab_size = config.vocab_size or 10
+    model = AutoModelForCTC.from_pretrained(checkpoints(arch), config=config).eval()
+    fe = transformers.AutoFeatureExtractor.from_pretrained(checkpoints(arch))
+    clip = ctc.load_audio(os.path.join(TEST_DIR, "test-00005.flac"), RATE)
+    name, _ = ctc.model_input_names(fe)
+    collate = ctc.DataCollatorCTCWithPadding(fe, None, channel_axis=ctc.has_channel_axis(fe))
+    ours = collate([{name: ctc.extract_features(fe, clip), ctc.LENGTH_COLUMN: len(clip)}])
+    ours.pop("input_lengths")
+    theirs = fe(clip, sampling_rate=RATE, return_attention_mask=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = model(**ours).logits, model(**dict(theirs)).logits
+    n = ctc.output_frames(model, fe, [len(clip)])[0]
+    assert a.shape[1] == n and b.shape[1] >= n
+    torch.testing.assert_close(a[:, :n], b[:, :n], atol=1e-4, rtol=1e-4)
