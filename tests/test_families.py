@@ -301,3 +301,13 @@ def test_our_inputs_give_the_logits_of_the_family_feature_extractor(checkpoints,
     n = ctc.output_frames(model, fe, [len(clip)])[0]
     assert a.shape[1] == n and b.shape[1] >= n
     torch.testing.assert_close(a[:, :n], b[:, :n], atol=1e-4, rtol=1e-4)
+
+
+def test_granite_without_torchaudio_is_one_line_naming_the_install(tmp_path, checkpoints, monkeypatch):
+    # What transformers raises for GraniteSpeech5FeatureExtractor when torchaudio is missing (or does not import).
+    def missing(*args, **kwargs):
+        raise ImportError("GraniteSpeech5FeatureExtractor requires the torchaudio library but it was not found")
+
+    monkeypatch.setattr(ctc.AutoFeatureExtractor, "from_pretrained", missing)
+    with pytest.raises(ctc.UserError, match=r"needs a package that is missing .*torchaudio.*install_extras.sh granite"):
+        ctc.main(base_args(checkpoints("parakeet_ctc"), DATA_DIR, str(tmp_path / "out"), max_steps=1))
