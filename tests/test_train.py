@@ -120,6 +120,11 @@ def test_every_architecture_trains_from_a_bare_encoder(tmp_path, arch, caplog):
     assert "new CTC head" in caplog.text
     assert np.isfinite(read_json(out / "all_results.json")["eval_cer"])
     assert read_json(out / "config.json")["model_type"] == arch
+    # The output reloads with the Auto classes and transcribes (transcribe.py, and the clip-by-clip reference).
+    import transcribe as transcribe_cli
+
+    clip = os.path.join(TEST_CLIPS, "test-00005.flac")
+    assert transcribe_cli.main([str(out), clip]) == [(clip, transcribe(str(out), [clip])[0])]
 
 
 def test_finetuned_model_with_other_vocabulary_gets_a_new_head(tmp_path, caplog):
