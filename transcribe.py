@@ -171,9 +171,12 @@ def length_batches(durations: dict[int, float], batch_seconds: float) -> list[li
 
 
 @torch.inference_mode()
-def transcribe_batch(paths: list[str], model, feature_extractor, tokenizer, decoder=None, beam_width=None):
-    """Transcripts for one batch of clips (None for a clip that fails to decode), and the seconds of audio read."""
+def transcribe_batch(paths: list[str], model, feature_extractor, tokenizer, collate, decoder=None, beam_width=None):
+    """Transcripts for one batch of clips (None for a clip that fails to decode), and the seconds of audio read.
+
+    `collate`: the training script's collator, which pads each clip's own features and builds the mask."""
     rate = feature_extractor.sampling_rate
+    name, _ = model_input_names(feature_extractor)
     features = {}
     for i, path in enumerate(paths):
         try:
@@ -181,16 +184,13 @@ def transcribe_batch(paths: list[str], model, feature_extractor, tokenizer, deco
             if output_frames(model, feature_extractor, [len(audio)])[0] < 1:
                 logger.warning(f"warning: skipped {path}: too short for the model ({len(audio) / rate:.3f} s)")
                 continue
-            features[i] = {"input": extract_features(feature_extractor, audio), LENGTH_COLUMN: len(audio)}
+            features[i] = {name: extract_features(feature_extractor, audio), LENGTH_COLUMN: len(audio)}
         except (RuntimeError, OSError, ValueError) as e:
             logger.warning(f"warning: skipped {path}: undecodable audio ({e})")
     texts = [None] * len(paths)
     if not features:
         return texts, 0.0
-    # Each clip's features on its own, then padded, as the training collator does (it also builds the mask).
-    name, _ = model_input_names(feature_extractor)
-    collate = DataCollatorCTCWithPadding(feature_extractor, tokenizer, channel_axis=has_channel_axis(feature_extractor))
-    batch = collate([{name: f["input"], LENGTH_COLUMN: f[LENGTH_COLUMN]} for f in features.values()])
+    batch = collate(list(features.values()))
     samples = batch.pop("input_lengths")
     logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()
     frames = output_frames(model, feature_extractor, samples)  # output frames of each clip's real audio
@@ -232,9 +232,10 @@ def main(argv=None) -> list[tuple[str, str]]:
         logger.info("This model takes no attention mask, so each clip runs alone (padding would change its output)")
         batch_seconds = 0.0
     texts, audio_seconds = {}, 0.0
+    collate = DataCollatorCTCWithPadding(feature_extractor, tokenizer, channel_axis=has_channel_axis(feature_extractor))
     for batch in length_batches(durations, batch_seconds):
         batch_texts, seconds = transcribe_batch([paths[i] for i in batch], model, feature_extractor, tokenizer,
-                                                decoder, args.beam_width)
+                                                collate, decoder, args.beam_width)
         texts.update((i, t) for i, t in zip(batch, batch_texts) if t is not None)
         audio_seconds += seconds
     wall = time.perf_counter() - start
