@@ -1130,7 +1130,8 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
     if not has_spec_augment(config):
         logger.warning(f"Model: {config.model_type} models have no SpecAugment; --mask_* flags do nothing")
     # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new head
-    own_vocab = model_args.model_name_or_path is not None and checkpoint_vocab(source, hub) == tokenizer.get_vocab()
+    shipped_vocab = checkpoint_vocab(source, hub) if model_args.model_name_or_path else None
+    own_vocab = shipped_vocab == tokenizer.get_vocab()
     has_head = any(a.endswith("ForCTC") for a in config.architectures or [])
     if not (own_vocab and has_head):
         set_ctc_vocabulary(config, tokenizer)
@@ -1151,7 +1152,7 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
             why = "it has no CTC head"
         elif any(head in str(k) for k in info["mismatched_keys"]):
             why = "its CTC head has another vocabulary size"
-        elif not own_vocab:
+        elif shipped_vocab is not None and not own_vocab:
             why = "its CTC head was trained on another vocabulary"  # same size, other tokens: rows mean nothing
             for module in getattr(model, head).modules():
                 if hasattr(module, "reset_parameters"):
