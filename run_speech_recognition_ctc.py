@@ -84,6 +84,9 @@ MAX_INFEASIBLE_SHARE = 0.2  # stop when more of the training clips than this are
 TRUNCATION_TOLERANCE = 0.9  # a file decoding to less than this share of its header's length is truncated
 CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
 VOCAB_FILE = "vocab.json"
+SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
+VOCAB_TYPES = ("char", "bpe", "unigram")
+DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
 DATA_REPORT_FILE = "data_report.json"
 PREDICTIONS_FILE = "predictions.csv"  # --do_predict; evaluation writes eval_predictions.csv
 LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
@@ -269,6 +272,14 @@ class DataTrainingArguments:
     unk_token: str = field(default="[UNK]", metadata={"help": "Token for characters outside the vocabulary."})
     pad_token: str = field(default="[PAD]", metadata={"help": "Padding token, which is also the CTC blank."})
     word_delimiter_token: str = field(default="|", metadata={"help": "Token that stands for the space between words."})
+    vocab_type: str = field(
+        default="char",
+        metadata={"help": "Vocabulary built from the transcripts: 'char' (as upstream), or subword pieces trained on "
+                          "them, 'bpe' or 'unigram' (SentencePiece-style, words marked by ▁)."},
+    )
+    vocab_size: Optional[int] = field(
+        default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
+    )
     phoneme_language: Optional[str] = field(
         default=None,
         metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the default "
@@ -307,6 +318,13 @@ class DataTrainingArguments:
             raise UserError(f"--lm_text {self.lm_text} is not a file; pass a text file or 'train'.")
         if self.lm_order < 1 or self.lm_beam_width < 1:
             raise UserError("--lm_order and --lm_beam_width must be at least 1.")
+        if self.vocab_type not in VOCAB_TYPES:
+            raise UserError(f"--vocab_type {self.vocab_type} is not one of {', '.join(VOCAB_TYPES)}.")
+        if self.vocab_type != "char" and self.phoneme_language:
+            raise UserError("--vocab_type bpe/unigram builds subword pieces of words: phoneme mode keeps phonemes; "
+                            "drop one of --vocab_type and --phoneme_language.")
+        if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
+            raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
 
 
 @dataclass
@@ -387,6 +405,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
     else:
         parsed = parse_or_explain(parser.parse_args_into_dataclasses, args=rename_legacy_flags(argv))
     hide_tokens(parsed[1], parsed[2])
+    if parsed[1].vocab_type != "char" and parsed[0].tokenizer_name_or_path:
+        raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
     return parsed
 
 
@@ -442,7 +462,7 @@ def check_output_dir(training_args: TrainingArguments) -> Optional[str]:
     with training_args.main_process_first(desc="checking output_dir"):  # only the main process deletes
         if training_args.overwrite_output_dir:
             for name in os.listdir(out) if training_args.should_save else []:
-                if CHECKPOINT_DIR.match(name) or name == VOCAB_FILE:
+                if CHECKPOINT_DIR.match(name) or name in (VOCAB_FILE, SUBWORD_FILE):
                     path = os.path.join(out, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             return None
@@ -751,7 +771,7 @@ def shipped_tokenizer(model_args, data_args, training_args):
     built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
     source = model_args.model_name_or_path
     if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
-            or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
+            or data_args.vocab_type != "char" or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
         return None
     hub = {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
     try:
@@ -782,8 +802,57 @@ def prepare_text(raw, model_args, data_args, training_args):
     return tokenizer, text
 
 
+def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, pad_token: str):
+    """A SentencePiece-style `kind` ('bpe' or 'unigram') vocabulary of about `size` pieces trained on the transcripts
+    with the tokenizers library: words marked by `▁`, unk first, pad (the CTC blank) second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    alphabet = {c for text in texts for c in text if c != " "} | {"▁"}
+    if size < len(alphabet) + 2:
+        raise UserError(f"--vocab_size {size} is under the text's {len(alphabet)} characters (with ▁) plus unk and pad: "
+                        f"pass at least {len(alphabet) + 2}, or --vocab_type char.")
+    special = [unk_token, pad_token]
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
+        trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=special, initial_alphabet=sorted(alphabet),
+                                      show_progress=False)
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=special, unk_token=unk_token,
+                                          initial_alphabet=sorted(alphabet), show_progress=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
+    """--vocab_type bpe/unigram: train the vocabulary once (main process), save it in output_dir, load it everywhere.
+
+    It is wrapped as a ParakeetTokenizer: a CTC tokenizer (repeats merged, pad dropped as the blank) that
+    AutoTokenizer and AutoProcessor load back from output_dir. An existing one there is reused, as vocab.json is.
+    """
+    path = os.path.join(training_args.output_dir, SUBWORD_FILE)
+    special = {"unk_token": data_args.unk_token, "pad_token": data_args.pad_token}
+    with training_args.main_process_first(desc="vocabulary"):
+        if training_args.should_save and not os.path.isfile(path):
+            texts = [t for key in ("train", "eval") if key in raw for t in raw[key][TARGET_TEXT_COLUMN] if t]
+            size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
+            trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
+            lowered = "" if trained.get_vocab_size() >= size else f" (lowered from {size:,}: the text supports no more)"
+            transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(training_args.output_dir)
+            logger.info(f"Vocabulary: {data_args.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
+                        f"{len(texts):,} transcripts{'' if data_args.vocab_size else ' (the default --vocab_size)'}, "
+                        f"written to {path}")
+        else:
+            logger.info(f"Vocabulary: reusing {path}")
+    return AutoTokenizer.from_pretrained(training_args.output_dir)
+
+
 def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
     """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused."""
+    if data_args.vocab_type != "char":
+        return build_subword_tokenizer(data_args, training_args, raw)
     special = {
         "word_delimiter_token": data_args.word_delimiter_token,
         "unk_token": data_args.unk_token,
