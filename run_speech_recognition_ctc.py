@@ -940,6 +940,13 @@ def unknown_token_share(tokenizer, texts) -> float:
     return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
 
 
+def describe_vocabulary(tokenizer) -> str:
+    """'characters, 31 tokens', 'phonemes, 50 tokens' or 'subword pieces, 256 tokens', for the log and data report."""
+    kind = ("phonemes" if isinstance(tokenizer, Wav2Vec2PhonemeCTCTokenizer) else
+            "characters" if is_character_tokenizer(tokenizer) else "subword pieces")
+    return f"{kind}, {len(tokenizer):,} tokens"
+
+
 def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArguments) -> dict:
     """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
     vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
@@ -961,7 +968,7 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
                                if c != data_args.word_delimiter_token and unknown_token_share(tokenizer, [c]) > 0})
             share = unknown_token_share(tokenizer, raw[key][TARGET_TEXT_COLUMN])
         stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
-                      "unknown_character_share": round(share, 4)}
+                      "unknown_character_share": round(share, 4), "vocabulary": describe_vocabulary(tokenizer)}
         if share > data_args.max_unk_share:
             worst = " ".join(c for c, _ in unknown.most_common(10))
             raise UserError(
@@ -1376,9 +1383,9 @@ def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int
         raise UserError(
             f"{too_long:,} of {usable:,} training clips ({too_long / usable:.0%}) have transcripts too long for this "
             f"model's {frames_per_second:g} output frames per second with a {vocab_size:,}-token vocabulary (CTC needs "
-            "a frame per token); training on the rest would not learn the task. Use a tokenizer with fewer, longer "
-            "tokens (--tokenizer_name_or_path, e.g. the checkpoint's own subword tokenizer), or a model with more "
-            "output frames per second."
+            "a frame per token); training on the rest would not learn the task. Use fewer, longer tokens: a subword "
+            "vocabulary (--vocab_type bpe), or the checkpoint's own subword tokenizer (--tokenizer_name_or_path); or "
+            "a model with more output frames per second."
         )
 
 
@@ -1492,6 +1499,7 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
             "seconds_min_median_max": [round(float(f(seconds)), 2) for f in (np.min, np.median, np.max)],
             "sampling_rates": sorted(Counter(ds[SOURCE_RATE_COLUMN])),
             "channels": sorted(Counter(ds[CHANNELS_COLUMN])),
+            "label_tokens_per_second": round(sum(map(len, ds["labels"])) / max(float(seconds.sum()), 1e-9), 2),
             **text_stats[key],
             "dropped": dropped[key],
         }
@@ -1500,7 +1508,8 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
             f"{'/'.join(map(str, r['seconds_min_median_max']))}, rates {r['sampling_rates']} Hz, channels "
             f"{r['channels']}, {r['distinct']} {'phonemes' if ' ' in r['characters'] else 'characters'} "
             f"{r['characters'][:100]!r}, "
-            f"{r['unknown_character_share']:.2%} unknown, dropped {sum(r['dropped'].values()):,}"
+            f"{r['unknown_character_share']:.2%} unknown; {r['vocabulary']}, labels {r['label_tokens_per_second']} "
+            f"tokens per second of audio; dropped {sum(r['dropped'].values()):,}"
         )
     return report
 

@@ -228,6 +228,7 @@ def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, c
     with caplog.at_level("INFO"):
         stats = ctc.text_report(raw, tokenizer, args)
     assert "only in the eval text (never trained): ö" in caplog.text
-    assert stats["eval"] == {"characters": "dehlorw|ö", "distinct": 9, "unknown_character_share": round(1 / 11, 4)}
+    assert stats["eval"] == {"characters": "dehlorw|ö", "distinct": 9, "unknown_character_share": round(1 / 11, 4),
+                             "vocabulary": f"characters, {len(tokenizer)} tokens"}
     with pytest.raises(ctc.UserError, match=r"9.1% of the eval labels .* ö"):
         ctc.text_report(raw, tokenizer, ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.05))

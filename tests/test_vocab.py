@@ -1,6 +1,7 @@
 """Subword vocabularies built from the data (--vocab_type bpe|unigram --vocab_size N)."""
 
 import csv
+import importlib.util
 import logging
 import os
 
@@ -69,6 +70,11 @@ def test_bpe_run_trains_evaluates_reloads_and_transcribes(tmp_path, arch, caplog
     assert read_json(out / "config.json")["vocab_size"] == len(tokenizer)
     assert type(transformers.AutoProcessor.from_pretrained(out)) is ctc.processor_class(arch)
     assert np.isfinite(results["train_loss"])
+    report = read_json(out / "data_report.json")["train"]
+    seconds = report["hours"] * 3600
+    chars_per_second = sum(len(t) for t in fixture_texts("train").values()) / seconds
+    assert report["vocabulary"] == f"subword pieces, {len(tokenizer)} tokens"
+    assert 0 < report["label_tokens_per_second"] < chars_per_second / 2  # pieces: labels at least twice shorter
     # References come back whole; the WER of transcribe.py's independent clip-by-clip output is eval_wer.
     rows = {r["clip_id"]: r for r in csv.DictReader(open(out / "eval_predictions.csv", encoding="utf-8"))}
     texts = fixture_texts("test")
@@ -81,3 +87,16 @@ def test_bpe_run_trains_evaluates_reloads_and_transcribes(tmp_path, arch, caplog
     # Evaluating the output folder on its own loads that tokenizer and scores the same.
     again = ctc.main(base_args(str(out), DATA_DIR, str(tmp_path / "eval"), do_train=None, per_device_eval_batch_size=1))
     assert again["eval_wer"] == results["eval_wer"]
+
+
+LM_INSTALLED = all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm")) and ctc.kenlm_binary("lmplz")
+
+
+@pytest.mark.skipif(not LM_INSTALLED, reason="n-gram LM extras not installed: bash tools/install_extras.sh lm")
+def test_bpe_vocabulary_with_an_ngram_lm(tmp_path):
+    model = make_checkpoint(str(tmp_path / "model"), "wav2vec2")
+    out = tmp_path / "out"
+    results = ctc.main(base_args(model, DATA_DIR, str(out), vocab_type="bpe", vocab_size=80, lm_text="train"))
+    assert 0.0 <= results["eval_wer_lm"] and (out / "language_model").is_dir()
+    rows = list(csv.DictReader(open(out / "eval_predictions.csv", encoding="utf-8")))
+    assert all("▁" not in r["hypothesis_lm"] for r in rows)  # pieces joined into words
