@@ -1492,14 +1492,18 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
     """Log one compact line per split (clips, hours, durations, rates, channels, characters, drops); return it all."""
     report = {}
     for key, ds in ds_dict.items():
-        seconds = np.asarray(ds[LENGTH_COLUMN]) / sampling_rate
+        # The scan's columns, read without the dataset's format: with --preprocess_on_the_fly its transform would
+        # decode every clip's audio for each column read.
+        columns = ds.with_format(None).select_columns([LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, "labels"])
+        columns = columns.to_dict()
+        seconds = np.asarray(columns[LENGTH_COLUMN]) / sampling_rate
         r = report[key] = {
             "clips": len(ds),
             "hours": round(float(seconds.sum()) / 3600, 4),
             "seconds_min_median_max": [round(float(f(seconds)), 2) for f in (np.min, np.median, np.max)],
-            "sampling_rates": sorted(Counter(ds[SOURCE_RATE_COLUMN])),
-            "channels": sorted(Counter(ds[CHANNELS_COLUMN])),
-            "label_tokens_per_second": round(sum(map(len, ds["labels"])) / max(float(seconds.sum()), 1e-9), 2),
+            "sampling_rates": sorted(Counter(columns[SOURCE_RATE_COLUMN])),
+            "channels": sorted(Counter(columns[CHANNELS_COLUMN])),
+            "label_tokens_per_second": round(sum(map(len, columns["labels"])) / max(float(seconds.sum()), 1e-9), 2),
             **text_stats[key],
             "dropped": dropped[key],
         }
