@@ -766,6 +766,16 @@ def load_existing_tokenizer(model_args, data_args, training_args):
     return tokenizer
 
 
+def hub_kwargs(model_args, data_args) -> dict:
+    """The hub arguments of every from_pretrained call: cache, token, and whether remote code may run."""
+    return {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
+
+
+def has_ctc_head(config) -> bool:
+    """Whether a checkpoint was saved with a CTC head (a `...ForCTC` architecture), rather than as a bare encoder."""
+    return any(a.endswith("ForCTC") for a in config.architectures or [])
+
+
 def shipped_tokenizer(model_args, data_args, training_args):
     """When fine-tuning a checkpoint that ships a CTC head and a tokenizer, and no other vocabulary is given or already
     built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
@@ -773,9 +783,9 @@ def shipped_tokenizer(model_args, data_args, training_args):
     if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
             or data_args.vocab_type != "char" or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
         return None
-    hub = {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
+    hub = hub_kwargs(model_args, data_args)
     try:
-        if not any(a.endswith("ForCTC") for a in AutoConfig.from_pretrained(source, **hub).architectures or []):
+        if not has_ctc_head(AutoConfig.from_pretrained(source, **hub)):
             return None
         return AutoTokenizer.from_pretrained(source, **hub)
     except (OSError, ValueError, TypeError):  # no tokenizer files (a bare encoder), or no config at all (load_model says)
@@ -1187,7 +1197,7 @@ def with_attention(load, attn_implementation: str):
 
 def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tokenizer):
     """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised."""
-    hub = {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
+    hub = hub_kwargs(model_args, data_args)
     source = model_args.model_name_or_path or model_args.config_name
     try:
         config = AutoConfig.from_pretrained(source, **hub)
@@ -1208,8 +1218,7 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
     # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new head
     shipped_vocab = checkpoint_vocab(source, hub) if model_args.model_name_or_path else None
     own_vocab = shipped_vocab == tokenizer.get_vocab()
-    has_head = any(a.endswith("ForCTC") for a in config.architectures or [])
-    if not (own_vocab and has_head):
+    if not (own_vocab and has_ctc_head(config)):
         set_ctc_vocabulary(config, tokenizer)
     config.pad_token_id = tokenizer.pad_token_id  # as upstream: the tokenizer's pad is the blank CTC tokenizers drop
     if model_args.config_name:
@@ -1482,8 +1491,9 @@ def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
 def log_samples(ds: datasets.Dataset, tokenizer, sampling_rate: int, seed: int) -> None:
     """Three random training examples as the model will see them: duration and the decoded label."""
     rng = np.random.default_rng(seed)
+    scanned = ds.with_format(None).select_columns(["labels", LENGTH_COLUMN])  # no audio decoded (on-the-fly mode)
     for i in rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False):
-        labels, length = ds[int(i)]["labels"], ds[int(i)][LENGTH_COLUMN]
+        labels, length = scanned[int(i)]["labels"], scanned[int(i)][LENGTH_COLUMN]
         text = decode_labels(tokenizer, labels)
         logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {text!r}")
 

@@ -31,6 +31,7 @@ from run_speech_recognition_ctc import (
     LENGTH_COLUMN,
     LM_DIR,
     LM_INSTALL,
+    TORCHAUDIO_INSTALL,
     DataCollatorCTCWithPadding,
     UserError,
     blank_token_id,
@@ -91,6 +92,9 @@ def load_model(model_dir: str, device: torch.device):
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir} has no usable feature extractor or tokenizer files ({e}).") from e
+    except ImportError as e:  # Granite Speech's feature extractor needs torchaudio
+        raise UserError(f"{model_dir}'s feature extractor needs a missing package ({str(e).splitlines()[0][:160]}); "
+                        f"for torchaudio run `{TORCHAUDIO_INSTALL}`.") from e
     model = AutoModelForCTC.from_pretrained(model_dir).eval().to(device)
     return model, feature_extractor, tokenizer
 

@@ -311,3 +311,46 @@ def test_granite_without_torchaudio_is_one_line_naming_the_install(tmp_path, che
     monkeypatch.setattr(ctc.AutoFeatureExtractor, "from_pretrained", missing)
     with pytest.raises(ctc.UserError, match=r"needs a package that is missing .*torchaudio.*install_extras.sh granite"):
         ctc.main(base_args(checkpoints("parakeet_ctc"), DATA_DIR, str(tmp_path / "out"), max_steps=1))
+
+
+def test_transcribe_without_torchaudio_is_one_line_naming_the_install(checkpoints, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ImportError("GraniteSpeech5FeatureExtractor requires the torchaudio library but it was not found")
+
+    monkeypatch.setattr(transcribe.AutoFeatureExtractor, "from_pretrained", missing)
+    with pytest.raises(ctc.UserError, match=r"needs a missing package .*install_extras.sh granite"):
+        transcribe.main([checkpoints("parakeet_ctc"), os.path.join(TEST_DIR, "test-00005.flac")])
+
+
+def test_layerdrop_in_a_sub_config_turns_on_ddp_unused_parameter_search(tmp_path):
+    # Parakeet keeps layerdrop (0.1 by default) in encoder_config; DDP must then look for unused parameters.
+    args = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert args.ddp_find_unused_parameters is None
+    ctc.configure_distributed(transformers.ParakeetCTCConfig(), args)
+    assert args.ddp_find_unused_parameters is True
+    quiet = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    ctc.configure_distributed(transformers.ParakeetCTCConfig(encoder_config={"layerdrop": 0.0}), quiet)
+    assert quiet.ddp_find_unused_parameters is None
+
+
+def test_subword_tokenizer_that_misses_the_text_stops_naming_the_characters(tmp_path):
+    # A given subword tokenizer of another script: the unknown share counts label tokens, and names the letters
+    # (not the word delimiter, which a subword tokenizer has no need for).
+    other = make_checkpoint(str(tmp_path / "cyrillic"), "parakeet_ctc", tokenizer_text=CYRILLIC_TEXT)
+    encoder = make_checkpoint(str(tmp_path / "encoder"), "wav2vec2")
+    with pytest.raises(ctc.UserError, match=r"of the train labels are unknown to the tokenizer \(most frequent: [a-z]") as e:
+        ctc.main(base_args(encoder, DATA_DIR, str(tmp_path / "out"), tokenizer_name_or_path=other, max_steps=1))
+    assert "|" not in str(e.value).split("most frequent:")[1].split(")")[0]
+
+
+def test_on_the_fly_data_report_decodes_no_audio(tmp_path, checkpoints, monkeypatch):
+    # The report and the logged samples read lengths, rates, channels and labels from the header scan, not
+    # through the decoding transform.
+    calls = []
+    real = ctc.load_audio
+    monkeypatch.setattr(ctc, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    out = tmp_path / "out"
+    ctc.main(base_args(checkpoints("wav2vec2-bert"), DATA_DIR, str(out), preprocess_on_the_fly=True,
+                       preprocessing_only=True))
+    assert read_json(out / "data_report.json")["train"]["clips"] == 12
+    assert calls == []
