@@ -62,6 +62,7 @@ from transformers import (
     Wav2Vec2PhonemeCTCTokenizer,
     set_seed,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import is_main_process
 
 logger = logging.getLogger(__name__)
@@ -1345,7 +1346,7 @@ def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
 
     A file that fails to decode gives an empty input, which the collator skips with a warning.
     """
-    if AUDIO_COLUMN not in batch:  # e.g. the Trainer reading the length column for group_by_length
+    if AUDIO_COLUMN not in batch:  # a read of other columns only
         return batch
     rate = feature_extractor.sampling_rate
     input_name, _ = model_input_names(feature_extractor)
@@ -1488,24 +1489,26 @@ def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
             raise UserError(f"--strict_data: {key} clips dropped ({summary}); fix or remove them, or drop the flag.")
 
 
+def scan_columns(ds: datasets.Dataset, *names: str) -> dict[str, list]:
+    """Columns of the header scan (lengths, rates, labels, clip ids) as lists, read past the dataset's format: with
+    --preprocess_on_the_fly its transform would decode every clip's audio for each read."""
+    return ds.with_format(None).select_columns(list(names)).to_dict()
+
+
 def log_samples(ds: datasets.Dataset, tokenizer, sampling_rate: int, seed: int) -> None:
     """Three random training examples as the model will see them: duration and the decoded label."""
     rng = np.random.default_rng(seed)
-    scanned = ds.with_format(None).select_columns(["labels", LENGTH_COLUMN])  # no audio decoded (on-the-fly mode)
-    for i in rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False):
-        labels, length = scanned[int(i)]["labels"], scanned[int(i)][LENGTH_COLUMN]
-        text = decode_labels(tokenizer, labels)
-        logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {text!r}")
+    picked = rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False)
+    scanned = scan_columns(ds.select(picked), "labels", LENGTH_COLUMN)
+    for i, labels, length in zip(picked, scanned["labels"], scanned[LENGTH_COLUMN]):
+        logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {decode_labels(tokenizer, labels)!r}")
 
 
 def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, sampling_rate: int) -> dict:
     """Log one compact line per split (clips, hours, durations, rates, channels, characters, drops); return it all."""
     report = {}
     for key, ds in ds_dict.items():
-        # The scan's columns, read without the dataset's format: with --preprocess_on_the_fly its transform would
-        # decode every clip's audio for each column read.
-        columns = ds.with_format(None).select_columns([LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, "labels"])
-        columns = columns.to_dict()
+        columns = scan_columns(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, "labels")
         seconds = np.asarray(columns[LENGTH_COLUMN]) / sampling_rate
         r = report[key] = {
             "clips": len(ds),
@@ -1671,7 +1674,7 @@ def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names, eval_state:
 
 def eval_order(ds: datasets.Dataset) -> np.ndarray:
     """Evaluation order: longest clips first, so batches hold similar lengths (little padding; OOM shows at once)."""
-    return np.argsort(-np.asarray(ds[LENGTH_COLUMN]), kind="stable")
+    return np.argsort(-np.asarray(scan_columns(ds, LENGTH_COLUMN)[LENGTH_COLUMN]), kind="stable")
 
 
 def clip_error(measure, ref: str, hyp: str) -> float:
@@ -1682,7 +1685,8 @@ def clip_error(measure, ref: str, hyp: str) -> float:
 def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
     """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
     rows = []
-    clip_ids, lengths = ds[CLIP_ID_COLUMN], ds[LENGTH_COLUMN]
+    columns = scan_columns(ds, CLIP_ID_COLUMN, LENGTH_COLUMN)
+    clip_ids, lengths = columns[CLIP_ID_COLUMN], columns[LENGTH_COLUMN]
     lm = eval_state["predictions_lm"] or [None] * len(ds)
     for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
         row = {"clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp, "wer": clip_error(jiwer.wer, ref, hyp),
@@ -1719,8 +1723,8 @@ class CTCTrainer(Trainer):
         if self.args.max_batch_duration is None:
             return super().get_train_dataloader()
         rate = self.processing_class.feature_extractor.sampling_rate
-        sampler = DurationBatchSampler(self.train_dataset[LENGTH_COLUMN], self.args.max_batch_duration * rate,
-                                       self.args.seed)
+        sampler = DurationBatchSampler(scan_columns(self.train_dataset, LENGTH_COLUMN)[LENGTH_COLUMN],
+                                       self.args.max_batch_duration * rate, self.args.seed)
         loader = DataLoader(
             self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
@@ -1728,6 +1732,12 @@ class CTCTrainer(Trainer):
             prefetch_factor=self.args.dataloader_prefetch_factor,
         )
         return self.accelerator.prepare(loader)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        lengths = scan_columns(train_dataset or self.train_dataset, LENGTH_COLUMN)[LENGTH_COLUMN]
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         lengths = inputs.pop("input_lengths", None)
