@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import warnings
@@ -43,10 +44,12 @@ import datasets
 import huggingface_hub
 import jiwer
 import numpy as np
+import pyarrow as pa
 import soundfile as sf
 import soxr
 import torch
 import transformers
+from datasets.distributed import split_dataset_by_node
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers import (
@@ -99,6 +102,9 @@ MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (mal
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
 SUPPORTED_METRICS = ("wer", "cer", "per")  # per: phoneme error rate, the WER over space-separated phonemes
 NUM_LOGGED_EXAMPLES = 3  # prediction/reference pairs logged at each evaluation
+SHARD_AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")  # the audio members of a WebDataset tar shard
+STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
+STREAM_SHUFFLE_BUFFER = 1_000  # clips a streamed split is shuffled within (after its shards are shuffled)
 # Files this script writes into output_dir before the first checkpoint: a restart may find them without that being
 # "foreign content" (everything else in a non-empty output_dir makes us stop, as upstream).
 OWN_OUTPUT_FILES = {
@@ -572,11 +578,13 @@ def table_to_dataset(table, base_dir: str, audio_columns: tuple[str, ...]) -> da
 
 
 def detect_layout(data_dir: str) -> str:
-    """Which local corpus layout `data_dir` holds: saved, common_voice, splits or librispeech."""
+    """Which local corpus layout `data_dir` holds: saved, shards, common_voice, splits or librispeech."""
     entries = set(os.listdir(data_dir))
     subdirs = [d for d in entries if os.path.isdir(os.path.join(data_dir, d))]
     if entries & {"dataset_dict.json", "state.json"}:
         return "saved"
+    if any(glob.glob(os.path.join(data_dir, d, "*.tar")) for d in subdirs):
+        return "shards"
     if "clips" in entries and entries & {"train.tsv", "dev.tsv", "test.tsv", "validated.tsv"}:
         return "common_voice"
     if any(os.path.isfile(os.path.join(data_dir, d, m)) for d in subdirs for m in ("metadata.csv", "metadata.jsonl")):
@@ -587,9 +595,64 @@ def detect_layout(data_dir: str) -> str:
     raise UserError(
         f"--dataset_name {data_dir}: no known corpus layout. Looked for: split sub-directories with metadata.csv or "
         "metadata.jsonl (audiofolder); clips/ plus train.tsv/dev.tsv/test.tsv (Common Voice); "
-        "SPLIT/SPEAKER/CHAPTER/*.trans.txt (LibriSpeech); a datasets save_to_disk directory. "
+        "SPLIT/SPEAKER/CHAPTER/*.trans.txt (LibriSpeech); SPLIT/*.tar (WebDataset shards); a datasets "
+        "save_to_disk directory. "
         "Or pass manifests with --train_file/--eval_file."
     )
+
+
+def shard_fields(tar_path: str) -> tuple[str, str, Optional[dict]]:
+    """The audio and transcript members of a shard's clips ('flac', 'txt'), from its first clip; and that clip's
+    parsed JSON when the transcript is in KEY.json."""
+    fields, key, parsed = {}, None, None
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = os.path.basename(member.name)
+                if not member.isfile() or "." not in name:
+                    continue
+                stem, extension = name.split(".", 1)
+                if key is not None and stem != key:
+                    break
+                key, fields[extension.lower()] = stem, member
+                if extension.lower() == "json":
+                    parsed = json.load(tar.extractfile(member))
+    except (tarfile.TarError, OSError, ValueError) as e:
+        raise UserError(f"{tar_path}: not a readable tar shard ({e}); rewrite it with tools/make_shards.py.") from e
+    audio = [f for f in fields if f in SHARD_AUDIO_EXTENSIONS]
+    text = [f for f in ("txt", "json") if f in fields]
+    if not audio or not text:
+        raise UserError(
+            f"{tar_path}: its first clip {key!r} has members {', '.join(sorted(fields)) or 'none'}; a shard pairs "
+            f"KEY.{'|'.join(SHARD_AUDIO_EXTENSIONS)} with KEY.txt or KEY.json (write shards with tools/make_shards.py)."
+        )
+    return audio[0], text[0], parsed
+
+
+def load_shards(tars: list[str], stream: bool, cache_dir):
+    """WebDataset tar shards, read by the datasets library's `webdataset` builder: streamed (the training split) or
+    read once into Arrow (evaluation). Columns: `audio` ({'path': 'SHARD/KEY.EXT', 'bytes': the file}), and `text`
+    from KEY.txt, or every field of KEY.json."""
+    audio, text, first_json = shard_fields(tars[0])
+    string = datasets.Value("string")
+    # Explicit features: the builder would type the audio member as datasets.Audio, whose encoding needs torchcodec.
+    fields = datasets.Features({audio: datasets.Value("binary"), "__key__": string, "__url__": string})
+    if text == "txt":
+        columns = {RAW_TEXT_COLUMN: string}
+    else:
+        columns = dict(datasets.Features.from_arrow_schema(pa.Table.from_pylist([first_json]).schema))
+    fields[text] = string if text == "txt" else columns
+    ds = datasets.load_dataset("webdataset", data_files={"shards": tars}, split="shards", streaming=stream,
+                               features=fields, cache_dir=cache_dir)
+
+    def to_columns(clip: dict) -> dict:
+        path = f"{os.path.basename(clip['__url__'])}/{clip['__key__']}.{audio}"
+        row = {AUDIO_COLUMN: {"bytes": clip[audio], "path": path}}
+        row.update({RAW_TEXT_COLUMN: clip["txt"]} if text == "txt" else (clip["json"] or {}))
+        return row
+
+    out = datasets.Features({AUDIO_COLUMN: {"bytes": datasets.Value("binary"), "path": string}, **columns})
+    return ds.map(to_columns, remove_columns=list(fields), features=out)
 
 
 def load_local_split(data_dir: str, layout: str, name: str) -> datasets.Dataset:
@@ -633,15 +696,34 @@ def load_local_split(data_dir: str, layout: str, name: str) -> datasets.Dataset:
     raise UserError(f"split {name!r}: expected {split_dir}/metadata.csv or metadata.jsonl.")
 
 
-def load_split(data_args: DataTrainingArguments, expression: str, manifest: Optional[str], cache_dir) -> datasets.Dataset:
-    """A split expression from a manifest file, a local directory or the hub, with the audio left undecoded."""
+def shard_split_files(data_dir: str, expression: str) -> list[str]:
+    """The tar shards of a split expression ('train+validation'; slices need a corpus with a length)."""
+    tars = []
+    for split, start, stop in parse_split_expression(expression):
+        if start or stop:
+            raise UserError(f"split {expression!r}: tar shards cannot be sliced; use --max_train_samples/"
+                            "--max_eval_samples, or write the slice as shards of its own (tools/make_shards.py).")
+        found = sorted(glob.glob(os.path.join(data_dir, split, "*.tar")))
+        if not found:
+            splits = sorted(d for d in os.listdir(data_dir) if glob.glob(os.path.join(data_dir, d, "*.tar")))
+            raise UserError(f"split {split!r}: no {data_dir}/{split}/*.tar; the shard splits are: {', '.join(splits)}.")
+        tars += found
+    return tars
+
+
+def load_split(data_args: DataTrainingArguments, expression: str, manifest: Optional[str], cache_dir,
+               stream: bool = False):
+    """A split expression from a manifest file, a local directory or the hub, with the audio left undecoded.
+    Tar shards come as a stream (an IterableDataset) when `stream`, else as a Dataset."""
     if manifest:
         if not os.path.isfile(manifest):
             raise UserError(f"manifest {manifest} does not exist.")
         base = os.path.dirname(os.path.abspath(manifest))
         return table_to_dataset(read_table(manifest), base, AUDIO_COLUMN_ALIASES)
     name = data_args.dataset_name
-    if os.path.isdir(name):
+    if os.path.isdir(name) and detect_layout(name) == "shards":
+        ds = load_shards(shard_split_files(name, expression), stream, cache_dir)
+    elif os.path.isdir(name):
         layout = detect_layout(name)
         parts = [
             slice_dataset(load_local_split(name, layout, split), start, stop)
@@ -695,15 +777,42 @@ def load_splits(data_args: DataTrainingArguments, training_args: TrainingArgumen
         wanted.append(("predict", data_args.predict_split_name or data_args.eval_split_name,
                        data_args.predict_file if own else data_args.eval_file, None))
     for key, expression, manifest, max_samples in wanted:
-        ds = load_split(data_args, expression, manifest, cache_dir)
+        ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")
         split = manifest or expression
         audio = resolve_column(ds, data_args.audio_column_name, AUDIO_COLUMN, AUDIO_COLUMN_ALIASES, "audio", split)
         text = resolve_column(ds, data_args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES, "text", split)
         if max_samples is not None:
-            ds = ds.select(range(min(max_samples, len(ds))))
+            ds = ds.take(max_samples) if is_stream(ds) else ds.select(range(min(max_samples, len(ds))))
         ds = ds.select_columns([audio, text])
-        raw[key] = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
+        ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
+        raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
     return raw
+
+
+def is_stream(ds) -> bool:
+    """Whether a split is streamed (tar shards for training): no length, read in order, decoded as it is read."""
+    return isinstance(ds, datasets.IterableDataset)
+
+
+def this_process_stream(ds: datasets.IterableDataset, training_args: TrainingArguments) -> datasets.IterableDataset:
+    """The training stream as this process reads it: its own shards under DDP, reshuffled each epoch (the shard order,
+    then within a buffer of clips). Stops on flags a stream cannot honour."""
+    if training_args.max_steps <= 0:
+        raise UserError("the training split is streamed from tar shards, which have no length: give --max_steps.")
+    if training_args.max_batch_duration is not None:
+        raise UserError("--max_batch_duration needs every clip's length up front, which streamed tar shards do not "
+                        "give; use --per_device_train_batch_size.")
+    world, shards = training_args.world_size, ds.n_shards
+    if shards % world:
+        logger.warning(f"{shards} training shards do not divide among {world} processes: each process reads every "
+                       f"shard and keeps every {world}th clip. Write a multiple of {world} shards to read each once.")
+    ds = split_dataset_by_node(ds, rank=training_args.process_index, world_size=world)
+    if ds.n_shards < max(training_args.dataloader_num_workers, 1):
+        logger.warning(f"{ds.n_shards} shards per process for {training_args.dataloader_num_workers} DataLoader "
+                       "workers: some workers will idle; write more shards (tools/make_shards.py --clips_per_shard).")
+    logger.info(f"Streaming [train]: {shards:,} tar shards, {ds.n_shards:,} for each of {world} process(es), "
+                f"shuffled within {STREAM_SHUFFLE_BUFFER:,} clips")
+    return ds.shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -801,7 +910,7 @@ def prepare_text(raw, model_args, data_args, training_args):
     case = vocabulary_case((tokenizer or shipped).get_vocab()) if (tokenizer or shipped) is not None else "lower"
     text = normalize_transcripts(raw, data_args, training_args, case)
     if shipped is not None:
-        share = unknown_token_share(shipped, text["train"][TARGET_TEXT_COLUMN])
+        share = unknown_token_share(shipped, transcripts(text["train"]))
         if share <= KEEP_TOKENIZER_MAX_UNK:
             logger.info(f"Tokenizer: the checkpoint's own ({len(shipped):,} tokens, {share:.2%} of the training labels "
                         "unknown), kept with its CTC head")
@@ -847,7 +956,7 @@ def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict)
     special = {"unk_token": data_args.unk_token, "pad_token": data_args.pad_token}
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(path):
-            texts = [t for key in ("train", "eval") if key in raw for t in raw[key][TARGET_TEXT_COLUMN] if t]
+            texts = [t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]) if t]
             size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
             trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
             lowered = "" if trained.get_vocab_size() >= size else f" (lowered from {size:,}: the text supports no more)"
@@ -872,7 +981,7 @@ def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
     vocab_path = os.path.join(training_args.output_dir, VOCAB_FILE)
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(vocab_path):
-            texts = (t for key in ("train", "eval") if key in raw for t in raw[key][TARGET_TEXT_COLUMN])
+            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
             vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
             with open(vocab_path, "w", encoding="utf-8") as f:
@@ -886,16 +995,34 @@ def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
     return Wav2Vec2CTCTokenizer(vocab_path, **special)
 
 
+def map_text(ds, function, desc: str, key_parts: list, **kwargs):
+    """datasets.map of a text function: cached under an explicit fingerprint (hashing a function would differ between
+    `python script.py` (__main__) and an import, and the caches downstream are keyed on it); a stream maps lazily."""
+    if is_stream(ds):
+        return ds.map(function, batched=True, **{k: v for k, v in kwargs.items() if k != "num_proc"})
+    return ds.map(function, batched=True, desc=desc, new_fingerprint=Hasher.hash([ds._fingerprint, *key_parts]),
+                  **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def transcripts(ds) -> list[str]:
+    """The normalised transcripts of a split, for the vocabulary, the text report and the LM. Of a streamed split,
+    those of its first STREAM_TEXT_CLIPS clips: reading them all would read the whole corpus before training."""
+    if not is_stream(ds):
+        return ds[TARGET_TEXT_COLUMN]
+    texts = [row[TARGET_TEXT_COLUMN] for row in ds.select_columns([TARGET_TEXT_COLUMN]).take(STREAM_TEXT_CLIPS)]
+    logger.info(f"Read the transcripts of the first {len(texts):,} streamed clips (for the vocabulary and text report)")
+    return texts
+
+
 def normalize_transcripts(raw, data_args, training_args, case: str) -> datasets.DatasetDict:
     """Replace the text column by the normalised `target_text`."""
     regex = chars_to_ignore_regex(data_args.chars_to_ignore)
     normalize = functools.partial(normalize_batch, ignore_regex=regex, case=case)
     with training_args.main_process_first(desc="text normalisation"):
         return datasets.DatasetDict({
-            # An explicit fingerprint: hashing `normalize` would differ between `python script.py` (__main__) and
-            # an import, and the preprocessing caches downstream are keyed on this fingerprint.
-            key: ds.map(normalize, batched=True, remove_columns=[RAW_TEXT_COLUMN], desc=f"normalising {key} text",
-                        new_fingerprint=Hasher.hash([ds._fingerprint, regex, case, CACHE_VERSION]))
+            key: map_text(ds, normalize, f"normalising {key} text", [regex, case, CACHE_VERSION],
+                          remove_columns=[RAW_TEXT_COLUMN])
             for key, ds in raw.items()
         })
 
@@ -933,14 +1060,14 @@ def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: O
     )
     with training_args.main_process_first(desc="phonemization"):
         out = datasets.DatasetDict({
-            key: ds.map(phonemize, batched=True, batch_size=500, num_proc=data_args.preprocessing_num_workers,
-                        desc=f"phonemizing {key} text", new_fingerprint=Hasher.hash(
-                            [ds._fingerprint, data_args.phoneme_language, word_delimiter_token, CACHE_VERSION]))
+            key: map_text(ds, phonemize, f"phonemizing {key} text",
+                          [data_args.phoneme_language, word_delimiter_token, CACHE_VERSION], batch_size=500,
+                          num_proc=data_args.preprocessing_num_workers)
             for key, ds in raw.items()
         })
     for key, ds in out.items():
-        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {raw[key][0][TARGET_TEXT_COLUMN]!r} -> "
-                    f"{ds[0][TARGET_TEXT_COLUMN]!r}")
+        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(raw[key])[0]!r} -> "
+                    f"{transcripts(ds)[0]!r}")
     return out
 
 
@@ -962,7 +1089,7 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
     """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
     vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
     counts = {
-        k: Counter(u for t in ds[TARGET_TEXT_COLUMN] for u in text_units(t, data_args.word_delimiter_token, phonemes))
+        k: Counter(u for t in transcripts(ds) for u in text_units(t, data_args.word_delimiter_token, phonemes))
         for k, ds in raw.items()
     }
     if "train" in counts and "eval" in counts:
@@ -977,7 +1104,7 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
         else:  # a subword tokenizer: the share of label tokens that come out unknown, and the characters to blame
             unknown = Counter({c: n for c, n in counter.items()
                                if c != data_args.word_delimiter_token and unknown_token_share(tokenizer, [c]) > 0})
-            share = unknown_token_share(tokenizer, raw[key][TARGET_TEXT_COLUMN])
+            share = unknown_token_share(tokenizer, transcripts(raw[key]))
         stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
                       "unknown_character_share": round(share, 4), "vocabulary": describe_vocabulary(tokenizer)}
         if share > data_args.max_unk_share:
@@ -1361,6 +1488,21 @@ def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
     return batch
 
 
+def decode_stream_batch(batch: dict, *, feature_extractor, tokenizer, phonemes: bool, frames, limits: dict) -> dict:
+    """Stream map function (tar shards, run in the DataLoader workers): what scan_batch, featurize_batch and
+    drop_reasons make of each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count.
+    `frames(samples, before_adapter)` is output_frames for the model."""
+    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=feature_extractor.sampling_rate, phonemes=phonemes)
+    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
+                              feature_extractor=feature_extractor)
+    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
+    scanned.update(decoded, **{DROP_COLUMN: reasons})
+    lengths = scanned[LENGTH_COLUMN]
+    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
+                           **limits)
+    return {**scanned, DROP_COLUMN: reasons.tolist()}
+
+
 def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_len: float, max_len: float,
                  mask_time_frames: int, masked_frames: Optional[np.ndarray] = None) -> np.ndarray:
     """Why each clip is dropped ("" = kept): scan reasons, then (train only) duration bounds and CTC feasibility.
@@ -1431,22 +1573,28 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
         scan_batch, tokenizer=tokenizer, sampling_rate=rate, phonemes=bool(data_args.phoneme_language)
     )
     key_parts = [tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
+    frames = functools.partial(output_frames, model, feature_extractor)
+    spec_augment = getattr(model.config, "mask_time_prob", 0) > 0
+    limits = {"min_len": data_args.min_duration_in_seconds * rate, "max_len": data_args.max_duration_in_seconds * rate,
+              "mask_time_frames": model.config.mask_time_length if spec_augment else 0}
     kept, dropped = datasets.DatasetDict(), {}
     with training_args.main_process_first(desc="scanning audio headers"):
         for key, ds in raw.items():
+            if is_stream(ds):  # nothing read now: each clip is scanned, decoded and checked as training reads it
+                kept[key] = ds.map(functools.partial(
+                    decode_stream_batch, feature_extractor=feature_extractor, tokenizer=tokenizer, frames=frames,
+                    phonemes=bool(data_args.phoneme_language), limits=limits,
+                ), batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
+                dropped[key] = {}
+                continue
             scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args)
             columns = scanned.select_columns([LENGTH_COLUMN, MIN_FRAMES_COLUMN, DROP_COLUMN]).to_dict()
-            frames = output_frames(model, feature_extractor, columns[LENGTH_COLUMN])
-            masked = output_frames(model, feature_extractor, columns[LENGTH_COLUMN], before_adapter=True)
-            spec_augment = getattr(model.config, "mask_time_prob", 0) > 0
-            reasons = drop_reasons(
-                columns, frames, train=key == "train", min_len=data_args.min_duration_in_seconds * rate,
-                max_len=data_args.max_duration_in_seconds * rate, masked_frames=masked,
-                mask_time_frames=model.config.mask_time_length if spec_augment else 0,
-            )
+            lengths = columns[LENGTH_COLUMN]
+            reasons = drop_reasons(columns, frames(lengths), masked_frames=frames(lengths, before_adapter=True),
+                                   train=key == "train", **limits)
             dropped[key] = log_drops(key, reasons, scanned, "Scanned")
             if key == "train":
-                check_ctc_fit(reasons, output_frames(model, feature_extractor, [100 * rate])[0] / 100, len(tokenizer))
+                check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(tokenizer))
             kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
     check_drops(kept, dropped, data_args)
     return kept, dropped
@@ -1456,13 +1604,16 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
     """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time."""
     if data_args.preprocess_on_the_fly:
         transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
-        return datasets.DatasetDict({k: ds.with_transform(transform) for k, ds in kept.items()})
+        return datasets.DatasetDict({k: ds if is_stream(ds) else ds.with_transform(transform) for k, ds in kept.items()})
     featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
                                      one_thread=(data_args.preprocessing_num_workers or 1) > 1)
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
     vectorized = datasets.DatasetDict()
     with training_args.main_process_first(desc="decoding audio"):
         for key, ds in kept.items():
+            if is_stream(ds):  # decoded as training reads it (decode_stream_batch)
+                vectorized[key] = ds
+                continue
             ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args)
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
@@ -1479,6 +1630,8 @@ def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
     """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
     for key, ds in kept.items():
         summary = ", ".join(f"{n:,} {r}" for r, n in dropped[key].items()) or "none"
+        if is_stream(ds):  # its drops are counted as it is read (StreamBatches)
+            continue
         if len(ds) == 0:
             raise UserError(
                 f"no {key} clips left (dropped: {summary}); check the audio paths, the transcript column and "
@@ -1508,6 +1661,11 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
     """Log one compact line per split (clips, hours, durations, rates, channels, characters, drops); return it all."""
     report = {}
     for key, ds in ds_dict.items():
+        if is_stream(ds):
+            report[key] = {"streamed_shards": ds.n_shards, **text_stats[key]}
+            logger.info(f"Data [{key}]: streamed from {ds.n_shards:,} tar shards per process; clips, hours and drops are "
+                        f"counted as training reads them; {text_stats[key]['vocabulary']}")
+            continue
         columns = scan_columns(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, "labels")
         seconds = np.asarray(columns[LENGTH_COLUMN]) / sampling_rate
         r = report[key] = {
@@ -1564,6 +1722,37 @@ class DurationBatchSampler:
             yield self.batches[b]
 
 
+class StreamBatches(torch.utils.data.IterableDataset):
+    """Training batches from a streamed split (tar shards), without end: epoch after epoch, each reshuffled, until
+    --max_steps. Clips the stream marked for dropping are left out; each batch carries `stream`: its clip ids and the
+    drop reasons met since the previous batch, for the trainer to count. Runs in the DataLoader workers, which
+    datasets gives shards of their own."""
+
+    def __init__(self, ds: datasets.IterableDataset, batch_size: int, collator):
+        self.ds, self.batch_size, self.collator = ds, batch_size, collator
+
+    def __iter__(self):
+        batch, dropped = [], Counter()
+        for epoch in itertools.count():
+            self.ds.set_epoch(epoch)
+            read = kept = 0
+            for clip in self.ds:
+                read += 1
+                if clip[DROP_COLUMN]:
+                    dropped[clip[DROP_COLUMN]] += 1
+                    continue
+                kept += 1
+                batch.append(clip)
+                if len(batch) == self.batch_size:
+                    yield {**self.collator(batch), "stream": {"clips": [c[CLIP_ID_COLUMN] for c in batch],
+                                                              "dropped": dict(dropped)}}
+                    batch, dropped = [], Counter()
+            if read == 0:  # a worker without shards (more workers than shards): the others go on
+                return
+            if kept == 0:
+                raise RuntimeError(f"every clip of this DataLoader worker's shards was dropped ({dict(dropped)})")
+
+
 @dataclass
 class DataCollatorCTCWithPadding:
     """Pad inputs along time (with the feature extractor's padding value) and labels (with -100) into tensors.
@@ -1608,13 +1797,21 @@ class DataCollatorCTCWithPadding:
 
 class AudioThroughput(TrainerCallback):
     """Counts the audio of each training batch; logs per epoch the hours, padding share and audio seconds per second
-    (of this process)."""
+    (of this process), and once how long the process took to its first training step (the set-up cost)."""
 
     def __init__(self, sampling_rate: int):
         self.rate = sampling_rate
         self.totals = np.zeros(3)  # real samples, padded batch samples, seconds
         self.epoch = np.zeros(3)
         self.start = time.perf_counter()
+        self.first_step = None  # seconds from the process's start to the end of its first training step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step is None:
+            import psutil  # an accelerate dependency
+
+            self.first_step = round(time.time() - psutil.Process().create_time(), 1)
+            logger.info(f"First training step done {self.first_step:.1f} s after the process started")
 
     def add(self, real: int, padded: int) -> None:
         self.epoch[:2] += (real, padded)
@@ -1633,7 +1830,8 @@ class AudioThroughput(TrainerCallback):
         real, padded, seconds = self.totals if counts is None else counts
         return {"audio_hours": round(real / self.rate / 3600, 4),
                 "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
-                "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0}
+                "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0,
+                **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {})}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1718,8 +1916,14 @@ class CTCTrainer(Trainer):
         feature_extractor = self.processing_class.feature_extractor
         self.throughput = AudioThroughput(feature_extractor.sampling_rate)
         self.add_callback(self.throughput)
+        self.streamed = {"clips": 0, "dropped": Counter(), "shards": set()}  # what a streamed training split gave
 
     def get_train_dataloader(self):
+        if is_stream(self.train_dataset):  # this process's shards, batched in its workers; not re-split by accelerate
+            batches = StreamBatches(self.train_dataset, self.args.per_device_train_batch_size, self.data_collator)
+            return DataLoader(batches, batch_size=None, num_workers=self.args.dataloader_num_workers,
+                              pin_memory=self.args.dataloader_pin_memory,
+                              prefetch_factor=self.args.dataloader_prefetch_factor)
         if self.args.max_batch_duration is None:
             return super().get_train_dataloader()
         rate = self.processing_class.feature_extractor.sampling_rate
@@ -1740,6 +1944,11 @@ class CTCTrainer(Trainer):
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        stream = inputs.pop("stream", None)
+        if stream is not None:
+            self.streamed["clips"] += len(stream["clips"])
+            self.streamed["dropped"].update(stream["dropped"])
+            self.streamed["shards"].update(clip.split("/")[0] for clip in stream["clips"])
         lengths = inputs.pop("input_lengths", None)
         if lengths is not None:
             self.throughput.add(int(lengths.sum()), lengths.numel() * int(lengths.max()))  # samples, padded as frames
@@ -1905,7 +2114,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     # 1. Load the data: audio references and transcripts, nothing decoded yet
     raw = load_splits(data_args, training_args, model_args.cache_dir)
-    logger.info("Loaded: " + ", ".join(f"{k} {len(ds):,} clips" for k, ds in raw.items()))
+    logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
+                                       for k, ds in raw.items()))
 
     # 2. Tokenizer: the one given, the checkpoint's own if it covers the text, or a vocabulary built from the text
     tokenizer, raw = prepare_text(raw, model_args, data_args, training_args)
@@ -1926,14 +2136,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
     kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
     vectorized = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
     report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
-    if "train" in vectorized:
+    if "train" in vectorized and not is_stream(vectorized["train"]):
         log_samples(vectorized["train"], tokenizer, feature_extractor.sampling_rate, training_args.seed)
     if training_args.should_save:
         os.makedirs(training_args.output_dir, exist_ok=True)
         with open(os.path.join(training_args.output_dir, DATA_REPORT_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False, indent=1)
     if data_args.preprocessing_only:
-        logger.info(f"Preprocessing done; cache files: {vectorized.cache_files}")
+        logger.info("Preprocessing done; cache files: "
+                    f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
         return {}
 
     # 5. Processor (saved once, loaded by every process), collator and trainer
@@ -1966,8 +2177,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
         trainer.save_model()
-        metrics = {**train_result.metrics, "train_samples": len(vectorized["train"]),
-                   **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
+        metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
+        if is_stream(vectorized["train"]):
+            metrics.update(log_stream(trainer.streamed, training_args))
+        else:
+            metrics["train_samples"] = len(vectorized["train"])
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -1975,7 +2189,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
     if data_args.lm_text:
-        train_texts = raw["train"][TARGET_TEXT_COLUMN] if "train" in raw else []
+        train_texts = transcripts(raw["train"]) if "train" in raw else []
         decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
                                    blank_token_id(model.config, processor.tokenizer), train_texts)
         eval_state["lm"] = (decoder, data_args.lm_beam_width)
@@ -2004,14 +2218,25 @@ def main(argv: Optional[list[str]] = None) -> dict:
     return results
 
 
+def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
+    """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
+    dropped = dict(streamed["dropped"])
+    summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
+    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # every process
+                f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
+                f"dropped: {summary}")
+    return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
+
+
 def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: str) -> None:
     """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions."""
     scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
     named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
     lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
              + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
-    if "train_runtime" in results:
-        audio_hours = report["train"]["hours"] * results["epoch"]
+    if "train_runtime" in results:  # a streamed split has no hours up front: the audio this process trained on
+        audio_hours = report["train"]["hours"] * results["epoch"] if "hours" in report["train"] else results[
+            "train_audio_hours"]
         lines.append(
             f"training {results['train_runtime'] / 60:.1f} min for {audio_hours:.2f} h of audio "
             f"({audio_hours / (results['train_runtime'] / 3600):,.0f} audio hours per hour)"
