@@ -6,8 +6,11 @@
 Writes CSV manifests of --sizes clips: the corpus's train split repeated, pointing at the same audio files (no
 copies). For each size and mode it runs the script in a fresh process with a fresh datasets cache:
 
-    --train_file MANIFEST --do_train --max_steps STEPS --per_device_train_batch_size 8
+    --train_file MANIFEST --do_train --max_steps STEPS --max_batch_duration 24
     --preprocessing_num_workers 2 --dataloader_num_workers 2 [--preprocess_on_the_fly]
+
+(batches of at most 24 s of audio, about 8 clips: the activations of a step are bounded, so peak RSS shows the data
+pipeline's memory rather than which long clips a random batch happened to hold)
 
 on --model (a config: default bench/speed_model, wav2vec2-shaped, 4.3M parameters, random weights), and prints:
   - seconds to the first training step (the script's `train_seconds_to_first_step`: from the process start to the
@@ -57,7 +60,7 @@ def run(model: str, manifest: str, mode: str, steps: int, work: str) -> dict:
     command = [
         sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), "--config_name", model,
         "--train_file", manifest, "--text_column_name", "sentence", "--do_train", "--max_steps", str(steps),
-        "--per_device_train_batch_size", "8", "--preprocessing_num_workers", "2", "--dataloader_num_workers", "2",
+        "--max_batch_duration", "24", "--preprocessing_num_workers", "2", "--dataloader_num_workers", "2",
         "--learning_rate", "1e-4", "--save_strategy", "no", "--report_to", "none", "--output_dir", out,
         *(["--preprocess_on_the_fly"] if mode == "on_the_fly" else []),
     ]

@@ -232,3 +232,12 @@ def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, c
                              "vocabulary": f"characters, {len(tokenizer)} tokens"}
     with pytest.raises(ctc.UserError, match=r"9.1% of the eval labels .* ö"):
         ctc.text_report(raw, tokenizer, ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.05))
+
+
+def test_fast_character_labels_match_the_tokenizer(tokenizer):
+    # The header scan's dictionary lookup gives the ids the tokenizer gives, unknown characters, delimiters and
+    # multi-character tokens included.
+    encode = ctc.label_encoder(tokenizer)
+    texts = ["hello world", "héllo wörld", "h e l l o", "x[UNK]y", "a|b", "<s>hello</s>", "", "ll  oo", "HELLO"]
+    for text in texts:
+        assert encode(text) == tokenizer(text, add_special_tokens=False).input_ids, text
