@@ -20,6 +20,7 @@ A tiny CPU run (arguments from a JSON file):
 
 import csv
 import ctypes
+import errno
 import functools
 import glob
 import importlib.util
@@ -30,12 +31,15 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
@@ -93,6 +97,10 @@ SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the to
 VOCAB_TYPES = ("char", "bpe", "unigram")
 DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
 DATA_REPORT_FILE = "data_report.json"
+REQUEUE_EXIT = 75  # exit status of a run a signal stopped at a checkpoint: sysexits' EX_TEMPFAIL, "run it again"
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")  # schedulers' preemption warnings, and Ctrl-C (a second one: at once)
+USAGE = ("usage: python run_speech_recognition_ctc.py [--flags ... | ARGS.json]; try the demo: python "
+         "run_speech_recognition_ctc.py examples/demo.json; --help lists every flag.")
 PREDICTIONS_FILE = "predictions.csv"  # --do_predict; evaluation writes eval_predictions.csv
 LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
 PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
@@ -124,6 +132,29 @@ OWN_OUTPUT_FILES = {
 
 class UserError(Exception):
     """A mistake in the arguments or the data: reported as one line, without a traceback."""
+
+
+class Stopped(Exception):
+    """A stop signal ended the run cleanly (in training: at a saved checkpoint). One line; exit status REQUEUE_EXIT."""
+
+
+class DiskFull(UserError):
+    """No space left on the device while writing `what`: one line with the space needed and free there."""
+
+    def __init__(self, what: str, path: str, needed_bytes: float, fix: str):
+        directory = path
+        while directory and not os.path.isdir(directory):
+            directory = os.path.dirname(directory)
+        free = shutil.disk_usage(directory or ".").free
+        super().__init__(f"no space left on device writing {what} {path}: about {needed_bytes / 1e6:,.0f} MB needed, "
+                         f"{free / 1e6:,.0f} MB free there; {fix}.")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a writer's exception (Python, Arrow, safetensors or torch.save) means that the disk is full."""
+    text = str(error)
+    return (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
+            or "StorageFull" in text or "PytorchStreamWriter failed writing file" in text)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -447,19 +478,57 @@ def check_push_to_hub(training_args: TrainingArguments) -> None:
         ) from e
 
 
+def safetensors_complete(path: str) -> bool:
+    """Whether a .safetensors file is whole: its header parses and the file is as long as the header says."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        return os.path.getsize(path) == 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def damaged_file(directory: str, checkpoint: bool = False) -> Optional[str]:
+    """The first weights file in `directory` cut short (a kill mid-copy, a disk error), or None. In a Trainer
+    checkpoint also the optimizer and scheduler states (torch.save writes a zip archive, whose index is at the end)."""
+    for path in sorted(glob.glob(os.path.join(directory, "*.safetensors"))):
+        if not safetensors_complete(path):
+            return path
+    for path in sorted(glob.glob(os.path.join(directory, "*.pt"))) if checkpoint else []:
+        if not zipfile.is_zipfile(path):
+            return path
+    return None
+
+
+def check_report_to(training_args: TrainingArguments) -> None:
+    """Before any work: every --report_to integration is installed (the Trainer would stop after preprocessing)."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    for callback in get_reporting_integration_callbacks(training_args.report_to):
+        try:
+            callback()
+        except (RuntimeError, ImportError) as e:
+            raise UserError(f"--report_to: {str(e).strip()} Or pass --report_to none.") from e
+
+
 def last_complete_checkpoint(out: str, remove_incomplete: bool) -> Optional[str]:
-    """The newest checkpoint-N holding trainer_state.json (the Trainer writes it last); partial ones are removed."""
-    complete = []
-    for name in os.listdir(out):
-        path = os.path.join(out, name)
-        if not (CHECKPOINT_DIR.match(name) and os.path.isdir(path)):
+    """The newest usable checkpoint-N: it holds trainer_state.json (the Trainer writes it last; folders without it
+    are removed) and no file cut short (such a checkpoint is skipped, with a log line, and kept for inspection)."""
+    found = [(int(m[1]), os.path.join(out, m[0])) for m in map(CHECKPOINT_DIR.match, os.listdir(out))
+             if m and os.path.isdir(os.path.join(out, m[0]))]
+    for _, path in sorted(found, reverse=True):
+        if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+            if remove_incomplete:  # the process died while writing it: unusable
+                logger.warning(f"Removing {path}: an incomplete checkpoint (no trainer_state.json)")
+                shutil.rmtree(path)
             continue
-        if os.path.isfile(os.path.join(path, "trainer_state.json")):
-            complete.append(path)
-        elif remove_incomplete:  # the process died while writing it: unusable
-            logger.warning(f"Removing {path}: an incomplete checkpoint (no trainer_state.json)")
-            shutil.rmtree(path)
-    return max(complete, key=lambda p: int(CHECKPOINT_DIR.match(os.path.basename(p))[1]), default=None)
+        damaged = damaged_file(path, checkpoint=True)
+        if damaged is None:
+            return path
+        logger.warning(f"{damaged} is truncated or corrupt: {path} is skipped; falling back to an earlier checkpoint")
+    return None
 
 
 def check_output_dir(training_args: TrainingArguments) -> Optional[str]:
@@ -1356,6 +1425,10 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
         ), model_args.attn_implementation)
         logger.info(f"Model: random weights from the config in {model_args.config_name} (training from scratch)")
     else:
+        damaged = damaged_file(source) if os.path.isdir(source) else None
+        if damaged:
+            raise UserError(f"{damaged} is truncated or corrupt ({os.path.getsize(damaged):,} bytes, shorter than its "
+                            "header says): copy or download it again, or train it again.")
         model, info = with_attention(functools.partial(
             AutoModelForCTC.from_pretrained, source, config=config, ignore_mismatched_sizes=True,
             output_loading_info=True, **hub
@@ -1561,19 +1634,41 @@ def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int
         )
 
 
-def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache_root: str, data_args) -> datasets.Dataset:
-    """datasets.map into a cache file named by the input's fingerprint and `key_parts`; reused by later runs."""
+def cache_rows(files: list[str]) -> int:
+    """Rows in a set of cache files; -1 when one is unreadable (truncated by a kill, or a disk error)."""
+    try:
+        return sum(len(datasets.Dataset.from_file(f)) for f in files)
+    except (pa.ArrowException, OSError, ValueError):
+        return -1
+
+
+def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache_root: str, data_args,
+               needed_bytes: float = 0) -> datasets.Dataset:
+    """datasets.map into a cache file named by the input's fingerprint and `key_parts`; reused by later runs once
+    checked whole (a damaged one is rebuilt). `needed_bytes`: about what it takes on disk, for a full-disk error."""
     key = Hasher.hash([ds._fingerprint, name, *key_parts])
     path = os.path.join(cache_root, f"{name}-{key}.arrow")
     workers = data_args.preprocessing_num_workers or 1
     shards = [path] if workers == 1 else [f"{path[:-6]}_{i:05d}_of_{workers:05d}.arrow" for i in range(workers)]
-    if not data_args.overwrite_cache and (os.path.isfile(path) or all(os.path.isfile(p) for p in shards)):
-        logger.info(f"{name}: reusing the cache in {cache_root} (--overwrite_cache to redo it)")
+    existing = [path] if os.path.isfile(path) else shards if all(os.path.isfile(p) for p in shards) else []
+    if existing and not data_args.overwrite_cache:
+        if cache_rows(existing) == len(ds):
+            logger.info(f"{name}: reusing the cache in {cache_root} (--overwrite_cache to redo it)")
+        else:  # a map's output has a row per input row: fewer, or none readable, is a damaged file
+            logger.warning(f"{name}: the cache {existing[0]} is unreadable or incomplete (truncated?): rebuilding it")
+            for f in existing:
+                os.remove(f)
     os.makedirs(cache_root, exist_ok=True)
-    return ds.map(
-        function, batched=True, batch_size=16, num_proc=data_args.preprocessing_num_workers,
-        cache_file_name=path, load_from_cache_file=not data_args.overwrite_cache, new_fingerprint=key, desc=name,
-    )
+    try:
+        return ds.map(
+            function, batched=True, batch_size=16, num_proc=data_args.preprocessing_num_workers,
+            cache_file_name=path, load_from_cache_file=not data_args.overwrite_cache, new_fingerprint=key, desc=name,
+        )
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFull("the preprocessing cache in", cache_root, needed_bytes,
+                           "free some space, point --cache_dir at a bigger disk, or use --preprocess_on_the_fly") from e
+        raise
 
 
 def log_drops(key: str, reasons: np.ndarray, ds: datasets.Dataset, stage: str) -> dict[str, int]:
@@ -1607,7 +1702,7 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
                 ), batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
                 dropped[key] = {}
                 continue
-            scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args)
+            scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args, 1000 * len(ds))
             columns = scanned.select_columns([LENGTH_COLUMN, MIN_FRAMES_COLUMN, DROP_COLUMN]).to_dict()
             lengths = columns[LENGTH_COLUMN]
             reasons = drop_reasons(columns, frames(lengths), masked_frames=frames(lengths, before_adapter=True),
@@ -1634,7 +1729,8 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
             if is_stream(ds):  # decoded as training reads it (decode_stream_batch)
                 vectorized[key] = ds
                 continue
-            ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args)
+            samples = float(scan_column(ds, LENGTH_COLUMN).sum())  # float32 features: about 4 bytes per sample
+            ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args, 4 * samples)
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
                 dropped[key][reason] = dropped[key].get(reason, 0) + n
@@ -1822,6 +1918,54 @@ class DataCollatorCTCWithPadding:
         return batch
 
 
+class StopOnSignal(TrainerCallback):
+    """SIGTERM, SIGUSR1 (SLURM's warning before a time limit) or a first Ctrl-C. During training: finish the step,
+    save a checkpoint and stop, every process at the same step (they agree at each step's end). Outside training:
+    stop at once (datasets removes a cache file it was writing). A second Ctrl-C stops at once anywhere.
+
+    A context manager: installs its handlers on entry, puts the previous ones back on exit."""
+
+    def __init__(self):
+        self.received, self.training, self.phase, self.previous = None, False, "preparing the run", {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may handle signals
+            for name in STOP_SIGNALS:
+                self.previous[name] = signal.signal(getattr(signal, name), self.handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    def handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.received == "SIGINT":
+            raise KeyboardInterrupt
+        if not self.training:
+            raise Stopped(f"stopped by {name} while {self.phase}; nothing half-written is kept: run the same command "
+                          "again to start over")
+        if self.received is None:
+            self.received = name
+            logger.warning(f"Received {name}: stopping after this training step, with a checkpoint")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training, self.phase = False, "evaluating"
+
+    def on_step_end(self, args, state, control, **kwargs):
+        number = getattr(signal, self.received) if self.received else 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # a signal to any process counts
+            flag = torch.tensor([int(number)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            number = int(flag.item())
+        if number:
+            self.received = signal.Signals(number).name
+            control.should_save = control.should_training_stop = True
+
+
 class AudioThroughput(TrainerCallback):
     """Counts the audio of each training batch; logs per epoch the hours, padding share and audio seconds per second
     (of this process), and once how long the process took to its first training step (the set-up cost)."""
@@ -1979,7 +2123,18 @@ class CTCTrainer(Trainer):
         lengths = inputs.pop("input_lengths", None)
         if lengths is not None:
             self.throughput.add(int(lengths.sum()), lengths.numel() * int(lengths.max()))  # samples, padded as frames
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        except torch.OutOfMemoryError as e:
+            rate = self.processing_class.feature_extractor.sampling_rate
+            seconds = lengths.double() / rate if lengths is not None else torch.zeros(1)
+            raise UserError(
+                f"out of memory at step {self.state.global_step + 1} on a batch of {seconds.numel()} clips, "
+                f"{seconds.sum():.1f} s of audio (longest {seconds.max():.1f} s); use smaller batches "
+                "(--max_batch_duration, or --per_device_train_batch_size with more --gradient_accumulation_steps), "
+                "--gradient_checkpointing, or drop long clips with --max_duration_in_seconds. Earlier checkpoints "
+                "are kept."
+            ) from e
         if not torch.isfinite(loss):  # the Trainer would average it away (logging_nan_inf_filter) and go on
             raise UserError(
                 f"the training loss became {loss.item()} at step {self.state.global_step + 1}; likely causes: fp16 "
@@ -1987,6 +2142,32 @@ class CTCTrainer(Trainer):
                 "(--ctc_zero_infinity), or a learning rate too high. Earlier checkpoints are kept."
             )
         return loss
+
+    def model_bytes(self) -> float:
+        """About what a checkpoint takes: the weights, and the optimizer's two moments (Adam) per trained weight."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return weights + 2 * 4 * sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        try:
+            super().save_model(output_dir, _internal_call)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            raise DiskFull("the model to", output_dir or self.args.output_dir, self.model_bytes(),
+                           "free some space or choose another --output_dir") from e
+
+    def _save_checkpoint(self, model, trial):
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as e:
+            if not (isinstance(e, DiskFull) or is_disk_full(e)):
+                raise
+            path = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            if self.args.should_save:  # never resumed from: the previous checkpoint stays the newest
+                shutil.rmtree(path, ignore_errors=True)
+            raise DiskFull("checkpoint", path, self.model_bytes(), "free some space, keep fewer checkpoints "
+                           "(--save_total_limit), or choose another --output_dir; the previous checkpoint is kept") from e
 
     def _get_eval_sampler(self, eval_dataset):
         return eval_order(eval_dataset).tolist()
@@ -2132,126 +2313,138 @@ def main(argv: Optional[list[str]] = None) -> dict:
     """Fine-tune and/or evaluate; returns the metrics written to all_results.json."""
     model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(training_args)
-    check_push_to_hub(training_args)
-    check_lm_tools(data_args, training_args)
-    check_phonemizer(data_args.phoneme_language)
-    last_checkpoint = check_output_dir(training_args)
-    set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UserError("nothing to do: add --do_train, --do_eval and/or --do_predict (the demo's settings: "
+                        "python run_speech_recognition_ctc.py examples/demo.json).")
+    with StopOnSignal() as stop:  # SIGTERM, SIGUSR1, Ctrl-C: a checkpoint in training, a clean stop elsewhere
+        check_push_to_hub(training_args)
+        check_report_to(training_args)
+        check_lm_tools(data_args, training_args)
+        check_phonemizer(data_args.phoneme_language)
+        last_checkpoint = check_output_dir(training_args)
+        set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
-    # 1. Load the data: audio references and transcripts, nothing decoded yet
-    raw = load_splits(data_args, training_args, model_args.cache_dir)
-    logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
-                                       for k, ds in raw.items()))
+        # 1. Load the data: audio references and transcripts, nothing decoded yet
+        raw = load_splits(data_args, training_args, model_args.cache_dir)
+        logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
+                                           for k, ds in raw.items()))
 
-    # 2. Tokenizer: the one given, the checkpoint's own if it covers the text, or a vocabulary built from the text
-    tokenizer, raw = prepare_text(raw, model_args, data_args, training_args)
-    if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
-        # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
-        delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
-        raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
-    if tokenizer is None:
-        tokenizer = build_tokenizer(data_args, training_args, raw)
-    text_stats = text_report(raw, tokenizer, data_args)
+        # 2. Tokenizer: the one given, the checkpoint's own if it covers the text, or a vocabulary built from the text
+        tokenizer, raw = prepare_text(raw, model_args, data_args, training_args)
+        if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
+            # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
+            delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
+            raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
+        if tokenizer is None:
+            tokenizer = build_tokenizer(data_args, training_args, raw)
+        text_stats = text_report(raw, tokenizer, data_args)
 
-    # 3. Model
-    feature_extractor, model = load_model(model_args, data_args, tokenizer)
-    configure_distributed(model.config, training_args)
+        # 3. Model
+        feature_extractor, model = load_model(model_args, data_args, tokenizer)
+        configure_distributed(model.config, training_args)
 
-    # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
-    cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
-    kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
-    vectorized = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
-    report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
-    if "train" in vectorized and not is_stream(vectorized["train"]):
-        log_samples(vectorized["train"], tokenizer, feature_extractor.sampling_rate, training_args.seed)
-    if training_args.should_save:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, DATA_REPORT_FILE), "w", encoding="utf-8") as f:
-            json.dump(report, f, ensure_ascii=False, indent=1)
-    if data_args.preprocessing_only:
-        logger.info("Preprocessing done; cache files: "
-                    f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
-        return {}
-
-    # 5. Processor (saved once, loaded by every process), collator and trainer
-    with training_args.main_process_first(desc="saving the processor"):
+        # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
+        stop.phase = "preprocessing"
+        cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
+        kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
+        vectorized = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+        report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
+        if "train" in vectorized and not is_stream(vectorized["train"]):
+            log_samples(vectorized["train"], tokenizer, feature_extractor.sampling_rate, training_args.seed)
         if training_args.should_save:
-            family_processor = processor_class(model.config.model_type)
-            family_processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
-                training_args.output_dir
-            )
-            model.config.save_pretrained(training_args.output_dir)
-    processor = AutoProcessor.from_pretrained(training_args.output_dir)
-    eval_state = {"lm": None}  # the LM decoder going in; the latest evaluation's transcripts coming out
-    trainer = CTCTrainer(
-        model=model,
-        args=training_args,
-        data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer,
-                                                 channel_axis=has_channel_axis(processor.feature_extractor)),
-        train_dataset=vectorized.get("train"),
-        eval_dataset=vectorized.get("eval"),
-        processing_class=processor,
-        compute_metrics=functools.partial(
-            compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
-            metric_names=data_args.eval_metrics, eval_state=eval_state,
-        ),
-    )
-    trainer.eval_state = eval_state
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(os.path.join(training_args.output_dir, DATA_REPORT_FILE), "w", encoding="utf-8") as f:
+                json.dump(report, f, ensure_ascii=False, indent=1)
+        if data_args.preprocessing_only:
+            logger.info("Preprocessing done; cache files: "
+                        f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
+            return {}
 
-    # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory)
-    results = {}
-    if training_args.do_train:
-        reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
-        train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-        trainer.save_model()
-        metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
-        if is_stream(vectorized["train"]):
-            metrics.update(log_stream(trainer.streamed, training_args))
-        else:
-            metrics["train_samples"] = len(vectorized["train"])
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        results.update(metrics)
+        # 5. Processor (saved once, loaded by every process), collator and trainer
+        with training_args.main_process_first(desc="saving the processor"):
+            if training_args.should_save:
+                family_processor = processor_class(model.config.model_type)
+                family_processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
+                    training_args.output_dir
+                )
+                model.config.save_pretrained(training_args.output_dir)
+        processor = AutoProcessor.from_pretrained(training_args.output_dir)
+        eval_state = {"lm": None}  # the LM decoder going in; the latest evaluation's transcripts coming out
+        trainer = CTCTrainer(
+            model=model,
+            args=training_args,
+            data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer,
+                                                     channel_axis=has_channel_axis(processor.feature_extractor)),
+            train_dataset=vectorized.get("train"),
+            eval_dataset=vectorized.get("eval"),
+            processing_class=processor,
+            compute_metrics=functools.partial(
+                compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
+                metric_names=data_args.eval_metrics, eval_state=eval_state,
+            ),
+        )
+        trainer.eval_state = eval_state
+        trainer.add_callback(stop)
 
-    # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
-    if data_args.lm_text:
-        train_texts = transcripts(raw["train"]) if "train" in raw else []
-        decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
-                                   blank_token_id(model.config, processor.tokenizer), train_texts)
-        eval_state["lm"] = (decoder, data_args.lm_beam_width)
+        # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory)
+        results = {}
+        if training_args.do_train:
+            reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
+            train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+            if stop.received:
+                step = trainer.state.global_step
+                raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
+                              f"{training_args.output_dir}; run the same command to resume")
+            trainer.save_model()
+            metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
+            if is_stream(vectorized["train"]):
+                metrics.update(log_stream(trainer.streamed, training_args))
+            else:
+                metrics["train_samples"] = len(vectorized["train"])
+            trainer.log_metrics("train", metrics)
+            trainer.save_metrics("train", metrics)
+            trainer.save_state()
+            results.update(metrics)
 
-    # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
-    for key, wanted, csv_name in (("eval", training_args.do_eval, "eval_" + PREDICTIONS_FILE),
-                                  ("predict", training_args.do_predict, PREDICTIONS_FILE)):
-        if not wanted:
-            continue
-        metrics = {**trainer.evaluate(vectorized[key], metric_key_prefix=key), f"{key}_samples": len(vectorized[key]),
-                   f"{key}_clips_dropped": sum(dropped[key].values())}
-        trainer.log_metrics(key, metrics)
-        trainer.save_metrics(key, metrics)
-        results.update(metrics)
-        if training_args.should_save:
-            path = os.path.join(training_args.output_dir, csv_name)
-            rows = write_predictions(path, vectorized[key], eval_state, feature_extractor.sampling_rate)
-            log_summary(key, results, rows, report, path)
+        # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
+        if data_args.lm_text:
+            train_texts = transcripts(raw["train"]) if "train" in raw else []
+            decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
+                                       blank_token_id(model.config, processor.tokenizer), train_texts)
+            eval_state["lm"] = (decoder, data_args.lm_beam_width)
 
-    # 9. Model card, or push to the hub
-    card = model_card_kwargs(model_args, data_args)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    elif training_args.should_save:
-        trainer.create_model_card(**card)
-    return results
+        # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
+        stop.phase = "evaluating"
+        for key, wanted, csv_name in (("eval", training_args.do_eval, "eval_" + PREDICTIONS_FILE),
+                                      ("predict", training_args.do_predict, PREDICTIONS_FILE)):
+            if not wanted:
+                continue
+            metrics = {**trainer.evaluate(vectorized[key], metric_key_prefix=key), f"{key}_samples": len(vectorized[key]),
+                       f"{key}_clips_dropped": sum(dropped[key].values())}
+            trainer.log_metrics(key, metrics)
+            trainer.save_metrics(key, metrics)
+            results.update(metrics)
+            if training_args.should_save:
+                path = os.path.join(training_args.output_dir, csv_name)
+                rows = write_predictions(path, vectorized[key], eval_state, feature_extractor.sampling_rate)
+                log_summary(key, results, rows, report, path)
+
+        # 9. Model card, or push to the hub
+        card = model_card_kwargs(model_args, data_args)
+        if training_args.push_to_hub:
+            trainer.push_to_hub(**card)
+        elif training_args.should_save:
+            trainer.create_model_card(**card)
+        return results
 
 
 def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
     """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
     dropped = dict(streamed["dropped"])
     summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
-    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # every process
-                f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
-                f"dropped: {summary}")
+    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
+                   f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
+                   f"dropped: {summary}")
     return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
 
 
@@ -2276,13 +2469,24 @@ def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: s
 
 
 def cli() -> None:
-    """Run main(); user mistakes end with one line on stderr (set CTC_DEBUG=1 for the traceback)."""
+    """Run main(); user mistakes end with one line on stderr (set CTC_DEBUG=1 for the traceback), a stop signal with
+    one line and REQUEUE_EXIT, a second Ctrl-C with 130."""
+    if len(sys.argv) == 1:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
     try:
         main()
     except UserError as e:
         if os.environ.get("CTC_DEBUG"):
             raise
         sys.exit(f"error: {e}")
+    except Stopped as e:
+        print(e, file=sys.stderr)
+        sys.exit(REQUEUE_EXIT)
+    except KeyboardInterrupt:
+        print("interrupted (a second Ctrl-C): stopped at once; rerun to resume from the last checkpoint",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ USER_ERRORS = {
     "PER without phoneme mode": ({"eval_metrics": "per"}, "add --phoneme_language"),
     "non-positive batch duration": ({"max_batch_duration": 0}, "--max_batch_duration must be a number of seconds"),
     "unknown predict split": ({"do_predict": True, "predict_split_name": "dev"}, "split 'dev' not found"),
+    "missing reporting integration": ({"report_to": "wandb"}, "--report_to: WandbCallback requires wandb"),
+    "nothing to do": ({"do_train": None, "do_eval": None}, "nothing to do: add --do_train"),
 }
 
 
