@@ -95,6 +95,8 @@ CACHE_VERSION = 3  # bump when the preprocessing functions change what they writ
 VOCAB_FILE = "vocab.json"
 SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
 VOCAB_TYPES = ("char", "bpe", "unigram")
+DEFAULT_ADAPTER_DIM = 16  # upstream's --adapter_attn_dim (MMS's adapters)
+ADAPTER_FILE = "adapter.{}.safetensors"  # a language's MMS adapter and CTC head, as Wav2Vec2ForCTC.load_adapter reads
 DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
 DATA_REPORT_FILE = "data_report.json"
 REQUEUE_EXIT = 75  # exit status of a run a signal stopped at a checkpoint: sysexits' EX_TEMPFAIL, "run it again"
@@ -222,6 +224,11 @@ class ModelArguments:
     add_adapter: bool = field(
         default=False, metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."}
     )
+    adapter_attn_dim: Optional[int] = field(
+        default=None,
+        metadata={"help": "With --target_language: size of the MMS attention adapters (the checkpoint's, else "
+                          f"{DEFAULT_ADAPTER_DIM}); only they and the CTC head train."},
+    )
     attn_implementation: str = field(
         default="sdpa",
         metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
@@ -319,6 +326,14 @@ class DataTrainingArguments:
     vocab_size: Optional[int] = field(
         default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
     )
+    target_language: Optional[str] = field(
+        default=None,
+        metadata={"help": "Train an MMS language adapter for this language (ISO 639-3, e.g. tur): the base model stays "
+                          "frozen, vocab.json keeps one vocabulary per language, adapter.LANG.safetensors is saved."},
+    )
+    overwrite_lang_vocab: bool = field(
+        default=False, metadata={"help": "With --target_language: rebuild that language's vocabulary if it exists."}
+    )
     phoneme_language: Optional[str] = field(
         default=None,
         metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the default "
@@ -364,6 +379,9 @@ class DataTrainingArguments:
                             "drop one of --vocab_type and --phoneme_language.")
         if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
             raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
+        if self.target_language and (self.phoneme_language or self.vocab_type != "char"):
+            raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it does "
+                            "not go with --phoneme_language or --vocab_type bpe/unigram.")
 
 
 @dataclass
@@ -531,15 +549,16 @@ def last_complete_checkpoint(out: str, remove_incomplete: bool) -> Optional[str]
     return None
 
 
-def check_output_dir(training_args: TrainingArguments) -> Optional[str]:
-    """Return the checkpoint to resume from, clear output_dir when asked, or refuse foreign content."""
+def check_output_dir(training_args: TrainingArguments, keep_vocab: bool = False) -> Optional[str]:
+    """Return the checkpoint to resume from, clear output_dir when asked, or refuse foreign content. `keep_vocab`: a
+    per-language vocab.json (--target_language) survives --overwrite_output_dir, as do the adapters."""
     out = training_args.output_dir
     if not os.path.isdir(out) or not training_args.do_train:
         return None
     with training_args.main_process_first(desc="checking output_dir"):  # only the main process deletes
         if training_args.overwrite_output_dir:
             for name in os.listdir(out) if training_args.should_save else []:
-                if CHECKPOINT_DIR.match(name) or name in (VOCAB_FILE, SUBWORD_FILE):
+                if CHECKPOINT_DIR.match(name) or (name in (VOCAB_FILE, SUBWORD_FILE) and not keep_vocab):
                     path = os.path.join(out, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             return None
@@ -942,7 +961,15 @@ def load_existing_tokenizer(model_args, data_args, training_args):
             f"no tokenizer could be loaded from {source} ({type(e).__name__}); pass --tokenizer_name_or_path, "
             "or --do_train to build a vocabulary from the data."
         ) from e
-    logger.info(f"Tokenizer: reused from {source} ({len(tokenizer):,} tokens)")
+    language = data_args.target_language
+    if language:  # an MMS-style tokenizer: one vocabulary per language
+        languages = getattr(tokenizer, "vocab", {})
+        if language not in languages or not hasattr(tokenizer, "set_target_lang"):
+            known = ", ".join(sorted(languages)[:40]) if isinstance(languages, dict) else ""
+            raise UserError(f"--target_language {language}: the tokenizer of {source} has no vocabulary for it "
+                            f"(it has: {known or 'one vocabulary, no languages'}).")
+        tokenizer.set_target_lang(language)
+    logger.info(f"Tokenizer: reused from {source} ({len(tokenizer):,} tokens{f', {language}' if language else ''})")
     return tokenizer
 
 
@@ -961,7 +988,8 @@ def shipped_tokenizer(model_args, data_args, training_args):
     built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
     source = model_args.model_name_or_path
     if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
-            or data_args.vocab_type != "char" or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
+            or data_args.vocab_type != "char" or data_args.target_language
+            or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
         return None
     hub = hub_kwargs(model_args, data_args)
     try:
@@ -1039,8 +1067,34 @@ def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict)
     return AutoTokenizer.from_pretrained(training_args.output_dir)
 
 
-def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
-    """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused."""
+def language_vocabularies(path_or_source: Optional[str], hub: dict) -> dict:
+    """The per-language vocabularies ({lang: {token: id}}) of an MMS-style vocab.json file or of a checkpoint's
+    tokenizer; {} when there is none or it is a plain one."""
+    if path_or_source is None:
+        return {}
+    try:
+        if os.path.isfile(path_or_source):
+            with open(path_or_source, encoding="utf-8") as f:
+                vocab = json.load(f)
+        else:
+            vocab = getattr(AutoTokenizer.from_pretrained(path_or_source, **hub), "vocab", None)
+    except (OSError, ValueError, TypeError):
+        return {}
+    nested = isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values())
+    return dict(vocab) if nested else {}
+
+
+def add_language_vocab(languages: dict, language: str, vocab: dict, overwrite: bool) -> tuple[dict, str]:
+    """An MMS-style vocab.json ({lang: {token: id}}) with `language`'s vocabulary added, or kept when it is there
+    (unless `overwrite`); the other languages untouched. Returns it and what happened, for the log."""
+    if language in languages and not overwrite:
+        return languages, f"kept the existing {language} vocabulary (--overwrite_lang_vocab to rebuild it)"
+    return {**languages, language: vocab}, f"{'rebuilt' if language in languages else 'added'} the {language} vocabulary"
+
+
+def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetDict):
+    """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused.
+    With --target_language the vocab.json holds one vocabulary per language (the checkpoint's, or output_dir's)."""
     if data_args.vocab_type != "char":
         return build_subword_tokenizer(data_args, training_args, raw)
     special = {
@@ -1049,8 +1103,21 @@ def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
         "pad_token": data_args.pad_token,
     }
     vocab_path = os.path.join(training_args.output_dir, VOCAB_FILE)
+    language = data_args.target_language
     with training_args.main_process_first(desc="vocabulary"):
-        if training_args.should_save and not os.path.isfile(vocab_path):
+        if training_args.should_save and language:
+            hub = hub_kwargs(model_args, data_args)
+            languages = (language_vocabularies(vocab_path, hub) if os.path.isfile(vocab_path)
+                         else language_vocabularies(model_args.model_name_or_path, hub))
+            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
+            languages, done = add_language_vocab(languages, language, build_vocab(texts, **special),
+                                                 data_args.overwrite_lang_vocab)
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(vocab_path, "w", encoding="utf-8") as f:
+                json.dump(languages, f, ensure_ascii=False, indent=1)
+            logger.info(f"Vocabulary: {done} ({len(languages[language]):,} tokens), {len(languages):,} language(s) in "
+                        f"{vocab_path}")
+        elif training_args.should_save and not os.path.isfile(vocab_path):
             texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
             vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
@@ -1062,7 +1129,7 @@ def build_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
     if data_args.phoneme_language:  # phonemizes raw text itself when used elsewhere; decoding needs no phonemizer
         return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=data_args.phoneme_language)
     # The CTC character tokenizer does not depend on the model type (upstream has none for WavLM and SEW).
-    return Wav2Vec2CTCTokenizer(vocab_path, **special)
+    return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
 
 
 def map_text(ds, function, desc: str, key_parts: list, **kwargs):
@@ -1393,8 +1460,31 @@ def with_attention(load, attn_implementation: str):
         return load(attn_implementation="eager")
 
 
-def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tokenizer):
-    """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised."""
+def attach_language_adapter(model, language: str, training: bool, source: str) -> str:
+    """--target_language: fresh MMS attention adapters and CTC head to train, the base model frozen; or, to evaluate,
+    the language's saved adapter (adapter.LANG.safetensors beside the model). Returns what it did, for the log."""
+    if training:
+        model.init_adapter_layers()
+        model.freeze_base_model()
+        # Also mark the conv feature encoder frozen: freeze_base_model leaves it asking for gradients of its input
+        # (for gradient checkpointing), which doubled the step time and tripled the memory of an adapter step.
+        model.freeze_feature_encoder()
+        for weight in model._get_adapters().values():
+            weight.requires_grad = True
+        return f"trains new {language} adapters (adapter_attn_dim {model.config.adapter_attn_dim}) and CTC head only"
+    try:
+        model.load_adapter(language)
+    except (OSError, ValueError) as e:
+        files = glob.glob(os.path.join(source, ADAPTER_FILE.format("*")))
+        found = sorted(os.path.basename(p)[len("adapter."):-len(".safetensors")] for p in files)
+        raise UserError(f"--target_language {language}: no {ADAPTER_FILE.format(language)} for {source} "
+                        f"(adapters there: {', '.join(found) or 'none'}).") from e
+    return f"uses the {language} adapter"
+
+
+def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tokenizer, training: bool = True):
+    """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised. With
+    --target_language, MMS language adapters: new ones to train, or the language's saved one to evaluate."""
     hub = hub_kwargs(model_args, data_args)
     source = model_args.model_name_or_path or model_args.config_name
     try:
@@ -1411,12 +1501,21 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
                         f"({str(e).strip().splitlines()[0][:160]}); {fix}.") from e
     for flag in configure_model(config, model_args):
         logger.warning(f"Model: --{flag} does nothing here: {config.model_type} models have no such setting")
+    language = data_args.target_language
+    if language and not hasattr(config, "adapter_attn_dim"):
+        raise UserError(f"--target_language: {config.model_type} models have no language adapters (MMS adapters are "
+                        "a wav2vec2 feature, e.g. facebook/mms-1b-all); fine-tune without --target_language.")
+    if model_args.adapter_attn_dim and not language:
+        raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
+    if language and training:
+        config.adapter_attn_dim = model_args.adapter_attn_dim or config.adapter_attn_dim or DEFAULT_ADAPTER_DIM
     if not has_spec_augment(config):
         logger.warning(f"Model: {config.model_type} models have no SpecAugment; --mask_* flags do nothing")
     # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new head
     shipped_vocab = checkpoint_vocab(source, hub) if model_args.model_name_or_path else None
     own_vocab = shipped_vocab == tokenizer.get_vocab()
-    if not (own_vocab and has_ctc_head(config)):
+    evaluate_adapter = language and not training  # the language's CTC head comes with its adapter
+    if not (own_vocab and has_ctc_head(config)) and not evaluate_adapter:
         set_ctc_vocabulary(config, tokenizer)
     config.pad_token_id = tokenizer.pad_token_id  # as upstream: the tokenizer's pad is the blank CTC tokenizers drop
     if model_args.config_name:
@@ -1444,14 +1543,18 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
             for module in getattr(model, head).modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-        if why:
+        if why and not evaluate_adapter:
             logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source})")
-    frozen = freeze_front_end(model) if model_args.freeze_feature_encoder else "froze nothing"
+    if language:
+        frozen = attach_language_adapter(model, language, training, source)
+    else:
+        frozen = "--freeze_feature_encoder " + (freeze_front_end(model) if model_args.freeze_feature_encoder
+                                                else "froze nothing")
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rate = feature_extractor.sampling_rate
-    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable; --freeze_feature_encoder "
-                f"{frozen}), {model.config._attn_implementation} attention, "
+    logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable; {frozen}), "
+                f"{model.config._attn_implementation} attention, "
                 f"{output_frames(model, feature_extractor, [100 * rate])[0] / 100:g} output frames per second")
     return feature_extractor, model
 
@@ -2267,6 +2370,17 @@ def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank
     return BeamSearchDecoderCTC.load_from_dir(out)
 
 
+def save_language_adapter(model, directory: str, language: str) -> str:
+    """Write the language's adapter and CTC head weights as adapter.LANG.safetensors, which load_adapter reads."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(directory, ADAPTER_FILE.format(language))
+    weights = {name: weight.detach().cpu().contiguous() for name, weight in model._get_adapters().items()}
+    save_file(weights, path, metadata={"format": "pt"})
+    logger.info(f"Adapter: {len(weights)} tensors of the {language} adapter and CTC head saved to {path}")
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Model card
 def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict:
@@ -2288,6 +2402,8 @@ def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArgumen
         kwargs["finetuned_from"] = os.path.basename(os.path.normpath(base)) if os.path.isdir(base) else base
     if "common_voice" in dataset:
         kwargs["language"] = data_args.dataset_config_name
+    if data_args.target_language:  # an MMS adapter, as upstream's adapter script tags it
+        kwargs["tags"].append("mms")
     return kwargs
 
 
@@ -2321,7 +2437,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         check_report_to(training_args)
         check_lm_tools(data_args, training_args)
         check_phonemizer(data_args.phoneme_language)
-        last_checkpoint = check_output_dir(training_args)
+        last_checkpoint = check_output_dir(training_args, keep_vocab=bool(data_args.target_language))
         set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
         # 1. Load the data: audio references and transcripts, nothing decoded yet
@@ -2336,11 +2452,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
             delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
             raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
         if tokenizer is None:
-            tokenizer = build_tokenizer(data_args, training_args, raw)
+            tokenizer = build_tokenizer(model_args, data_args, training_args, raw)
         text_stats = text_report(raw, tokenizer, data_args)
 
         # 3. Model
-        feature_extractor, model = load_model(model_args, data_args, tokenizer)
+        feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train)
         configure_distributed(model.config, training_args)
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
@@ -2396,6 +2512,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
                               f"{training_args.output_dir}; run the same command to resume")
             trainer.save_model()
+            if data_args.target_language and training_args.should_save:
+                save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
             metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
             if is_stream(vectorized["train"]):
                 metrics.update(log_stream(trainer.streamed, training_args))

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from typing import Optional
 
 import soundfile as sf
 import torch
@@ -27,6 +28,7 @@ import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from run_speech_recognition_ctc import (
+    ADAPTER_FILE,
     AUDIO_COLUMN_ALIASES,
     LENGTH_COLUMN,
     LM_DIR,
@@ -61,6 +63,7 @@ def parse_args(argv):
                         help="Seconds of padded audio per forward pass (default 60); lower it if memory runs out.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available.")
     parser.add_argument("--lm", action="store_true", help="Beam search with the n-gram LM saved in model_dir.")
+    parser.add_argument("--language", help="An MMS model's language (ISO 639-3, e.g. tur): its adapter and vocabulary.")
     parser.add_argument("--beam_width", type=int, default=100,
                         help="Beams kept with --lm (default 100, as pyctcdecode).")
     args = parser.parse_args(argv)
@@ -83,8 +86,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(model_dir: str, device: torch.device):
-    """The CTC model (eval mode, on `device`), its feature extractor and its tokenizer."""
+def load_model(model_dir: str, device: torch.device, language: Optional[str] = None):
+    """The CTC model (eval mode, on `device`), its feature extractor and its tokenizer; with `language`, an MMS
+    model's adapter and vocabulary for it."""
     # Feature extractor and tokenizer separately: AutoProcessor would build a Wav2Vec2ProcessorWithLM when an LM
     # was saved beside the model, which fails without pyctcdecode even for greedy decoding.
     try:
@@ -95,8 +99,17 @@ def load_model(model_dir: str, device: torch.device):
     except ImportError as e:  # Granite Speech's feature extractor needs torchaudio
         raise UserError(f"{model_dir}'s feature extractor needs a missing package ({str(e).splitlines()[0][:160]}); "
                         f"for torchaudio run `{TORCHAUDIO_INSTALL}`.") from e
-    model = AutoModelForCTC.from_pretrained(model_dir).eval().to(device)
-    return model, feature_extractor, tokenizer
+    model = AutoModelForCTC.from_pretrained(model_dir)
+    if language:
+        files = glob.glob(os.path.join(model_dir, ADAPTER_FILE.format("*")))
+        adapters = sorted(os.path.basename(p)[len("adapter."):-len(".safetensors")] for p in files)
+        vocabularies = getattr(tokenizer, "vocab", {})
+        if language not in adapters or language not in vocabularies or not hasattr(model, "load_adapter"):
+            raise UserError(f"--language {language}: {model_dir} has no adapter and vocabulary for it; its languages: "
+                            f"{', '.join(a for a in adapters if a in vocabularies) or 'none (not an MMS model)'}.")
+        model.load_adapter(language)
+        tokenizer.set_target_lang(language)
+    return model.eval().to(device), feature_extractor, tokenizer
 
 
 def load_lm_decoder(model_dir: str):
@@ -225,7 +238,7 @@ def main(argv=None) -> list[tuple[str, str]]:
     device = pick_device(args.device)
     decoder = load_lm_decoder(args.model_dir) if args.lm else None
     # 2. Load the model
-    model, feature_extractor, tokenizer = load_model(args.model_dir, device)
+    model, feature_extractor, tokenizer = load_model(args.model_dir, device, args.language)
     how = f"beam search with the n-gram LM (width {args.beam_width})" if decoder else "greedy decoding"
     logger.info(f"Transcribing {len(paths):,} file(s) with {args.model_dir} on {device}, {how}")
     # 3. Transcribe, longest clips first, in batches of similar length

@@ -31,6 +31,7 @@ SEED_FIGURES = {
     "common-voice-tr-xls-r-1b": "WER 0.21",
     "mls-german-xlsr-53": "WER 0.13", "mls-german-xls-r-300m": "WER 0.15",
     "common-voice-mn-w2v-bert-2.0": "WER 0.32",  # not a seed row: the published w2v-BERT 2.0 recipe
+    "common-voice-tr-mms-1b-all-adapter": "WER n/a",  # not a seed row: the published MMS adapter recipe
 }
 
 

@@ -390,3 +390,46 @@ _BUILDERS = {
     "granite_speech5_ctc": _build_granite_speech5_ctc,
 }
 assert tuple(_BUILDERS) == NEW_FAMILIES
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MMS (facebook/mms-1b-all): wav2vec2 with attention adapters, a vocab.json nested by language, one
+# adapter.LANG.safetensors per language beside the model, and the tokenizer set to "eng".
+
+
+def make_mms_checkpoint(path: str, languages: dict | None = None, adapter_attn_dim: int = 8) -> str:
+    """A tiny MMS-shaped checkpoint: CTC model with attention adapters, a per-language character tokenizer built from
+    `languages` ({iso639-3: text}), and an adapter file per language (the model's own weights are "eng")."""
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2CTCTokenizer
+
+    languages = languages or {"eng": ENGLISH_TEXT, "rus": CYRILLIC_TEXT}
+    os.makedirs(path, exist_ok=True)
+    vocabs = {}
+    for language, text in languages.items():
+        chars = sorted({c for c in text.lower() if c.isalpha() or c == "'"})
+        vocabs[language] = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: i + 5 for i, c in enumerate(chars)}}
+    with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocabs, f, ensure_ascii=False)
+    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), target_lang="eng", pad_token="<pad>",
+                                     unk_token="<unk>", word_delimiter_token="|")
+    config = transformers.Wav2Vec2Config(**CONV, **ENCODER, adapter_attn_dim=adapter_attn_dim,
+                                         vocab_size=len(vocabs["eng"]), feat_extract_norm="layer",
+                                         do_stable_layer_norm=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = transformers.Wav2Vec2ForCTC(config)
+        for language, vocab in vocabs.items():  # each language: its own adapters and CTC head
+            model.lm_head = torch.nn.Linear(config.hidden_size, len(vocab))
+            model.init_adapter_layers()
+            save_file({k: v.detach().contiguous() for k, v in model._get_adapters().items()},
+                      os.path.join(path, f"adapter.{language}.safetensors"), metadata={"format": "pt"})
+    model.config.vocab_size = len(vocabs["eng"])
+    model.save_pretrained(path)
+    model = transformers.Wav2Vec2ForCTC.from_pretrained(path, ignore_mismatched_sizes=True)
+    model.load_adapter("eng")  # the saved weights are English's, as mms-1b-all's are
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(path)
+    return os.path.abspath(path)
