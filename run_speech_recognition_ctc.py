@@ -53,6 +53,7 @@ import pyarrow.compute
 import soundfile as sf
 import soxr
 import torch
+import yaml
 import transformers
 from datasets.distributed import split_dataset_by_node
 from datasets.fingerprint import Hasher
@@ -113,6 +114,7 @@ MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (mal
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
 SUPPORTED_METRICS = ("wer", "cer", "per")  # per: phoneme error rate, the WER over space-separated phonemes
 NUM_LOGGED_EXAMPLES = 3  # prediction/reference pairs logged at each evaluation
+PREDICTION_COLUMNS = ("clip_id", "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
 SHARD_AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")  # the audio members of a WebDataset tar shard
 STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
 STREAM_SHUFFLE_BUFFER = 1_000  # clips a streamed split is shuffled within (after its shards are shuffled)
@@ -349,6 +351,11 @@ class DataTrainingArguments:
     lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
     lm_beta: float = field(default=1.0, metadata={"help": "Bonus per word in beam search (counters short outputs)."})
     lm_beam_width: int = field(default=100, metadata={"help": "Beams kept in LM beam search."})
+    # The error-analysis report (report.py, beside this script)
+    report_clips: int = field(default=50, metadata={"help": "Worst clips report.html lists per split, with audio."})
+    report_embed_audio: bool = field(
+        default=False, metadata={"help": "Put those clips' audio inside report.html (portable) instead of linking it."}
+    )
     # Legacy spelling (transformers 4.x command lines)
     use_auth_token: bool = field(default=False, metadata={"help": "Old flag, ignored: the stored hub login is used."})
 
@@ -447,13 +454,20 @@ class ArgumentParser(HfArgumentParser):
 
 
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    """Parse the command line, or a single JSON file of arguments; hub tokens move into HF_TOKEN."""
+    """Parse the command line, or a single JSON or YAML file of arguments; hub tokens move into HF_TOKEN."""
     parser = ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         if not os.path.isfile(argv[0]):
-            raise UserError(f"argument file {argv[0]} does not exist; pass an existing .json file or command-line flags.")
+            raise UserError(f"argument file {argv[0]} does not exist; pass an existing .json or .yaml file or "
+                            "command-line flags.")
         with open(argv[0], encoding="utf-8") as f:
-            args = json.load(f)
+            try:
+                args = json.load(f) if argv[0].endswith(".json") else yaml.safe_load(f)
+            except (ValueError, yaml.YAMLError) as e:
+                raise UserError(f"argument file {argv[0]} is not valid {'JSON' if argv[0].endswith('.json') else 'YAML'}"
+                                f": {str(e).splitlines()[0]}") from e
+        if not isinstance(args, dict):
+            raise UserError(f"argument file {argv[0]} must hold a mapping of flag names to values.")
         for old, new in LEGACY_RENAMES.items():
             if old in args:
                 warnings.warn(f"{old} is the old name of {new}; using it as such.")
@@ -872,10 +886,20 @@ def load_splits(data_args: DataTrainingArguments, training_args: TrainingArgumen
         text = resolve_column(ds, data_args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES, "text", split)
         if max_samples is not None:
             ds = ds.take(max_samples) if is_stream(ds) else ds.select(range(min(max_samples, len(ds))))
-        ds = ds.select_columns([audio, text])
+        ds = ds.select_columns([audio, text, *([] if key == "train" else passthrough_columns(ds, (audio, text)))])
         ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
         raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
     return raw
+
+
+def passthrough_columns(ds, used=()) -> list[str]:
+    """The scalar columns of an eval/predict split besides audio and text (speaker, gender, accent, ...): carried to
+    its predictions file, where report.html breaks the error rates down by them."""
+    ours = {AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN,
+            MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, "labels", *PREDICTION_COLUMNS, *used}
+    scalar = ("string", "large_string", "int8", "int16", "int32", "int64", "bool")
+    return [c for c, f in (ds.features or {}).items()
+            if c not in ours and isinstance(f, datasets.Value) and f.dtype in scalar]
 
 
 def is_stream(ds) -> bool:
@@ -2157,7 +2181,8 @@ def clip_error(measure, ref: str, hyp: str) -> float:
 def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
     """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
     rows = []
-    columns = scan_table(ds, CLIP_ID_COLUMN, LENGTH_COLUMN).to_pydict()
+    extras = passthrough_columns(ds)  # the manifest's speaker, gender, accent, ... columns
+    columns = scan_table(ds, CLIP_ID_COLUMN, LENGTH_COLUMN, *extras).to_pydict()
     clip_ids, lengths = columns[CLIP_ID_COLUMN], columns[LENGTH_COLUMN]
     lm = eval_state["predictions_lm"] or [None] * len(ds)
     for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
@@ -2165,7 +2190,7 @@ def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, samplin
                "cer": clip_error(jiwer.cer, ref, hyp), "seconds": round(lengths[index] / sampling_rate, 2)}
         if hyp_lm is not None:
             row.update(hypothesis_lm=hyp_lm, wer_lm=clip_error(jiwer.wer, ref, hyp_lm))
-        rows.append(row)
+        rows.append({**row, **{c: columns[c][index] for c in extras}})
     rows.sort(key=lambda r: (-r["wer"], -r["cer"]))
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -2547,13 +2572,30 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 rows = write_predictions(path, vectorized[key], eval_state, feature_extractor.sampling_rate)
                 log_summary(key, results, rows, report, path)
 
-        # 9. Model card, or push to the hub
+        # 9. The error-analysis report, the model card, or push to the hub
+        if training_args.should_save and (training_args.do_eval or training_args.do_predict):
+            write_report(training_args.output_dir, data_args)
         card = model_card_kwargs(model_args, data_args)
         if training_args.push_to_hub:
             trainer.push_to_hub(**card)
         elif training_args.should_save:
             trainer.create_model_card(**card)
         return results
+
+
+def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
+    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
+    try:
+        from report import build_report
+    except ImportError:
+        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
+        return
+    try:
+        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
+    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
+        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
+        return
+    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
 
 
 def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:

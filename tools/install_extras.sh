@@ -5,8 +5,10 @@
 #   phoneme  phoneme targets: espeak-ng + phonemizer
 #   granite  torchaudio for Granite Speech's feature extractor (pure-Python
 #            parts only beside a torch that has no matching torchaudio build)
+#   report   Chromium, to check report.html in a real (headless) browser in
+#            tests/test_report.py; report.py itself needs no browser
 #
-# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite]   (no argument: all)
+# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite] [report]   (no argument: all)
 #
 # The environment is $VIRTUAL_ENV when one is active, else the python on PATH.
 # Idempotent: what is already installed is skipped, so a second run only
@@ -25,15 +27,16 @@ say() { echo "extras: $*"; }
 die() { echo "extras: ERROR: $*" >&2; exit 1; }
 
 # --- which parts ------------------------------------------------------------
-want_lm=0 want_phoneme=0 want_granite=0
-[[ $# -eq 0 ]] && set -- lm phoneme granite
+want_lm=0 want_phoneme=0 want_granite=0 want_report=0
+[[ $# -eq 0 ]] && set -- lm phoneme granite report
 for part in "$@"; do
   case "$part" in
     lm) want_lm=1 ;;
     phoneme) want_phoneme=1 ;;
     granite) want_granite=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown part '$part' (expected: lm, phoneme, granite)" ;;
+    report) want_report=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown part '$part' (expected: lm, phoneme, granite, report)" ;;
   esac
 done
 
@@ -240,7 +243,25 @@ print(F()(np.zeros(16000, np.float32), sampling_rate=16000)['input_features'].sh
   say "granite: OK (features $(tail -n 1 "$TMP/granite.out"))"
 }
 
+# --- part 4: a headless browser for the report test ---------------------------
+# tests/test_report.py opens report.html in headless Chromium (a screenshot and the DOM); without a browser that test
+# is skipped. Debian's package is `chromium`; Ubuntu's apt `chromium-browser` is only a wrapper around a snap, which
+# does not run in containers, so there install Chromium another way and put `chromium` on PATH.
+chromium_bin() { command -v chromium || command -v chromium-browser; }
+install_report() {
+  chromium_bin >/dev/null || apt_install chromium
+  local bin
+  bin="$(chromium_bin)" || die "chromium is not on PATH after installing it"
+  say "checking $bin --headless"
+  "$bin" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$TMP/chromium-profile" \
+    --dump-dom 'data:text/html,<p>report-check</p>' \
+    >"$TMP/chromium.out" 2>"$TMP/chromium.err" || { tail -n 20 "$TMP/chromium.err" >&2; die "$bin --headless failed"; }
+  grep -q '<p>report-check</p>' "$TMP/chromium.out" || { cat "$TMP/chromium.out" >&2; die "$bin rendered no DOM"; }
+  say "report: OK ($("$bin" --version 2>/dev/null | head -n 1))"
+}
+
 [[ $want_lm -eq 1 ]] && install_lm
 [[ $want_phoneme -eq 1 ]] && install_phoneme
 [[ $want_granite -eq 1 ]] && install_granite
+[[ $want_report -eq 1 ]] && install_report
 say "done"

@@ -1,0 +1,600 @@
+#!/usr/bin/env python
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""Write report.html, one self-contained page of error analysis, for a run of run_speech_recognition_ctc.py.
+
+    python report.py out                         # writes out/report.html and prints its path
+    python report.py out --report_clips 100      # list the 100 worst clips of each split (default 50)
+    python report.py out --report_embed_audio    # put the worst clips' audio inside the page (portable, bigger)
+
+    from report import build_report; build_report("out")
+
+It reads what the training script wrote in its output_dir: eval_predictions.csv (--do_eval) and/or predictions.csv
+(--do_predict), and where present trainer_state.json, data_report.json, all_results.json and config.json. The page
+shows the scores, the training curves and the data, then for each split: WER and CER by clip duration and by every
+categorical column of the predictions (speaker, accent, ...), the most frequent errors, and the worst clips with an
+audio player and the reference and hypothesis aligned word by word. It opens offline in any browser: inline CSS and
+plots, no scripts. Players link to the audio by paths relative to output_dir, so keep the corpus where it is (or
+embed the audio, which makes the page about 4/3 of the clips' size bigger).
+"""
+
+import argparse
+import base64
+import csv
+import glob
+import html
+import io
+import json
+import logging
+import mimetypes
+import os
+import pathlib
+import sys
+import time
+import urllib.parse
+from collections import Counter
+from typing import Callable, Optional
+
+import jiwer
+from matplotlib.figure import Figure  # a Figure without pyplot never opens a window or touches a global backend
+from matplotlib.ticker import MaxNLocator
+
+logger = logging.getLogger("report")
+
+REPORT_FILE = "report.html"
+PREDICTION_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # split -> what the script writes
+REQUIRED_COLUMNS = ("clip_id", "reference", "hypothesis")
+SCORE_COLUMNS = ("wer", "cer", "seconds", "hypothesis_lm", "wer_lm")  # the script's other columns; the rest are extras
+MAX_CATEGORIES = 50  # an extra column with at most this many distinct values gets its own breakdown table
+DURATION_EDGES = (2, 5, 10, 20)  # seconds: buckets < 2, 2-5, 5-10, 10-20, >= 20
+TOP_ERRORS = 20  # rows in each most-frequent-errors table
+LOG_SCALE_RATIO = 10  # a loss curve spanning more than this factor is drawn on a log axis
+METRICS = (("wer", "WER"), ("cer", "CER"), ("per", "PER"), ("wer_lm", "WER with LM"), ("cer_lm", "CER with LM"))
+AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+              ".opus": "audio/ogg"}  # Opus files are Ogg streams; browsers play them as audio/ogg
+ERROR_MARKS = {  # alignment chunk type -> CSS class, the letter under the word, its meaning
+    "substitute": ("sub", "S", "substituted"),
+    "delete": ("del", "D", "deleted"),
+    "insert": ("ins", "I", "inserted"),
+}
+
+
+class ReportError(Exception):
+    """Input the user can fix; the command line prints it as one `error:` line."""
+
+
+def esc(value) -> str:
+    """Any value from the data, as HTML text or attribute value (quotes escaped too)."""
+    return html.escape(str(value), quote=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading the run's files
+def load_json(path: str) -> Optional[dict]:
+    """A JSON object written by the run, or None when it is missing or unreadable (the page leaves that part out)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        logger.warning(f"{path} is unreadable ({e}); the report leaves its part out")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_trainer_state(output_dir: str) -> Optional[dict]:
+    """trainer_state.json of the finished run, else that of its newest checkpoint (a run stopped before the end)."""
+    state = load_json(os.path.join(output_dir, "trainer_state.json"))
+    if state is None:
+        checkpoints = glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.json"))
+        steps = {path: os.path.basename(os.path.dirname(path))[len("checkpoint-"):] for path in checkpoints}
+        numbered = [path for path, step in steps.items() if step.isdigit()]
+        if numbered:
+            state = load_json(max(numbered, key=lambda path: int(steps[path])))
+    return state
+
+
+def to_float(value) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def clip_error(measure: Callable, ref: str, hyp: str) -> float:
+    """WER or CER of one clip, as the training script scores it: an empty reference scores 1 for any output."""
+    return measure(ref, hyp) if ref.strip() else float(bool(hyp.strip()))
+
+
+def read_predictions(path: str) -> tuple[list[dict], list[str]]:
+    """The clips of a predictions CSV, worst first, and its extra columns (passed through from the manifest)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = [c for c in reader.fieldnames or [] if c]
+        raw = list(reader)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ReportError(f"{path} has no column {', '.join(missing)} (its columns: {', '.join(columns) or 'none'}); "
+                          f"pass the output_dir of run_speech_recognition_ctc.py, whose predictions CSVs have them")
+    rows = []
+    for values in raw:
+        row = {c: values.get(c) or "" for c in columns}  # short rows give None
+        for name, measure in (("wer", jiwer.wer), ("cer", jiwer.cer)):  # the script writes both; else we score
+            score = to_float(row[name]) if name in row else None
+            row[name] = clip_error(measure, row["reference"], row["hypothesis"]) if score is None else score
+        row["seconds"] = to_float(row.get("seconds"))
+        row["wer_lm"] = to_float(row.get("wer_lm"))
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["wer"], -r["cer"]))  # the script sorts so already; a CSV edited by hand may not be
+    extras = [c for c in columns if c not in REQUIRED_COLUMNS + SCORE_COLUMNS]
+    return rows, extras
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scoring: corpus-level rates per group of clips, and the most frequent errors
+def corpus_scores(refs: list[str], hyps: list[str], cer: bool = True) -> dict:
+    """WER and CER over some clips: all errors / all reference words (characters), not a mean of clip rates.
+
+    Clips with an empty reference are left out of the rates, as the training script's scores leave them out.
+    `cer=False` skips the CER (None), which takes most of the time.
+    """
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    if not pairs:
+        return {"clips": len(refs), "words": 0, "wer": None, "cer": None}
+    kept_refs, kept_hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    words = jiwer.process_words(kept_refs, kept_hyps)
+    return {"clips": len(refs), "words": words.hits + words.substitutions + words.deletions, "wer": words.wer,
+            "cer": jiwer.process_characters(kept_refs, kept_hyps).cer if cer else None}
+
+
+def duration_bucket(seconds: Optional[float]) -> str:
+    """The duration bucket of a clip, e.g. '2–5 s'."""
+    if seconds is None:
+        return "unknown"
+    if seconds < DURATION_EDGES[0]:
+        return f"< {DURATION_EDGES[0]} s"
+    for low, high in zip(DURATION_EDGES, DURATION_EDGES[1:]):
+        if seconds < high:
+            return f"{low}–{high} s"
+    return f"≥ {DURATION_EDGES[-1]} s"
+
+
+def breakdown(rows: list[dict], group_of: Callable[[dict], str], has_lm: bool) -> list[dict]:
+    """Corpus-level scores for each group of clips (`group_of(row)` names a clip's group), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(group_of(row), []).append(row)
+    table = []
+    for name, members in groups.items():
+        refs = [m["reference"] for m in members]
+        entry = {"group": name, **corpus_scores(refs, [m["hypothesis"] for m in members])}
+        if has_lm:
+            entry["wer_lm"] = corpus_scores(refs, [m["hypothesis_lm"] for m in members], cer=False)["wer"]
+        table.append(entry)
+    return table
+
+
+def categorical_columns(rows: list[dict], extras: list[str]) -> list[str]:
+    """The extra columns with few enough distinct values to break the scores down by."""
+    return [c for c in extras if len({row[c] for row in rows}) <= MAX_CATEGORIES]
+
+
+def chunk_tokens(chunk, ref: list[str], hyp: list[str]) -> tuple[list[str], list[str]]:
+    """The reference and hypothesis tokens that one jiwer alignment chunk covers."""
+    return ref[chunk.ref_start_idx:chunk.ref_end_idx], hyp[chunk.hyp_start_idx:chunk.hyp_end_idx]
+
+
+def frequent_errors(refs: list[str], hyps: list[str]) -> dict[str, Counter]:
+    """Counts over a split: word substitutions (ref, hyp), deleted words, inserted words, character substitutions."""
+    counts = {"substitutions": Counter(), "deletions": Counter(), "insertions": Counter(), "characters": Counter()}
+    if not refs:
+        return counts
+    words = jiwer.process_words(refs, hyps)
+    for ref, hyp, chunks in zip(words.references, words.hypotheses, words.alignments):
+        for chunk in chunks:
+            r, h = chunk_tokens(chunk, ref, hyp)
+            if chunk.type == "substitute":
+                counts["substitutions"].update(zip(r, h))  # jiwer substitutes one for one
+            elif chunk.type == "delete":
+                counts["deletions"].update(r)
+            elif chunk.type == "insert":
+                counts["insertions"].update(h)
+    chars = jiwer.process_characters(refs, hyps)
+    for ref, hyp, chunks in zip(chars.references, chars.hypotheses, chars.alignments):
+        for chunk in chunks:
+            if chunk.type == "substitute":
+                counts["characters"].update(zip(*chunk_tokens(chunk, ref, hyp)))
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Rendering: small HTML pieces, every data string through esc()
+def pct(rate: Optional[float], digits: int = 1) -> str:
+    return "–" if rate is None else f"{100 * rate:.{digits}f} %"
+
+
+def duration_text(seconds: float) -> str:
+    """e.g. '42 s', '5 min 36 s', '2 h 05 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def number_text(value) -> str:
+    """A JSON number with thousands separators; anything else as escaped text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return esc(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+
+
+def hours_text(hours) -> str:
+    if not isinstance(hours, (int, float)):
+        return "–" if hours is None else esc(hours)
+    return f"{hours:,.2f}" if hours >= 0.01 else "< 0.01"
+
+
+def table_html(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    """A table from cells that are already HTML; columns whose index is in `numeric` are right-aligned."""
+    head = "".join(f"<th{' class=n' if i in numeric else ''}>{h}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{cell}</td>"
+                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def rate_cell(rate: Optional[float]) -> str:
+    """A rate with a bar as long as it (capped at 100 %), so a table of groups reads at a glance."""
+    if rate is None:
+        return "–"
+    return f'{pct(rate)}<span class="bar" style="width:{min(rate, 1) * 60:.0f}px"></span>'
+
+
+def training_curves_svg(log_history: list[dict]) -> str:
+    """Loss, eval error rates and learning rate against step, one panel each, as an inline SVG ('' without logs)."""
+    def series(key):
+        return [(e["step"], e[key]) for e in log_history
+                if isinstance(e, dict) and isinstance(e.get(key), (int, float)) and isinstance(e.get("step"), int)]
+
+    panels = [("Loss", "", [("training", "loss", 1), ("eval", "eval_loss", 1)]),
+              ("Eval error rate", "%", [(name, f"eval_{key}", 100) for key, name in METRICS]),
+              ("Learning rate", "", [("learning rate", "learning_rate", 1)])]
+    panels = [(title, unit, [(label, series(key), scale) for label, key, scale in lines if series(key)])
+              for title, unit, lines in panels]
+    panels = [panel for panel in panels if panel[2]]
+    if not panels:
+        return ""
+    fig = Figure(figsize=(3.9 * len(panels), 3.0), layout="constrained")
+    for ax, (title, unit, lines) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for label, points, scale in lines:
+            steps, values = zip(*points)
+            ax.plot(steps, [v * scale for v in values], marker="o" if len(points) <= 30 else None, markersize=3,
+                    linewidth=1.5, label=label)
+        values = [v for _, points, _ in lines for _, v in points]
+        if title == "Loss" and min(values) > 0 and max(values) / min(values) > LOG_SCALE_RATIO:
+            ax.set_yscale("log")  # CTC loss falls by orders of magnitude at first; a linear axis hides the rest
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 2.5 on short runs
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=9)
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype, which HTML does not allow inline
+
+
+def audio_html(clip_id: str, output_dir: str, embed: bool) -> str:
+    """An <audio> player for a clip: a link relative to output_dir, or its bytes as a data: URI; none if no file."""
+    path = os.path.abspath(clip_id)
+    if not os.path.isfile(path):  # e.g. a clip inside a tar shard, or a hub dataset's name for it
+        return '<p class="muted">No player: the clip id is not an audio file on this machine.</p>'
+    if embed:
+        ext = os.path.splitext(path)[1].lower()
+        mime = AUDIO_MIME.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as f:
+            src = f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
+    else:
+        try:
+            src = urllib.parse.quote(os.path.relpath(path, output_dir).replace(os.sep, "/"))
+        except ValueError:  # Windows: the audio is on another drive than output_dir, no relative path exists
+            src = pathlib.Path(path).as_uri()
+    return f'<audio controls preload="metadata" src="{esc(src)}"></audio>'
+
+
+def alignment_html(ref: str, hyp: str, hyp_label: str = "HYP") -> str:
+    """Reference over hypothesis, word by word, from jiwer's alignment. Errors are coloured and also marked in text
+    (S, D or I under the word; deleted words struck through, inserted ones underlined, substitutes in bold), so the
+    page reads without colour too."""
+    out = jiwer.process_words(ref, hyp)
+    ref_words, hyp_words = out.references[0], out.hypotheses[0]
+    cells = []
+    for chunk in out.alignments[0]:
+        r, h = chunk_tokens(chunk, ref_words, hyp_words)
+        if chunk.type == "equal":
+            cells += [alignment_cell(word, word, None) for word in r]
+        elif chunk.type == "substitute":
+            cells += [alignment_cell(a, b, chunk.type) for a, b in zip(r, h)]
+        elif chunk.type == "delete":
+            cells += [alignment_cell(word, "", chunk.type) for word in r]
+        else:
+            cells += [alignment_cell("", word, chunk.type) for word in h]
+    if not cells:
+        return '<p class="muted">Empty reference and empty hypothesis.</p>'
+    label = f'<span class="col label"><span>REF</span><span>{hyp_label}</span><span class="op"></span></span>'
+    return f'<div class="align">{label}{"".join(cells)}</div>'
+
+
+def alignment_cell(ref_word: str, hyp_word: str, kind: Optional[str]) -> str:
+    if kind is None:
+        return (f'<span class="col"><span>{esc(ref_word)}</span><span>{esc(hyp_word)}</span>'
+                '<span class="op"></span></span>')
+    css, letter, meaning = ERROR_MARKS[kind]
+    ref_html = f"<del>{esc(ref_word)}</del>" if kind == "delete" else esc(ref_word)
+    hyp_html = {"insert": f"<ins>{esc(hyp_word)}</ins>", "substitute": f"<b>{esc(hyp_word)}</b>"}.get(kind, "")
+    return (f'<span class="col {css}" title="{meaning}"><span>{ref_html}</span><span>{hyp_html}</span>'
+            f'<span class="op">{letter}</span></span>')
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The page's sections, in page order
+def headline_html(output_dir: str, config: Optional[dict], results: Optional[dict], splits: dict,
+                  state: Optional[dict]) -> str:
+    """Title, the scores of each split, and how long training took on how much audio."""
+    model_type = (config or {}).get("model_type") or "CTC model"
+    results = results or {}
+    parts = [f"<h1>Error analysis: {esc(model_type)}</h1>",
+             f'<p class="path">{esc(os.path.abspath(output_dir))} · written {time.strftime("%Y-%m-%d %H:%M")}</p>']
+    for split, (rows, _, overall) in splits.items():
+        tiles = []
+        for key, name in METRICS:
+            value = results.get(f"{split}_{key}")
+            if not isinstance(value, (int, float)) and key in ("wer", "cer"):
+                value = overall[key]  # no all_results.json: the predictions file's own corpus-level score
+            if isinstance(value, (int, float)):
+                tiles.append(f'<div class="tile"><div class="v">{pct(value, 2)}</div><div class="k">{name}</div></div>')
+        parts.append(f'<h3>{esc(split)} split · {len(rows):,} clips</h3><div class="tiles">{"".join(tiles)}</div>')
+    facts = []
+    if isinstance(results.get("train_runtime"), (int, float)):
+        facts.append(f"trained for {duration_text(results['train_runtime'])}")
+    steps = (state or {}).get("global_step")
+    if isinstance(steps, int) and steps:
+        facts.append(f"{steps:,} steps")
+    if isinstance(results.get("epoch"), (int, float)):
+        facts.append(f"{results['epoch']:.2f} epochs")
+    if isinstance(results.get("train_audio_hours"), (int, float)):
+        facts.append(f"{results['train_audio_hours']:,.2f} h of audio seen in training")
+    if facts:
+        parts.append(f"<p>Training: {', '.join(facts)}.</p>")
+    if os.path.isfile(os.path.join(output_dir, "README.md")):
+        parts.append('<p>Model card: <a href="README.md">README.md</a>.</p>')
+    return "\n".join(parts)
+
+
+def curves_html(state: Optional[dict]) -> str:
+    history = (state or {}).get("log_history")
+    svg = training_curves_svg(history) if isinstance(history, list) else ""
+    if not svg:
+        return ('<h2 id="curves">Training curves</h2><p class="muted">No training logs: output_dir has no '
+                'trainer_state.json (an evaluation-only run).</p>')
+    return (f'<h2 id="curves">Training curves</h2><figure class="curves" role="img" '
+            f'aria-label="training loss, eval loss, eval error rates and learning rate against step">{svg}</figure>')
+
+
+def data_html(report: Optional[dict]) -> str:
+    """The data report: clips, hours, durations, sampling rates and drops per split."""
+    if not report:
+        return '<h2 id="data">Data</h2><p class="muted">No data_report.json in output_dir.</p>'
+    rows = []
+    for split, r in report.items():
+        if not isinstance(r, dict):
+            continue
+        dropped = r.get("dropped") if isinstance(r.get("dropped"), dict) else {}
+        drops = ", ".join(f"{esc(reason)}: {number_text(n)}" for reason, n in dropped.items()) or "none"
+        if "streamed_shards" in r:
+            clips, hours = f"streamed from {number_text(r['streamed_shards'])} tar shards", "–"
+            drops = "counted while training (see the log)"
+        else:
+            clips, hours = number_text(r.get("clips", "–")), hours_text(r.get("hours"))
+        durations = r.get("seconds_min_median_max")
+        rows.append([esc(split), clips, hours,
+                     " / ".join(number_text(v) for v in durations) if isinstance(durations, list) else "–",
+                     ", ".join(number_text(v) for v in r.get("sampling_rates") or []) or "–",
+                     ", ".join(number_text(v) for v in r.get("channels") or []) or "–", drops])
+    table = table_html(["split", "clips", "hours", "seconds min / median / max", "sampling rates (Hz)", "channels",
+                        "dropped"], rows, numeric={1, 2})
+    return f'<h2 id="data">Data</h2>{table}'
+
+
+def breakdown_html(title: str, dimension: str, table: list[dict], has_lm: bool) -> str:
+    headers = [dimension, "clips", "words", "WER", "CER"] + (["WER with LM"] if has_lm else [])
+    rows = [[esc(t["group"]), f"{t['clips']:,}", f"{t['words']:,}", rate_cell(t["wer"]), rate_cell(t["cer"])]
+            + ([rate_cell(t["wer_lm"])] if has_lm else []) for t in table]
+    return f'<div><h4>{title}</h4>{table_html(headers, rows, numeric={1, 2, 3, 4, 5})}</div>'
+
+
+def errors_html(counts: dict[str, Counter]) -> str:
+    """The most frequent errors of a split, four small tables side by side."""
+    def visible(char):
+        return "␣" if char == " " else esc(char)
+
+    def top(kind):
+        return counts[kind].most_common(TOP_ERRORS)
+
+    tables = [
+        ("Substituted words", "reference → hypothesis",
+         [[f"{esc(r)} → <b>{esc(h)}</b>", f"{n:,}"] for (r, h), n in top("substitutions")]),
+        ("Deleted words", "reference word", [[f"<del>{esc(w)}</del>", f"{n:,}"] for w, n in top("deletions")]),
+        ("Inserted words", "hypothesis word", [[f"<ins>{esc(w)}</ins>", f"{n:,}"] for w, n in top("insertions")]),
+        ("Character confusions", "reference → hypothesis (␣ space)",
+         [[f"{visible(r)} → <b>{visible(h)}</b>", f"{n:,}"] for (r, h), n in top("characters")]),
+    ]
+    blocks = [f"<div><h4>{title}</h4>{table_html([header, 'count'], rows, numeric={1})}</div>" if rows
+              else f'<div><h4>{title}</h4><p class="muted">none</p></div>' for title, header, rows in tables]
+    return f'<div class="errors">{"".join(blocks)}</div>'
+
+
+def clip_html(rank: int, row: dict, categorical: list[str], output_dir: str, embed: bool, has_lm: bool) -> str:
+    """One of the worst clips: its scores, player and word alignment (a second one for the LM transcript)."""
+    facts = [f'<span class="score">WER {pct(row["wer"])}</span>', f"CER {pct(row['cer'])}"]
+    if row["seconds"] is not None:
+        facts.append(f"{row['seconds']:.2f} s")
+    if has_lm:
+        facts.append(f"WER with LM {pct(row['wer_lm'])}")
+    facts += [f"{esc(c)} <b>{esc(row[c])}</b>" for c in categorical]
+    alignments = alignment_html(row["reference"], row["hypothesis"])
+    if has_lm:
+        alignments += alignment_html(row["reference"], row["hypothesis_lm"], hyp_label="LM")
+    return (f'<article class="clip"><header><span class="rank">#{rank}</span> {" · ".join(facts)}</header>'
+            f'<div class="path">{esc(row["clip_id"])}</div>{audio_html(row["clip_id"], output_dir, embed)}'
+            f"{alignments}</article>")
+
+
+def split_html(split: str, rows: list[dict], extras: list[str], overall: dict, output_dir: str, clips: int,
+               embed: bool) -> str:
+    """A split's section: breakdowns, most frequent errors, worst clips."""
+    has_lm = bool(rows) and "hypothesis_lm" in rows[0]
+    order = {duration_bucket(s): i for i, s in enumerate([0, *DURATION_EDGES])}
+    by_duration = sorted(breakdown(rows, lambda r: duration_bucket(r["seconds"]), has_lm),
+                         key=lambda t: order.get(t["group"], len(order)))
+    total = {"group": "all clips", **overall}
+    if has_lm:
+        refs, hyps = [r["reference"] for r in rows], [r["hypothesis_lm"] for r in rows]
+        total["wer_lm"] = corpus_scores(refs, hyps, cer=False)["wer"]
+    tables = [breakdown_html("By clip duration", "duration", by_duration + [total], has_lm)]
+    categorical = categorical_columns(rows, extras)
+    for column in categorical:
+        # Worst group first: that is where to listen.
+        table = sorted(breakdown(rows, lambda r: r[column] or "(empty)", has_lm),
+                       key=lambda t: (t["wer"] is None, -(t["wer"] or 0)))
+        tables.append(breakdown_html(f"By {esc(column)}", esc(column), table, has_lm))
+    skipped = [c for c in extras if c not in categorical]
+    note = (f'<p class="muted">No breakdown by {", ".join(esc(c) for c in skipped)}: more than {MAX_CATEGORIES} '
+            f"distinct values.</p>" if skipped else "")
+    counts = frequent_errors([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    worst = rows[:clips]
+    cards = "".join(clip_html(i + 1, row, categorical, output_dir, embed, has_lm) for i, row in enumerate(worst))
+    legend = ('<p class="legend">Reference over hypothesis, word by word. Under each error: '
+              '<span class="sub">S</span> substituted (the substitute in bold), '
+              '<span class="del">D</span> deleted (<del>struck through</del>), '
+              '<span class="ins">I</span> inserted (<ins>underlined</ins>).</p>')
+    return (f'<section id="{esc(split)}"><h2>{esc(split)} split · {len(rows):,} clips</h2>'
+            f'<h3>WER and CER by group</h3><p class="muted">Corpus-level: all errors over all reference words '
+            f'(characters) of the group.</p><div class="tables">{"".join(tables)}</div>{note}'
+            f"<h3>Most frequent errors (greedy decoding)</h3>{errors_html(counts)}"
+            f"<h3>The {len(worst):,} worst clips</h3>{legend}{cards}</section>")
+
+
+PAGE_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa;
+        --sub: #8a5a00; --sub-bg: #fff4c2; --del: #b3261e; --del-bg: #ffe4e1; --ins: #0550ae; --ins-bg: #dcedff; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--fg); background: #fff; max-width: 1120px; margin: 0 auto; padding: 28px 32px 80px; }
+h1 { font-size: 28px; margin: 0 0 2px; }
+h2 { font-size: 22px; margin: 44px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 17px; margin: 28px 0 8px; }
+h4 { font-size: 14px; margin: 12px 0 4px; color: var(--muted); font-weight: 600; }
+nav { margin: 12px 0 0; font-size: 14px; } nav a { margin-right: 14px; }
+a { color: var(--ins); }
+.muted { color: var(--muted); }
+.path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; color: var(--muted);
+        word-break: break-all; }
+table { border-collapse: collapse; font-size: 14px; margin: 4px 0 12px; }
+th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tbody tr:last-child td { border-bottom-color: var(--line); }
+.bar { display: inline-block; height: 8px; margin-left: 8px; background: #8c959f; border-radius: 2px;
+       vertical-align: middle; }
+.tiles { display: flex; flex-wrap: wrap; gap: 12px; }
+.tile { border: 1px solid var(--line); border-radius: 8px; padding: 8px 18px; min-width: 110px; }
+.tile .v { font-size: 26px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.tile .k { font-size: 13px; color: var(--muted); }
+.curves { margin: 0; } .curves svg { max-width: 100%; height: auto; }
+.tables { display: flex; flex-wrap: wrap; gap: 8px 32px; align-items: flex-start; }
+.errors { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 4px 24px; }
+.errors table { width: 100%; }
+.clip { border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px; margin: 12px 0; }
+.clip header { font-size: 14px; }
+.rank { font-weight: 700; margin-right: 4px; } .score { font-weight: 600; }
+audio { display: block; width: 100%; max-width: 420px; height: 34px; margin: 6px 0; }
+.align { display: flex; flex-wrap: wrap; gap: 4px 4px; margin: 8px 0 4px; }
+.align .col { display: inline-flex; flex-direction: column; align-items: center; padding: 0 4px; border-radius: 4px; }
+.align .col > span { height: 22px; line-height: 22px; white-space: pre; }
+.align .col > span.op { height: 15px; line-height: 15px; font-size: 11px; font-weight: 700; }
+.align .label { align-items: flex-start; color: var(--muted); font-size: 12px; padding-right: 8px; }
+.sub { background: var(--sub-bg); color: var(--sub); }
+.del { background: var(--del-bg); color: var(--del); }
+.ins { background: var(--ins-bg); color: var(--ins); }
+del { text-decoration-thickness: 2px; } ins { text-decoration-thickness: 2px; text-underline-offset: 3px; }
+.legend span { padding: 0 5px; border-radius: 4px; font-weight: 700; font-size: 12px; }
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+def build_report(output_dir: str, clips: int = 50, embed_audio: bool = False) -> str:
+    """Write output_dir/report.html from the run's files and return its path.
+
+    Args:
+        clips: how many of each split's worst clips to list with a player and an alignment.
+        embed_audio: put those clips' audio inside the page as data: URIs instead of relative links.
+    """
+    if not os.path.isdir(output_dir):
+        raise ReportError(f"{output_dir} is not a directory; pass the output_dir of a run of "
+                          "run_speech_recognition_ctc.py")
+    found = {split: os.path.join(output_dir, name) for split, name in PREDICTION_FILES.items()
+             if os.path.isfile(os.path.join(output_dir, name))}
+    if not found:
+        raise ReportError(f"{output_dir} has no {' or '.join(PREDICTION_FILES.values())}; run "
+                          f"run_speech_recognition_ctc.py with --do_eval or --do_predict into it first")
+    splits = {}
+    for split, path in found.items():
+        rows, extras = read_predictions(path)
+        overall = corpus_scores([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+        splits[split] = (rows, extras, overall)
+    state = load_trainer_state(output_dir)
+    config = load_json(os.path.join(output_dir, "config.json"))
+    results = load_json(os.path.join(output_dir, "all_results.json"))
+    nav = "".join(f'<a href="#{anchor}">{name}</a>' for anchor, name in
+                  [("curves", "Training curves"), ("data", "Data")] + [(s, f"{s} split") for s in splits])
+    body = [headline_html(output_dir, config, results, splits, state), f"<nav>{nav}</nav>",
+            curves_html(state), data_html(load_json(os.path.join(output_dir, "data_report.json")))]
+    body += [split_html(split, rows, extras, overall, output_dir, clips, embed_audio)
+             for split, (rows, extras, overall) in splits.items()]
+    title = f"{(config or {}).get('model_type') or 'CTC model'} · {os.path.basename(os.path.abspath(output_dir))}"
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Error analysis: {esc(title)}</title><style>{PAGE_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    path = os.path.join(output_dir, REPORT_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    logger.info(f"Report: {path} ({len(page) / 1e6:.1f} MB; "
+                + ", ".join(f"{s} {len(v[0]):,} clips" for s, v in splits.items()) + ")")
+    return path
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir", help="The output_dir of a run_speech_recognition_ctc.py run.")
+    parser.add_argument("--report_clips", type=int, default=50,
+                        help="How many worst clips of each split to list with a player and an alignment (default 50).")
+    parser.add_argument("--report_embed_audio", action="store_true",
+                        help="Put the listed clips' audio inside report.html instead of linking to the files.")
+    args = parser.parse_args(argv)
+    if args.report_clips < 0:
+        parser.error(f"--report_clips must be 0 or more, got {args.report_clips}")
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    try:
+        path = build_report(args.output_dir, clips=args.report_clips, embed_audio=args.report_embed_audio)
+    except ReportError as e:
+        sys.exit(f"error: {e}")
+    print(path)  # the command's output, for scripts: the page's path
+    return path
+
+
+if __name__ == "__main__":
+    main()
