@@ -24,7 +24,7 @@ def test_demo_config_runs_shortened_and_can_be_fine_tuned_further(tmp_path, capl
     assert "Summary: WER" in caplog.text and "audio hours per hour" in caplog.text
     with open(tmp_path / "demo" / "eval_predictions.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 100 and set(rows[0]) == {"clip_id", "reference", "hypothesis", "wer", "cer", "seconds"}
+    assert len(rows) == 100 and set(rows[0]) == {"clip_id", "reference", "hypothesis", "wer", "cer", "seconds", "speaker"}
     assert [float(r["wer"]) for r in rows] == sorted((float(r["wer"]) for r in rows), reverse=True)
     assert all(os.path.isfile(r["clip_id"]) for r in rows)
 
