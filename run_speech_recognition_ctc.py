@@ -288,7 +288,7 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Characters deleted from transcripts, e.g. --chars_to_ignore , ? . ! - ; :"}
     )
     eval_metrics: list[str] = field(
-        default_factory=lambda: ["wer"], metadata={"help": "Metrics computed at evaluation: 'wer', 'cer' or both."}
+        default_factory=lambda: ["wer"], metadata={"help": "Metrics computed at evaluation: 'wer', 'cer', 'per' (phoneme mode)."}
     )
     max_duration_in_seconds: float = field(
         default=20.0, metadata={"help": "Training clips this long or longer are dropped (counted); eval keeps all."}
@@ -497,6 +497,8 @@ def parse_or_explain(parse, *args, **kwargs):
         raise UserError(str(e).strip().splitlines()[0]) from e
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Run setup: checks before any work, checkpoints to resume from, distributed and CPU settings
 def check_push_to_hub(training_args: TrainingArguments) -> None:
     """Fail before any work when --push_to_hub cannot reach the hub (upstream finds out after training)."""
     if not training_args.push_to_hub:
@@ -1506,6 +1508,17 @@ def attach_language_adapter(model, language: str, training: bool, source: str) -
     return f"uses the {language} adapter"
 
 
+def save_language_adapter(model, directory: str, language: str) -> str:
+    """Write the language's adapter and CTC head weights as adapter.LANG.safetensors, which load_adapter reads."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(directory, ADAPTER_FILE.format(language))
+    weights = {name: weight.detach().cpu().contiguous() for name, weight in model._get_adapters().items()}
+    save_file(weights, path, metadata={"format": "pt"})
+    logger.info(f"Adapter: {len(weights)} tensors of the {language} adapter and CTC head saved to {path}")
+    return path
+
+
 def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tokenizer, training: bool = True):
     """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised. With
     --target_language, MMS language adapters: new ones to train, or the language's saved one to evaluate."""
@@ -1842,11 +1855,14 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
     return kept, dropped
 
 
-def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root) -> datasets.DatasetDict:
-    """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time."""
+def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root) -> tuple[datasets.DatasetDict, dict]:
+    """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time.
+    Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to decode."""
+    dropped = {key: dict(reasons) for key, reasons in dropped.items()}
     if data_args.preprocess_on_the_fly:
         transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
-        return datasets.DatasetDict({k: ds if is_stream(ds) else ds.with_transform(transform) for k, ds in kept.items()})
+        return datasets.DatasetDict({k: ds if is_stream(ds) else ds.with_transform(transform)
+                                     for k, ds in kept.items()}), dropped
     featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
                                      one_thread=(data_args.preprocessing_num_workers or 1) > 1)
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
@@ -1866,7 +1882,7 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
             vectorized[key] = ds.with_format("numpy", columns=[model_input_names(feature_extractor)[0]],
                                              output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
-    return vectorized
+    return vectorized, dropped
 
 
 def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
@@ -1940,7 +1956,7 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Batching: duration-capped batches, padding, throughput
+# Batching: duration-capped batches, batches of a stream, padding
 class DurationBatchSampler:
     """Batches of similar-length clips, each holding at most `max_samples` samples of padded audio.
 
@@ -2045,6 +2061,8 @@ class DataCollatorCTCWithPadding:
         return batch
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer: stop signals, throughput, and the CTC specifics of training and evaluation
 class StopOnSignal(TrainerCallback):
     """SIGTERM, SIGUSR1 (SLURM's warning before a time limit) or a first Ctrl-C. During training: finish the step,
     save a checkpoint and stop, every process at the same step (they agree at each step's end). Outside training:
@@ -2132,73 +2150,6 @@ class AudioThroughput(TrainerCallback):
                 **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {})}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Metrics
-def decode_predictions(pred_ids: np.ndarray, label_ids: np.ndarray, tokenizer,
-                       blank_id: int) -> tuple[list[str], list[str]]:
-    """Greedy CTC decoding of predictions (-100 = beyond the clip's end) and plain decoding of labels."""
-    predictions = [ctc_decode(tokenizer, ids, blank_id) for ids in pred_ids]
-    references = [decode_labels(tokenizer, ids) for ids in label_ids]
-    return predictions, references
-
-
-def score(predictions: list[str], references: list[str], metric_names) -> dict[str, float]:
-    """Corpus-level WER/CER with jiwer; clips with an empty reference are left out (jiwer cannot score them)."""
-    pairs = [(p, r) for p, r in zip(predictions, references) if r.strip()]
-    hyps, refs = [p for p, _ in pairs], [r for _, r in pairs]
-    scorers = {"wer": jiwer.wer, "cer": jiwer.cer, "per": jiwer.wer}  # phonemes are decoded separated by spaces
-    return {name: float(scorers[name](refs, hyps)) for name in metric_names}
-
-
-def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names, eval_state: dict) -> dict[str, float]:
-    """Trainer hook: decode the greedy ids (and, with an LM, beam-search the logits), log a few pairs, keep the
-    transcripts in `eval_state`, return the metrics (`wer`, and `wer_lm` with an LM)."""
-    pred_ids, logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions, None)
-    predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer, blank_id)
-    for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
-        logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
-    metrics = score(predictions, references, metric_names)
-    eval_state.update(predictions=predictions, references=references, predictions_lm=None)
-    if eval_state.get("lm") is not None and logits is not None:
-        decoder, beam_width = eval_state["lm"]
-        frames = (pred_ids != LABEL_PAD_ID).sum(-1)  # ids past a clip's end are -100
-        predictions_lm = [decoder.decode(clip[:n], beam_width=beam_width) for clip, n in zip(logits, frames)]
-        metrics.update({f"{k}_lm": v for k, v in score(predictions_lm, references, metric_names).items()})
-        eval_state["predictions_lm"] = predictions_lm
-    return metrics
-
-
-def eval_order(ds: datasets.Dataset) -> np.ndarray:
-    """Evaluation order: longest clips first, so batches hold similar lengths (little padding; OOM shows at once)."""
-    return np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable")
-
-
-def clip_error(measure, ref: str, hyp: str) -> float:
-    """WER or CER of one clip; an empty reference scores 1 for any output, 0 for none."""
-    return round(measure(ref, hyp), 4) if ref else float(bool(hyp))
-
-
-def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
-    """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
-    rows = []
-    extras = passthrough_columns(ds)  # the manifest's speaker, gender, accent, ... columns
-    columns = scan_table(ds, CLIP_ID_COLUMN, LENGTH_COLUMN, *extras).to_pydict()
-    clip_ids, lengths = columns[CLIP_ID_COLUMN], columns[LENGTH_COLUMN]
-    lm = eval_state["predictions_lm"] or [None] * len(ds)
-    for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
-        row = {"clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp, "wer": clip_error(jiwer.wer, ref, hyp),
-               "cer": clip_error(jiwer.cer, ref, hyp), "seconds": round(lengths[index] / sampling_rate, 2)}
-        if hyp_lm is not None:
-            row.update(hypothesis_lm=hyp_lm, wer_lm=clip_error(jiwer.wer, ref, hyp_lm))
-        rows.append({**row, **{c: columns[c][index] for c in extras}})
-    rows.sort(key=lambda r: (-r["wer"], -r["cer"]))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
-
-
 class CTCTrainer(Trainer):
     """Trainer whose evaluation yields greedy CTC ids, each cut to its clip's real number of output frames.
 
@@ -2208,10 +2159,9 @@ class CTCTrainer(Trainer):
     `eval_order`, which the predictions files rely on.
     """
 
-    eval_state: dict = {}  # main() shares it with compute_metrics
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, eval_state: dict, **kwargs):
         super().__init__(*args, **kwargs)
+        self.eval_state = eval_state  # shared with compute_metrics: the LM decoder in, the transcripts out
         feature_extractor = self.processing_class.feature_extractor
         self.throughput = AudioThroughput(feature_extractor.sampling_rate)
         self.add_callback(self.throughput)
@@ -2319,6 +2269,73 @@ class CTCTrainer(Trainer):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+def decode_predictions(pred_ids: np.ndarray, label_ids: np.ndarray, tokenizer,
+                       blank_id: int) -> tuple[list[str], list[str]]:
+    """Greedy CTC decoding of predictions (-100 = beyond the clip's end) and plain decoding of labels."""
+    predictions = [ctc_decode(tokenizer, ids, blank_id) for ids in pred_ids]
+    references = [decode_labels(tokenizer, ids) for ids in label_ids]
+    return predictions, references
+
+
+def score(predictions: list[str], references: list[str], metric_names) -> dict[str, float]:
+    """Corpus-level WER/CER with jiwer; clips with an empty reference are left out (jiwer cannot score them)."""
+    pairs = [(p, r) for p, r in zip(predictions, references) if r.strip()]
+    hyps, refs = [p for p, _ in pairs], [r for _, r in pairs]
+    scorers = {"wer": jiwer.wer, "cer": jiwer.cer, "per": jiwer.wer}  # phonemes are decoded separated by spaces
+    return {name: float(scorers[name](refs, hyps)) for name in metric_names}
+
+
+def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names, eval_state: dict) -> dict[str, float]:
+    """Trainer hook: decode the greedy ids (and, with an LM, beam-search the logits), log a few pairs, keep the
+    transcripts in `eval_state`, return the metrics (`wer`, and `wer_lm` with an LM)."""
+    pred_ids, logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions, None)
+    predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer, blank_id)
+    for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
+        logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
+    metrics = score(predictions, references, metric_names)
+    eval_state.update(predictions=predictions, references=references, predictions_lm=None)
+    if eval_state.get("lm") is not None and logits is not None:
+        decoder, beam_width = eval_state["lm"]
+        frames = (pred_ids != LABEL_PAD_ID).sum(-1)  # ids past a clip's end are -100
+        predictions_lm = [decoder.decode(clip[:n], beam_width=beam_width) for clip, n in zip(logits, frames)]
+        metrics.update({f"{k}_lm": v for k, v in score(predictions_lm, references, metric_names).items()})
+        eval_state["predictions_lm"] = predictions_lm
+    return metrics
+
+
+def eval_order(ds: datasets.Dataset) -> np.ndarray:
+    """Evaluation order: longest clips first, so batches hold similar lengths (little padding; OOM shows at once)."""
+    return np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable")
+
+
+def clip_error(measure, ref: str, hyp: str) -> float:
+    """WER or CER of one clip; an empty reference scores 1 for any output, 0 for none."""
+    return round(measure(ref, hyp), 4) if ref else float(bool(hyp))
+
+
+def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
+    """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
+    rows = []
+    extras = passthrough_columns(ds)  # the manifest's speaker, gender, accent, ... columns
+    columns = scan_table(ds, CLIP_ID_COLUMN, LENGTH_COLUMN, *extras).to_pydict()
+    clip_ids, lengths = columns[CLIP_ID_COLUMN], columns[LENGTH_COLUMN]
+    lm = eval_state["predictions_lm"] or [None] * len(ds)
+    for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
+        row = {"clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp, "wer": clip_error(jiwer.wer, ref, hyp),
+               "cer": clip_error(jiwer.cer, ref, hyp), "seconds": round(lengths[index] / sampling_rate, 2)}
+        if hyp_lm is not None:
+            row.update(hypothesis_lm=hyp_lm, wer_lm=clip_error(jiwer.wer, ref, hyp_lm))
+        rows.append({**row, **{c: columns[c][index] for c in extras}})
+    rows.sort(key=lambda r: (-r["wer"], -r["cer"]))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # n-gram language model (optional): KenLM estimates it, pyctcdecode beam-searches the CTC logits with it
 def kenlm_binary(name: str) -> Optional[str]:
     """Path of a KenLM program (lmplz, build_binary): on PATH or beside this Python (a venv not activated)."""
@@ -2395,17 +2412,6 @@ def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank
     return BeamSearchDecoderCTC.load_from_dir(out)
 
 
-def save_language_adapter(model, directory: str, language: str) -> str:
-    """Write the language's adapter and CTC head weights as adapter.LANG.safetensors, which load_adapter reads."""
-    from safetensors.torch import save_file
-
-    path = os.path.join(directory, ADAPTER_FILE.format(language))
-    weights = {name: weight.detach().cpu().contiguous() for name, weight in model._get_adapters().items()}
-    save_file(weights, path, metadata={"format": "pt"})
-    logger.info(f"Adapter: {len(weights)} tensors of the {language} adapter and CTC head saved to {path}")
-    return path
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Model card
 def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict:
@@ -2433,6 +2439,54 @@ def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArgumen
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# End of the run: the report, the stream's counts, the summary in the log
+def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
+    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
+    try:
+        from report import build_report
+    except ImportError:
+        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
+        return
+    try:
+        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
+    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
+        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
+        return
+    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
+
+
+def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
+    """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
+    dropped = dict(streamed["dropped"])
+    summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
+    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
+                   f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
+                   f"dropped: {summary}")
+    return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
+
+
+def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: str) -> None:
+    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions."""
+    scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
+    named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
+    lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
+             + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
+    if "train_runtime" in results:  # a streamed split has no hours up front: the audio this process trained on
+        audio_hours = report["train"]["hours"] * results["epoch"] if "hours" in report["train"] else results[
+            "train_audio_hours"]
+        lines.append(
+            f"training {results['train_runtime'] / 60:.1f} min for {audio_hours:.2f} h of audio "
+            f"({audio_hours / (results['train_runtime'] / 3600):,.0f} audio hours per hour)"
+        )
+    worst, typical = rows[:NUM_SUMMARY_EXAMPLES], rows[len(rows) // 2:][:NUM_SUMMARY_EXAMPLES]
+    for title, picked in (("worst", worst), ("typical", typical)):
+        lines.append(f"{title} clips (reference -> hypothesis):")
+        lines += [f"  {r['reference']!r} -> {r['hypothesis']!r}" for r in picked]
+    logger.info("Summary: " + "\n  ".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# main: the pipeline, step by step
 def setup_logging(training_args: TrainingArguments) -> None:
     """INFO on the main process, WARNING on the others."""
     logging.basicConfig(
@@ -2488,7 +2542,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         stop.phase = "preprocessing"
         cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
         kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
-        vectorized = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+        vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
         report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
         if "train" in vectorized and not is_stream(vectorized["train"]):
             log_samples(vectorized["train"], tokenizer, feature_extractor.sampling_rate, training_args.seed)
@@ -2512,6 +2566,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         processor = AutoProcessor.from_pretrained(training_args.output_dir)
         eval_state = {"lm": None}  # the LM decoder going in; the latest evaluation's transcripts coming out
         trainer = CTCTrainer(
+            eval_state=eval_state,
             model=model,
             args=training_args,
             data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer,
@@ -2524,7 +2579,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 metric_names=data_args.eval_metrics, eval_state=eval_state,
             ),
         )
-        trainer.eval_state = eval_state
         trainer.add_callback(stop)
 
         # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory)
@@ -2583,51 +2637,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return results
 
 
-def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
-    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
-    try:
-        from report import build_report
-    except ImportError:
-        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
-        return
-    try:
-        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
-    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
-        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
-        return
-    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
-
-
-def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
-    """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
-    dropped = dict(streamed["dropped"])
-    summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
-    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
-                   f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
-                   f"dropped: {summary}")
-    return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
-
-
-def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: str) -> None:
-    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions."""
-    scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
-    named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
-    lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
-             + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
-    if "train_runtime" in results:  # a streamed split has no hours up front: the audio this process trained on
-        audio_hours = report["train"]["hours"] * results["epoch"] if "hours" in report["train"] else results[
-            "train_audio_hours"]
-        lines.append(
-            f"training {results['train_runtime'] / 60:.1f} min for {audio_hours:.2f} h of audio "
-            f"({audio_hours / (results['train_runtime'] / 3600):,.0f} audio hours per hour)"
-        )
-    worst, typical = rows[:NUM_SUMMARY_EXAMPLES], rows[len(rows) // 2:][:NUM_SUMMARY_EXAMPLES]
-    for title, picked in (("worst", worst), ("typical", typical)):
-        lines.append(f"{title} clips (reference -> hypothesis):")
-        lines += [f"  {r['reference']!r} -> {r['hypothesis']!r}" for r in picked]
-    logger.info("Summary: " + "\n  ".join(lines))
-
-
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
 def cli() -> None:
     """Run main(); user mistakes end with one line on stderr (set CTC_DEBUG=1 for the traceback), a stop signal with
     one line and REQUEUE_EXIT, a second Ctrl-C with 130."""
