@@ -104,7 +104,7 @@ REQUEUE_EXIT = 75  # exit status of a run a signal stopped at a checkpoint: syse
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")  # schedulers' preemption warnings, and Ctrl-C (a second one: at once)
 USAGE = ("usage: python run_speech_recognition_ctc.py [--flags ... | ARGS.json]; try the demo: python "
          "run_speech_recognition_ctc.py examples/demo.json; --help lists every flag.")
-PREDICTIONS_FILE = "predictions.csv"  # --do_predict; evaluation writes eval_predictions.csv
+PREDICTIONS_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # every clip scored, worst first
 LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
 PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
 TORCHAUDIO_INSTALL = "bash tools/install_extras.sh granite"  # torchaudio's pure-Python parts, for Granite Speech
@@ -591,6 +591,19 @@ def check_output_dir(training_args: TrainingArguments, keep_vocab: bool = False)
     return None
 
 
+def check_run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
+    """Every check that can fail before any work (so a mistake costs seconds, not a preprocessing pass); returns the
+    checkpoint to resume from, or None."""
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UserError("nothing to do: add --do_train, --do_eval and/or --do_predict (the demo's settings: "
+                        "python run_speech_recognition_ctc.py examples/demo.json).")
+    check_push_to_hub(training_args)
+    check_report_to(training_args)
+    check_lm_tools(data_args, training_args)
+    check_phonemizer(data_args.phoneme_language)
+    return check_output_dir(training_args, keep_vocab=bool(data_args.target_language))
+
+
 def configure_distributed(config, training_args: TrainingArguments) -> None:
     """DDP settings the model needs, and one OpenMP thread per rank unless the user chose otherwise."""
     if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -891,6 +904,8 @@ def load_splits(data_args: DataTrainingArguments, training_args: TrainingArgumen
         ds = ds.select_columns([audio, text, *([] if key == "train" else passthrough_columns(ds, (audio, text)))])
         ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
         raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
+    logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
+                                       for k, ds in raw.items()))
     return raw
 
 
@@ -1026,7 +1041,7 @@ def shipped_tokenizer(model_args, data_args, training_args):
         return None
 
 
-def prepare_text(raw, model_args, data_args, training_args):
+def choose_tokenizer(raw, model_args, data_args, training_args):
     """Pick the tokenizer and normalise the transcripts for it: the tokenizer given, else the checkpoint's own when it
     covers the normalised training text (returned), else None: build_tokenizer makes a vocabulary from the text."""
     tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
@@ -1277,6 +1292,19 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArg
                 "use a tokenizer that covers them, add them to --chars_to_ignore, or raise --max_unk_share."
             )
     return stats
+
+
+def prepare_text(raw, model_args, data_args, training_args):
+    """The transcripts normalised (or phonemized) for the tokenizer, the tokenizer (given, the checkpoint's own, or
+    built from the text), and the text report. Returns (tokenizer, transcripts, text_stats)."""
+    tokenizer, raw = choose_tokenizer(raw, model_args, data_args, training_args)
+    if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
+        # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
+        delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
+        raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(model_args, data_args, training_args, raw)
+    return tokenizer, raw, text_report(raw, tokenizer, data_args)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1861,8 +1889,8 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
     dropped = {key: dict(reasons) for key, reasons in dropped.items()}
     if data_args.preprocess_on_the_fly:
         transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
-        return datasets.DatasetDict({k: ds if is_stream(ds) else ds.with_transform(transform)
-                                     for k, ds in kept.items()}), dropped
+        return datasets.DatasetDict({k: ds if is_stream(ds) else (ds if k == "train" else sort_longest_first(ds))
+                                     .with_transform(transform) for k, ds in kept.items()}), dropped
     featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
                                      one_thread=(data_args.preprocessing_num_workers or 1) > 1)
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
@@ -1878,11 +1906,28 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
                 dropped[key][reason] = dropped[key].get(reason, 0) + n
             ds = ds.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, AUDIO_COLUMN])
+            if key != "train":
+                ds = sort_longest_first(ds)
             # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
             vectorized[key] = ds.with_format("numpy", columns=[model_input_names(feature_extractor)[0]],
                                              output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized, dropped
+
+
+def preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args):
+    """scan_and_filter, then featurize: the model's inputs per split (evaluation splits longest first), and the clips
+    dropped per split and reason."""
+    cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
+    kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
+    return featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+
+
+def log_cache_files(vectorized: datasets.DatasetDict) -> dict:
+    """--preprocessing_only: where the features are cached (a later run with the same settings reuses them)."""
+    logger.info("Preprocessing done; cache files: "
+                f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
+    return {}
 
 
 def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
@@ -1913,13 +1958,24 @@ def scan_column(ds: datasets.Dataset, name: str) -> np.ndarray:
     return scan_table(ds, name)[name].to_numpy(zero_copy_only=False)
 
 
-def log_samples(ds: datasets.Dataset, tokenizer, sampling_rate: int, seed: int) -> None:
+def log_samples(vectorized: datasets.DatasetDict, tokenizer, sampling_rate: int, seed: int) -> None:
     """Three random training examples as the model will see them: duration and the decoded label."""
+    ds = vectorized.get("train")
+    if ds is None or is_stream(ds):
+        return
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False)
     scanned = scan_table(ds.select(picked), "labels", LENGTH_COLUMN).to_pydict()
     for i, labels, length in zip(picked, scanned["labels"], scanned[LENGTH_COLUMN]):
         logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {decode_labels(tokenizer, labels)!r}")
+
+
+def save_json(obj: dict, name: str, training_args: TrainingArguments) -> None:
+    """Write `name` into output_dir (on the process that saves)."""
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=1)
 
 
 def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, sampling_rate: int) -> dict:
@@ -2028,8 +2084,6 @@ class DataCollatorCTCWithPadding:
     """
 
     feature_extractor: object
-    tokenizer: object
-    pad_to_multiple_of: Optional[int] = None
     channel_axis: bool = False  # the model reads [batch, 1, samples] (see has_channel_axis)
 
     def __call__(self, features: list[dict]) -> dict:
@@ -2043,8 +2097,6 @@ class DataCollatorCTCWithPadding:
         inputs = [np.asarray(f[input_name], dtype=np.float32) for f in features]  # [samples] or [frames, features]
         frames = torch.tensor([len(x) for x in inputs])
         width = int(frames.max())
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         values = np.full((len(inputs), width, *inputs[0].shape[1:]), self.feature_extractor.padding_value, np.float32)
         for row, x in zip(values, inputs):
             row[: len(x)] = x
@@ -2155,17 +2207,19 @@ class CTCTrainer(Trainer):
 
     Taking the argmax here keeps eval memory small for big vocabularies, and marking frames past a clip's end with
     -100 stops padding (within a batch, and the Trainer's own padding across batches) from being decoded as text.
-    Only when an n-gram LM is set in `eval_state` are the logits kept too, for beam search. Evaluation runs in
-    `eval_order`, which the predictions files rely on.
+    predict_ctc keeps the logits too, for an n-gram LM's beam search. Evaluation keeps the split's order (see
+    sort_longest_first).
+
+    The methods named with an underscore override Trainer internals (no public hook does these things); each says why.
     """
 
-    def __init__(self, *args, eval_state: dict, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eval_state = eval_state  # shared with compute_metrics: the LM decoder in, the transcripts out
         feature_extractor = self.processing_class.feature_extractor
         self.throughput = AudioThroughput(feature_extractor.sampling_rate)
         self.add_callback(self.throughput)
         self.streamed = {"clips": 0, "dropped": Counter(), "shards": set()}  # what a streamed training split gave
+        self.keep_logits = False  # set by predict_ctc for one prediction pass
 
     def get_train_dataloader(self):
         if is_stream(self.train_dataset):  # this process's shards, batched in its workers; not re-split by accelerate
@@ -2187,6 +2241,8 @@ class CTCTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset=None):
+        # --group_by_length: the Trainer would read the lengths through the dataset's format (decoding every clip of
+        # an on-the-fly split); ours come from the header scan's Arrow column.
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         lengths = scan_column(train_dataset or self.train_dataset, LENGTH_COLUMN).tolist()
@@ -2236,6 +2292,7 @@ class CTCTrainer(Trainer):
                            "free some space or choose another --output_dir") from e
 
     def _save_checkpoint(self, model, trial):
+        # A full disk mid-checkpoint: remove the partial folder, so resuming never picks it.
         try:
             super()._save_checkpoint(model, trial)
         except Exception as e:
@@ -2248,7 +2305,16 @@ class CTCTrainer(Trainer):
                            "(--save_total_limit), or choose another --output_dir; the previous checkpoint is kept") from e
 
     def _get_eval_sampler(self, eval_dataset):
-        return eval_order(eval_dataset).tolist()
+        # The split's own order (sort_longest_first); with --group_by_length the Trainer would shuffle it in groups.
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def predict_ctc(self, ds: datasets.Dataset, key: str, keep_logits: bool = False):
+        """trainer.predict (ids, labels and metrics in one pass); with `keep_logits`, predictions are (ids, logits)."""
+        self.keep_logits = keep_logits
+        try:
+            return self.predict(ds, metric_key_prefix=key)
+        finally:
+            self.keep_logits = False
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         input_lengths = inputs.pop("input_lengths", None)
@@ -2263,9 +2329,64 @@ class CTCTrainer(Trainer):
                                      device=pred_ids.device)
             beyond = torch.arange(pred_ids.shape[1], device=pred_ids.device)[None, :] >= frames[:, None]
             pred_ids = pred_ids.masked_fill(beyond, LABEL_PAD_ID)
-        if self.eval_state.get("lm") is not None:
+        if self.keep_logits:
             return loss, (pred_ids, logits.float()), labels
         return loss, pred_ids, labels
+
+
+def save_processor(model, feature_extractor, tokenizer, training_args: TrainingArguments):
+    """The family's processor and the model config, saved to output_dir by the main process and loaded back by every
+    process: what transcribe.py and a resumed run read."""
+    with training_args.main_process_first(desc="saving the processor"):
+        if training_args.should_save:
+            family_processor = processor_class(model.config.model_type)
+            family_processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
+                training_args.output_dir
+            )
+            model.config.save_pretrained(training_args.output_dir)
+    return AutoProcessor.from_pretrained(training_args.output_dir)
+
+
+def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args, training_args, stop: StopOnSignal):
+    """The CTCTrainer: padding collator, greedy-decoding metrics, and the stop-signal callback."""
+    trainer = CTCTrainer(
+        model=model,
+        args=training_args,
+        data_collator=DataCollatorCTCWithPadding(processor.feature_extractor,
+                                                 channel_axis=has_channel_axis(processor.feature_extractor)),
+        train_dataset=vectorized.get("train"),
+        eval_dataset=vectorized.get("eval"),
+        processing_class=processor,
+        compute_metrics=functools.partial(
+            compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
+            metric_names=data_args.eval_metrics,
+        ),
+    )
+    trainer.add_callback(stop)
+    return trainer
+
+
+def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, training_args) -> dict:
+    """Train (from last_checkpoint when there is one), save the model (and the language's adapter) and
+    train_results.json; a stop signal ends here with the checkpoint saved. Returns the training metrics."""
+    reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    if stop.received:
+        step = trainer.state.global_step
+        raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
+                      f"{training_args.output_dir}; run the same command to resume")
+    trainer.save_model()
+    if data_args.target_language and training_args.should_save:
+        save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
+    metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
+    if is_stream(trainer.train_dataset):
+        metrics.update(log_stream(trainer.streamed, training_args))
+    else:
+        metrics["train_samples"] = len(trainer.train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2286,27 +2407,39 @@ def score(predictions: list[str], references: list[str], metric_names) -> dict[s
     return {name: float(scorers[name](refs, hyps)) for name in metric_names}
 
 
-def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names, eval_state: dict) -> dict[str, float]:
-    """Trainer hook: decode the greedy ids (and, with an LM, beam-search the logits), log a few pairs, keep the
-    transcripts in `eval_state`, return the metrics (`wer`, and `wer_lm` with an LM)."""
-    pred_ids, logits = pred.predictions if isinstance(pred.predictions, tuple) else (pred.predictions, None)
+def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names) -> dict[str, float]:
+    """Trainer hook, at every evaluation: greedy-decode the ids, log a few pairs, return the scores."""
+    pred_ids = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions  # (ids, logits): LM
     predictions, references = decode_predictions(pred_ids, pred.label_ids, tokenizer, blank_id)
     for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
         logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
-    metrics = score(predictions, references, metric_names)
-    eval_state.update(predictions=predictions, references=references, predictions_lm=None)
-    if eval_state.get("lm") is not None and logits is not None:
-        decoder, beam_width = eval_state["lm"]
+    return score(predictions, references, metric_names)
+
+
+def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
+    """An evaluation split in the order it is scored: longest clips first, so batches hold similar lengths (little
+    padding; an OOM shows at once). The predictions files follow this order too."""
+    return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
+
+
+def transcribe_split(trainer, ds: datasets.Dataset, key: str, metric_names, lm=None) -> tuple[dict, dict]:
+    """The final evaluation of a split, in one pass of trainer.predict: its metrics and every clip's transcripts, in
+    the split's order. With `lm` (a function from one clip's logits to text: build_lm_decoder), also the beam
+    search's transcripts and `..._lm` metrics."""
+    output = trainer.predict_ctc(ds, key, keep_logits=lm is not None)
+    pred_ids, logits = output.predictions if lm is not None else (output.predictions, None)
+    tokenizer = trainer.processing_class.tokenizer
+    hypotheses, references = decode_predictions(pred_ids, output.label_ids, tokenizer,
+                                                blank_token_id(trainer.model.config, tokenizer))
+    texts, metrics = {"reference": references, "hypothesis": hypotheses}, dict(output.metrics)
+    if lm is not None:
         frames = (pred_ids != LABEL_PAD_ID).sum(-1)  # ids past a clip's end are -100
-        predictions_lm = [decoder.decode(clip[:n], beam_width=beam_width) for clip, n in zip(logits, frames)]
-        metrics.update({f"{k}_lm": v for k, v in score(predictions_lm, references, metric_names).items()})
-        eval_state["predictions_lm"] = predictions_lm
-    return metrics
-
-
-def eval_order(ds: datasets.Dataset) -> np.ndarray:
-    """Evaluation order: longest clips first, so batches hold similar lengths (little padding; OOM shows at once)."""
-    return np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable")
+        texts["hypothesis_lm"] = [lm(clip[:n]) for clip, n in zip(logits, frames)]
+        scores = score(texts["hypothesis_lm"], references, metric_names)
+        items, at = list(metrics.items()), list(metrics).index(f"{key}_runtime")  # the model card lists them in order:
+        metrics = dict(items[:at] + [(f"{key}_{k}_lm", v) for k, v in scores.items()] + items[at:])  # scores first
+    trainer.log(metrics)  # as trainer.evaluate does: into the log history and the --report_to integrations
+    return metrics, texts
 
 
 def clip_error(measure, ref: str, hyp: str) -> float:
@@ -2314,25 +2447,42 @@ def clip_error(measure, ref: str, hyp: str) -> float:
     return round(measure(ref, hyp), 4) if ref else float(bool(hyp))
 
 
-def write_predictions(path: str, ds: datasets.Dataset, eval_state: dict, sampling_rate: int) -> list[dict]:
-    """A CSV of every clip scored in `eval_order` (greedy and, with an LM, beam-search transcripts), worst first."""
-    rows = []
-    extras = passthrough_columns(ds)  # the manifest's speaker, gender, accent, ... columns
+def prediction_rows(ds: datasets.Dataset, texts: dict, sampling_rate: int) -> list[dict]:
+    """One row per clip of a split scored by transcribe_split (greedy and, with an LM, beam-search transcripts, the
+    manifest's speaker, gender, ... columns), worst first."""
+    extras = passthrough_columns(ds)
     columns = scan_table(ds, CLIP_ID_COLUMN, LENGTH_COLUMN, *extras).to_pydict()
-    clip_ids, lengths = columns[CLIP_ID_COLUMN], columns[LENGTH_COLUMN]
-    lm = eval_state["predictions_lm"] or [None] * len(ds)
-    for index, hyp, ref, hyp_lm in zip(eval_order(ds), eval_state["predictions"], eval_state["references"], lm):
-        row = {"clip_id": clip_ids[index], "reference": ref, "hypothesis": hyp, "wer": clip_error(jiwer.wer, ref, hyp),
-               "cer": clip_error(jiwer.cer, ref, hyp), "seconds": round(lengths[index] / sampling_rate, 2)}
-        if hyp_lm is not None:
+    rows = []
+    for index, (ref, hyp) in enumerate(zip(texts["reference"], texts["hypothesis"])):
+        row = {CLIP_ID_COLUMN: columns[CLIP_ID_COLUMN][index], "reference": ref, "hypothesis": hyp,
+               "wer": clip_error(jiwer.wer, ref, hyp), "cer": clip_error(jiwer.cer, ref, hyp),
+               "seconds": round(columns[LENGTH_COLUMN][index] / sampling_rate, 2)}
+        if "hypothesis_lm" in texts:
+            hyp_lm = texts["hypothesis_lm"][index]
             row.update(hypothesis_lm=hyp_lm, wer_lm=clip_error(jiwer.wer, ref, hyp_lm))
         rows.append({**row, **{c: columns[c][index] for c in extras}})
-    rows.sort(key=lambda r: (-r["wer"], -r["cer"]))
+    return sorted(rows, key=lambda r: (-r["wer"], -r["cer"]))
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return rows
+
+
+def evaluate_split(trainer, ds: datasets.Dataset, key: str, dropped: dict, lm, data_args, training_args):
+    """Score a split: {key}_results.json, and its predictions file (every clip, worst first) on the main process.
+    Returns the metrics and the rows (none where nothing is saved)."""
+    metrics, texts = transcribe_split(trainer, ds, key, data_args.eval_metrics, lm)
+    metrics.update({f"{key}_samples": len(ds), f"{key}_clips_dropped": sum(dropped.values())})
+    trainer.log_metrics(key, metrics)
+    trainer.save_metrics(key, metrics)
+    if not training_args.should_save:
+        return metrics, []
+    rows = prediction_rows(ds, texts, trainer.processing_class.feature_extractor.sampling_rate)
+    write_csv(os.path.join(training_args.output_dir, PREDICTIONS_FILES[key]), rows)
+    return metrics, rows
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2386,11 +2536,15 @@ def ctc_alphabet(tokenizer, size: int, blank_id: int) -> list[str]:
     return ["" if i == blank_id else " " if t == delimiter else t or f"<{i}>" for i, t in enumerate(labels)]
 
 
-def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank_id: int, train_texts):
-    """Estimate the n-gram on the main process and save the decoder to output_dir; every process loads it."""
+def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, training_args):
+    """With --lm_text: estimate the n-gram on the main process and save the decoder to output_dir; every process loads
+    it. Returns the beam search (one clip's logits -> text), or None without --lm_text."""
+    if not data_args.lm_text:
+        return None
     from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
-    out = training_args.output_dir
+    out, blank_id = training_args.output_dir, blank_token_id(config, tokenizer)
+    train_texts = transcripts(raw["train"]) if "train" in raw else []
     with training_args.main_process_first(desc="n-gram language model"):
         if training_args.should_save:
             sentences = lm_sentences(data_args.lm_text, train_texts, chars_to_ignore_regex(data_args.chars_to_ignore),
@@ -2399,7 +2553,7 @@ def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank
                 raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 decoder = build_ctcdecoder(
-                    ctc_alphabet(tokenizer, vocab_size, blank_id), estimate_ngram(sentences, data_args.lm_order, tmp),
+                    ctc_alphabet(tokenizer, config.vocab_size, blank_id), estimate_ngram(sentences, data_args.lm_order, tmp),
                     # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
                     unigrams=sorted({w for t in sentences for w in t.split()}),
                     alpha=data_args.lm_alpha, beta=data_args.lm_beta,
@@ -2409,7 +2563,7 @@ def build_lm_decoder(data_args, training_args, tokenizer, vocab_size: int, blank
             words = sum(len(t.split()) for t in sentences)
             logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences ({words:,} words) "
                         f"of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
-    return BeamSearchDecoderCTC.load_from_dir(out)
+    return functools.partial(BeamSearchDecoderCTC.load_from_dir(out).decode, beam_width=data_args.lm_beam_width)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2465,8 +2619,12 @@ def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
     return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
 
 
-def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: str) -> None:
-    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions."""
+def log_summary(key: str, results: dict, rows: list[dict], report: dict, output_dir: str) -> None:
+    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions (on the process
+    that wrote the predictions file, `rows`)."""
+    if not rows:
+        return
+    path = os.path.join(output_dir, PREDICTIONS_FILES[key])
     scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
     named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
     lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
@@ -2483,6 +2641,17 @@ def log_summary(key: str, results: dict, rows: list[dict], report: dict, path: s
         lines.append(f"{title} clips (reference -> hypothesis):")
         lines += [f"  {r['reference']!r} -> {r['hypothesis']!r}" for r in picked]
     logger.info("Summary: " + "\n  ".join(lines))
+
+
+def finish_run(trainer, model_args, data_args, training_args) -> None:
+    """The error-analysis report (after evaluation or prediction), then the model card, or a push to the hub."""
+    if training_args.should_save and (training_args.do_eval or training_args.do_predict):
+        write_report(training_args.output_dir, data_args)
+    card = model_card_kwargs(model_args, data_args)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    elif training_args.should_save:
+        trainer.create_model_card(**card)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2508,31 +2677,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
     """Fine-tune and/or evaluate; returns the metrics written to all_results.json."""
     model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(training_args)
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise UserError("nothing to do: add --do_train, --do_eval and/or --do_predict (the demo's settings: "
-                        "python run_speech_recognition_ctc.py examples/demo.json).")
     with StopOnSignal() as stop:  # SIGTERM, SIGUSR1, Ctrl-C: a checkpoint in training, a clean stop elsewhere
-        check_push_to_hub(training_args)
-        check_report_to(training_args)
-        check_lm_tools(data_args, training_args)
-        check_phonemizer(data_args.phoneme_language)
-        last_checkpoint = check_output_dir(training_args, keep_vocab=bool(data_args.target_language))
+        # 0. Every check that can fail before any work; the checkpoint to resume from
+        last_checkpoint = check_run(model_args, data_args, training_args)
         set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
         # 1. Load the data: audio references and transcripts, nothing decoded yet
         raw = load_splits(data_args, training_args, model_args.cache_dir)
-        logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
-                                           for k, ds in raw.items()))
 
-        # 2. Tokenizer: the one given, the checkpoint's own if it covers the text, or a vocabulary built from the text
-        tokenizer, raw = prepare_text(raw, model_args, data_args, training_args)
-        if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
-            # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
-            delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
-            raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
-        if tokenizer is None:
-            tokenizer = build_tokenizer(model_args, data_args, training_args, raw)
-        text_stats = text_report(raw, tokenizer, data_args)
+        # 2. Text: normalised (or phonemized) transcripts and the tokenizer (given, the checkpoint's, or built)
+        tokenizer, raw, text_stats = prepare_text(raw, model_args, data_args, training_args)
 
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train)
@@ -2540,100 +2694,32 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"
-        cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
-        kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
-        vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+        vectorized, dropped = preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args)
         report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
-        if "train" in vectorized and not is_stream(vectorized["train"]):
-            log_samples(vectorized["train"], tokenizer, feature_extractor.sampling_rate, training_args.seed)
-        if training_args.should_save:
-            os.makedirs(training_args.output_dir, exist_ok=True)
-            with open(os.path.join(training_args.output_dir, DATA_REPORT_FILE), "w", encoding="utf-8") as f:
-                json.dump(report, f, ensure_ascii=False, indent=1)
+        log_samples(vectorized, tokenizer, feature_extractor.sampling_rate, training_args.seed)
+        save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:
-            logger.info("Preprocessing done; cache files: "
-                        f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
-            return {}
+            return log_cache_files(vectorized)
 
         # 5. Processor (saved once, loaded by every process), collator and trainer
-        with training_args.main_process_first(desc="saving the processor"):
-            if training_args.should_save:
-                family_processor = processor_class(model.config.model_type)
-                family_processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
-                    training_args.output_dir
-                )
-                model.config.save_pretrained(training_args.output_dir)
-        processor = AutoProcessor.from_pretrained(training_args.output_dir)
-        eval_state = {"lm": None}  # the LM decoder going in; the latest evaluation's transcripts coming out
-        trainer = CTCTrainer(
-            eval_state=eval_state,
-            model=model,
-            args=training_args,
-            data_collator=DataCollatorCTCWithPadding(processor.feature_extractor, processor.tokenizer,
-                                                     channel_axis=has_channel_axis(processor.feature_extractor)),
-            train_dataset=vectorized.get("train"),
-            eval_dataset=vectorized.get("eval"),
-            processing_class=processor,
-            compute_metrics=functools.partial(
-                compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
-                metric_names=data_args.eval_metrics, eval_state=eval_state,
-            ),
-        )
-        trainer.add_callback(stop)
+        processor = save_processor(model, feature_extractor, tokenizer, training_args)
+        trainer = build_trainer(model, processor, vectorized, data_args, training_args, stop)
 
-        # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory)
-        results = {}
-        if training_args.do_train:
-            reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
-            train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-            if stop.received:
-                step = trainer.state.global_step
-                raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
-                              f"{training_args.output_dir}; run the same command to resume")
-            trainer.save_model()
-            if data_args.target_language and training_args.should_save:
-                save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
-            metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
-            if is_stream(vectorized["train"]):
-                metrics.update(log_stream(trainer.streamed, training_args))
-            else:
-                metrics["train_samples"] = len(vectorized["train"])
-            trainer.log_metrics("train", metrics)
-            trainer.save_metrics("train", metrics)
-            trainer.save_state()
-            results.update(metrics)
+        # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory), save the model
+        results = train(trainer, last_checkpoint, stop, data_args, training_args) if training_args.do_train else {}
 
         # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
-        if data_args.lm_text:
-            train_texts = transcripts(raw["train"]) if "train" in raw else []
-            decoder = build_lm_decoder(data_args, training_args, processor.tokenizer, model.config.vocab_size,
-                                       blank_token_id(model.config, processor.tokenizer), train_texts)
-            eval_state["lm"] = (decoder, data_args.lm_beam_width)
+        lm = build_lm_decoder(raw, model.config, processor.tokenizer, data_args, training_args)
 
         # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
         stop.phase = "evaluating"
-        for key, wanted, csv_name in (("eval", training_args.do_eval, "eval_" + PREDICTIONS_FILE),
-                                      ("predict", training_args.do_predict, PREDICTIONS_FILE)):
-            if not wanted:
-                continue
-            metrics = {**trainer.evaluate(vectorized[key], metric_key_prefix=key), f"{key}_samples": len(vectorized[key]),
-                       f"{key}_clips_dropped": sum(dropped[key].values())}
-            trainer.log_metrics(key, metrics)
-            trainer.save_metrics(key, metrics)
+        for key in [k for k, wanted in (("eval", training_args.do_eval), ("predict", training_args.do_predict)) if wanted]:
+            metrics, rows = evaluate_split(trainer, vectorized[key], key, dropped[key], lm, data_args, training_args)
             results.update(metrics)
-            if training_args.should_save:
-                path = os.path.join(training_args.output_dir, csv_name)
-                rows = write_predictions(path, vectorized[key], eval_state, feature_extractor.sampling_rate)
-                log_summary(key, results, rows, report, path)
+            log_summary(key, results, rows, report, training_args.output_dir)
 
         # 9. The error-analysis report, the model card, or push to the hub
-        if training_args.should_save and (training_args.do_eval or training_args.do_predict):
-            write_report(training_args.output_dir, data_args)
-        card = model_card_kwargs(model_args, data_args)
-        if training_args.push_to_hub:
-            trainer.push_to_hub(**card)
-        elif training_args.should_save:
-            trainer.create_model_card(**card)
+        finish_run(trainer, model_args, data_args, training_args)
         return results
 
 

@@ -249,7 +249,7 @@ def main(argv=None) -> list[tuple[str, str]]:
         logger.info("This model takes no attention mask, so each clip runs alone (padding would change its output)")
         batch_seconds = 0.0
     texts, audio_seconds = {}, 0.0
-    collate = DataCollatorCTCWithPadding(feature_extractor, tokenizer, channel_axis=has_channel_axis(feature_extractor))
+    collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
     for batch in length_batches(durations, batch_seconds):
         batch_texts, seconds = transcribe_batch([paths[i] for i in batch], model, feature_extractor, tokenizer,
                                                 collate, decoder, args.beam_width)

@@ -60,7 +60,7 @@ def test_output_frames_equal_the_logits_the_model_produces(checkpoints, arch):
         config.vocab_size = 10
     model = AutoModelForCTC.from_pretrained(path, config=config).eval()
     processor = transformers.AutoFeatureExtractor.from_pretrained(path)
-    collate = ctc.DataCollatorCTCWithPadding(processor, None, channel_axis=ctc.has_channel_axis(processor))
+    collate = ctc.DataCollatorCTCWithPadding(processor, channel_axis=ctc.has_channel_axis(processor))
     name, _ = ctc.model_input_names(processor)
     rng = np.random.default_rng(0)
     lengths = [11_680, 16_000, 16_001, 16_159, 37_920, 80_000]  # 0.73 s ... 5 s, and odd sample counts
@@ -292,7 +292,7 @@ def test_our_inputs_give_the_logits_of_the_family_feature_extractor(checkpoints,
     fe = transformers.AutoFeatureExtractor.from_pretrained(checkpoints(arch))
     clip = ctc.load_audio(os.path.join(TEST_DIR, "test-00005.flac"), RATE)
     name, _ = ctc.model_input_names(fe)
-    collate = ctc.DataCollatorCTCWithPadding(fe, None, channel_axis=ctc.has_channel_axis(fe))
+    collate = ctc.DataCollatorCTCWithPadding(fe, channel_axis=ctc.has_channel_axis(fe))
     ours = collate([{name: ctc.extract_features(fe, clip), ctc.LENGTH_COLUMN: len(clip)}])
     ours.pop("input_lengths")
     theirs = fe(clip, sampling_rate=RATE, return_attention_mask=True, return_tensors="pt")

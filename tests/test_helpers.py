@@ -77,7 +77,7 @@ def test_score_wer_cer_and_empty_references():
 
 def test_collator_pads_labels_with_minus_100(tokenizer):
     fe = Wav2Vec2FeatureExtractor(return_attention_mask=True)
-    collate = ctc.DataCollatorCTCWithPadding(fe, tokenizer)
+    collate = ctc.DataCollatorCTCWithPadding(fe)
     batch = collate(
         [
             {"input_values": np.ones(400, np.float32), "labels": [1, 2, 3]},
@@ -89,14 +89,14 @@ def test_collator_pads_labels_with_minus_100(tokenizer):
     assert batch["input_lengths"].tolist() == [400, 250]
     assert batch["attention_mask"].dtype == torch.long
     # A group-norm extractor (wav2vec2-base) gets no attention mask, as upstream.
-    batch = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=False), tokenizer)(
+    batch = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=False))(
         [{"input_values": np.ones(10, np.float32), "labels": [1]}]
     )
     assert "attention_mask" not in batch
 
 
 def test_collator_skips_clips_that_failed_to_decode_on_the_fly(tokenizer, caplog):
-    collate = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer)
+    collate = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=True))
     with caplog.at_level("WARNING"):
         batch = collate([{"input_values": np.ones(300, np.float32), "labels": [1, 2]},
                          {"input_values": np.zeros(0, np.float32), "labels": [3]}])

@@ -48,9 +48,9 @@ def test_a_clip_longer_than_the_cap_gets_a_batch_of_its_own():
 def test_collator_pads_inputs_and_labels_like_the_feature_extractor(mask):
     fe = Wav2Vec2FeatureExtractor(return_attention_mask=mask, padding_value=0.0)
     features = [{"input_values": np.arange(n, dtype=np.float32) + 1, "labels": list(range(n // 2))} for n in (4, 7, 2)]
-    batch = ctc.DataCollatorCTCWithPadding(fe, tokenizer=None, pad_to_multiple_of=8)(features)
+    batch = ctc.DataCollatorCTCWithPadding(fe)(features)
     reference = fe.pad([{"input_values": f["input_values"]} for f in features], padding="longest",
-                       pad_to_multiple_of=8, return_attention_mask=True, return_tensors="pt")
+                       return_attention_mask=True, return_tensors="pt")
     assert torch.equal(batch["input_values"], reference["input_values"])
     assert batch["input_lengths"].tolist() == [4, 7, 2]
     assert ("attention_mask" in batch) == mask
