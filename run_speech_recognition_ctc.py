@@ -16,6 +16,22 @@ Several GPUs (one node):
 
 A tiny CPU run (arguments from a JSON file):
     python run_speech_recognition_ctc.py examples/demo.json
+
+The sections of this file follow main()'s steps: constants, arguments, run setup, data, text and vocabulary, model
+families, model, preprocessing, batching, trainer, metrics and predictions, the optional n-gram LM, phonemes and
+report, end of the run, main, command line.
+
+Where to change what:
+    text normalisation   normalize_text (case, ignored characters; --chars_to_ignore), called by normalize_transcripts
+    filtering clips      drop_reasons (duration limits, CTC feasibility), scan_batch (missing, unreadable, empty)
+    vocabulary           build_vocab (characters), train_subword_vocab (bpe/unigram), choose_tokenizer (which is used)
+    batching             DataCollatorCTCWithPadding (padding), DurationBatchSampler (--max_batch_duration),
+                         CTCTrainer.get_train_dataloader (which sampler)
+    scoring              score (WER/CER/PER of a split), clip_error and prediction_rows (each clip's row)
+    adding a family      the "Model families" section: FEATURE_FRAMES, FRONT_ENDS, encoder_config, output_frames,
+                         processor_class; then tests/tiny_models.py builds a tiny checkpoint of it
+    audio decoding       load_audio (soundfile + soxr; no FFmpeg)
+After changing a function whose output is cached (normalisation, scanning, decoding), bump CACHE_VERSION.
 """
 
 import csv
@@ -86,11 +102,14 @@ LENGTH_COLUMN = "input_length"  # clip length in samples at the feature extracto
 SOURCE_RATE_COLUMN = "source_rate"  # sampling rate of the file, Hz
 CHANNELS_COLUMN = "channels"  # channel count of the file
 MIN_FRAMES_COLUMN = "ctc_min_frames"  # output frames the label needs under CTC
+WAVEFORM_INPUT = "input_values"  # the input name of models that read samples (the others read feature frames)
+LABELS_COLUMN = "labels"  # label ids, as the models' forward() takes them
 CLIP_ID_COLUMN = "clip_id"  # the audio file's path (or name in a hub dataset), for predictions.csv
 DROP_COLUMN = "drop_reason"  # why preprocessing rejected a clip ("" when kept)
 CTC_INFEASIBLE = "transcript too long for the audio (CTC)"  # the drop reason of labels needing more output frames
 KEEP_TOKENIZER_MAX_UNK = 0.001  # a checkpoint's tokenizer is kept when at most this share of training labels is unknown
 MAX_INFEASIBLE_SHARE = 0.2  # stop when more of the training clips than this are CTC-infeasible: the vocabulary is wrong
+AUDIO_ERRORS = (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError)  # what a bad file raises in decoding
 TRUNCATION_TOLERANCE = 0.9  # a file decoding to less than this share of its header's length is truncated
 CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
 VOCAB_FILE = "vocab.json"
@@ -114,7 +133,7 @@ MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (mal
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
 SUPPORTED_METRICS = ("wer", "cer", "per")  # per: phoneme error rate, the WER over space-separated phonemes
 NUM_LOGGED_EXAMPLES = 3  # prediction/reference pairs logged at each evaluation
-PREDICTION_COLUMNS = ("clip_id", "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
+PREDICTION_COLUMNS = (CLIP_ID_COLUMN, "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
 SHARD_AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")  # the audio members of a WebDataset tar shard
 STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
 STREAM_SHUFFLE_BUFFER = 1_000  # clips a streamed split is shuffled within (after its shards are shuffled)
@@ -504,7 +523,7 @@ def check_push_to_hub(training_args: TrainingArguments) -> None:
     if not training_args.push_to_hub:
         return
     try:
-        huggingface_hub.whoami(token=training_args.hub_token)
+        huggingface_hub.whoami()  # the token, if any, is in HF_TOKEN (hide_tokens)
     except Exception as e:  # offline mode, no network and no login all mean the same to the user; token never shown
         raise UserError(
             f"--push_to_hub needs network access and a hub login (the hub check failed: {type(e).__name__}); "
@@ -855,7 +874,7 @@ def load_split(data_args: DataTrainingArguments, expression: str, manifest: Opti
     else:
         try:
             ds = datasets.load_dataset(
-                name, data_args.dataset_config_name, split=expression, cache_dir=cache_dir, token=data_args.token
+                name, data_args.dataset_config_name, split=expression, cache_dir=cache_dir
             )
         except (ConnectionError, FileNotFoundError, ValueError) as e:
             raise UserError(
@@ -913,7 +932,7 @@ def passthrough_columns(ds, used=()) -> list[str]:
     """The scalar columns of an eval/predict split besides audio and text (speaker, gender, accent, ...): carried to
     its predictions file, where report.html breaks the error rates down by them."""
     ours = {AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN,
-            MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, "labels", *PREDICTION_COLUMNS, *used}
+            MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LABELS_COLUMN, *PREDICTION_COLUMNS, *used}
     scalar = ("string", "large_string", "int8", "int16", "int32", "int64", "bool")
     return [c for c, f in (ds.features or {}).items()
             if c not in ours and isinstance(f, datasets.Value) and f.dtype in scalar]
@@ -994,9 +1013,7 @@ def load_existing_tokenizer(model_args, data_args, training_args):
     if source is None:
         return None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, cache_dir=model_args.cache_dir, token=data_args.token, trust_remote_code=data_args.trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs(model_args, data_args))
     except (OSError, ValueError) as e:
         raise UserError(
             f"no tokenizer could be loaded from {source} ({type(e).__name__}); pass --tokenizer_name_or_path, "
@@ -1015,8 +1032,8 @@ def load_existing_tokenizer(model_args, data_args, training_args):
 
 
 def hub_kwargs(model_args, data_args) -> dict:
-    """The hub arguments of every from_pretrained call: cache, token, and whether remote code may run."""
-    return {"cache_dir": model_args.cache_dir, "token": data_args.token, "trust_remote_code": data_args.trust_remote_code}
+    """The hub arguments of every from_pretrained call: the cache, and whether remote code may run."""
+    return {"cache_dir": model_args.cache_dir, "trust_remote_code": data_args.trust_remote_code}  # token: HF_TOKEN
 
 
 def has_ctc_head(config) -> bool:
@@ -1173,13 +1190,19 @@ def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetD
     return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
 
 
+def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:
+    """The cache key of what a map makes of `ds` with these settings. datasets keeps a dataset's fingerprint in a
+    private attribute; reading it beats letting datasets hash the map function, which changes between `python
+    script.py` (__main__) and an import."""
+    return Hasher.hash([ds._fingerprint, *parts])
+
+
 def map_text(ds, function, desc: str, key_parts: list, **kwargs):
-    """datasets.map of a text function: cached under an explicit fingerprint (hashing a function would differ between
-    `python script.py` (__main__) and an import, and the caches downstream are keyed on it); a stream maps lazily."""
+    """datasets.map of a text function, cached under derived_fingerprint (the caches downstream are keyed on it); a
+    stream maps lazily."""
     if is_stream(ds):
         return ds.map(function, batched=True, **{k: v for k, v in kwargs.items() if k != "num_proc"})
-    return ds.map(function, batched=True, desc=desc, new_fingerprint=Hasher.hash([ds._fingerprint, *key_parts]),
-                  **kwargs)
+    return ds.map(function, batched=True, desc=desc, new_fingerprint=derived_fingerprint(ds, *key_parts), **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
@@ -1203,50 +1226,6 @@ def normalize_transcripts(raw, data_args, training_args, case: str) -> datasets.
                           remove_columns=[RAW_TEXT_COLUMN])
             for key, ds in raw.items()
         })
-
-
-def check_phonemizer(language: Optional[str]) -> None:
-    """Before any work: phoneme mode needs phonemizer with espeak-ng, and a language espeak-ng knows."""
-    if language is None:
-        return
-    if importlib.util.find_spec("phonemizer") is None:
-        raise UserError(f"--phoneme_language needs the phonemizer package and espeak-ng: run `{PHONEME_INSTALL}`.")
-    from phonemizer.backend import EspeakBackend
-
-    if not EspeakBackend.is_available():
-        raise UserError(f"--phoneme_language needs espeak-ng (apt-get install espeak-ng): run `{PHONEME_INSTALL}`.")
-    if language not in EspeakBackend.supported_languages():
-        raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; `espeak-ng --voices` lists codes.")
-
-
-def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optional[str]) -> dict:
-    """datasets.map function: transcripts to espeak-ng phonemes, as Wav2Vec2PhonemeCTCTokenizer.phonemize does it
-    (phonemes separated by spaces, words by the delimiter token when the tokenizer has one, language flags removed)."""
-    from phonemizer.backend import EspeakBackend
-    from phonemizer.separator import Separator
-
-    backend = EspeakBackend(language, language_switch="remove-flags")
-    word = f"{word_delimiter_token} " if word_delimiter_token else ""
-    phones = backend.phonemize(batch[TARGET_TEXT_COLUMN], separator=Separator(phone=" ", word=word, syllable=""))
-    return {TARGET_TEXT_COLUMN: [" ".join(p.split()) for p in phones]}
-
-
-def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
-    """Phoneme mode: replace the normalised transcripts by phonemes, once (cached) and in parallel."""
-    phonemize = functools.partial(
-        phonemize_batch, language=data_args.phoneme_language, word_delimiter_token=word_delimiter_token
-    )
-    with training_args.main_process_first(desc="phonemization"):
-        out = datasets.DatasetDict({
-            key: map_text(ds, phonemize, f"phonemizing {key} text",
-                          [data_args.phoneme_language, word_delimiter_token, CACHE_VERSION], batch_size=500,
-                          num_proc=data_args.preprocessing_num_workers)
-            for key, ds in raw.items()
-        })
-    for key, ds in out.items():
-        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(raw[key])[0]!r} -> "
-                    f"{transcripts(ds)[0]!r}")
-    return out
 
 
 def unknown_token_share(tokenizer, texts) -> float:
@@ -1360,7 +1339,7 @@ def extract_features(feature_extractor, audio: np.ndarray) -> np.ndarray:
     name, mask_name = model_input_names(feature_extractor)
     inputs = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, return_attention_mask=True)
     values = np.asarray(inputs[name][0], dtype=np.float32)
-    if name == "input_values" and values.ndim == 2:  # OmniASR gives the waveform a channel axis: [1, samples]
+    if name == WAVEFORM_INPUT and values.ndim == 2:  # OmniASR gives the waveform a channel axis: [1, samples]
         values = values[0]
     mask = inputs.get(mask_name)
     return values[: int(np.asarray(mask[0]).sum())] if mask is not None else values
@@ -1370,13 +1349,13 @@ def has_channel_axis(feature_extractor) -> bool:
     """Whether the model reads the waveform with a channel axis ([batch, 1, samples]), as OmniASR does."""
     name, _ = model_input_names(feature_extractor)
     rate = feature_extractor.sampling_rate
-    return name == "input_values" and np.ndim(feature_extractor(np.zeros(rate // 10), sampling_rate=rate)[name][0]) == 2
+    return name == WAVEFORM_INPUT and np.ndim(feature_extractor(np.zeros(rate // 10), sampling_rate=rate)[name][0]) == 2
 
 
 def feature_frames(feature_extractor, samples) -> np.ndarray:
     """Input frames the model gets for clips of `samples` samples (the samples themselves for waveform models)."""
     samples = np.asarray(samples, dtype=np.int64)
-    if model_input_names(feature_extractor)[0] == "input_values":
+    if model_input_names(feature_extractor)[0] == WAVEFORM_INPUT:
         return samples
     rule = FEATURE_FRAMES.get(type(feature_extractor).__name__)
     if rule is None:  # an extractor we have no rule for: measure it (exact, but it computes every clip's features)
@@ -1389,6 +1368,7 @@ def output_frames(model, feature_extractor, samples, before_adapter: bool = Fals
 
     `before_adapter`: the frames SpecAugment masks, before a wav2vec2-style adapter (--add_adapter) subsamples them.
     """
+    # transformers has no public API for this: the models' private length functions are the only exact source.
     frames = torch.as_tensor(feature_frames(feature_extractor, samples))
     if hasattr(model, "_get_feat_extract_output_lengths"):  # wav2vec2-era and Wav2Vec2-BERT: conv strides (+ adapter)
         skip = before_adapter and getattr(model.config, "add_adapter", False)
@@ -1494,13 +1474,19 @@ def decode_labels(tokenizer, ids) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Model
+# Model: load a checkpoint (or a config) for CTC, its attention kernel, MMS language adapters
 def checkpoint_vocab(source: str, hub: dict) -> Optional[dict]:
     """The vocabulary of the tokenizer saved with a checkpoint, or None when it has none."""
     try:
         return AutoTokenizer.from_pretrained(source, **hub).get_vocab()
     except (OSError, ValueError, TypeError):
         return None
+
+
+def attention_kernel(config) -> str:
+    """The attention kernel a loaded model runs ("sdpa", "eager", ...): transformers records it only in a private
+    config attribute."""
+    return getattr(config, "_attn_implementation", None) or "eager"
 
 
 def with_attention(load, attn_implementation: str):
@@ -1619,7 +1605,7 @@ def load_model(model_args: ModelArguments, data_args: DataTrainingArguments, tok
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rate = feature_extractor.sampling_rate
     logger.info(f"Model: {config.model_type}, {n_params:,} parameters ({n_train:,} trainable; {frozen}), "
-                f"{model.config._attn_implementation} attention, "
+                f"{attention_kernel(model.config)} attention, "
                 f"{output_frames(model, feature_extractor, [100 * rate])[0] / 100:g} output frames per second")
     return feature_extractor, model
 
@@ -1673,7 +1659,7 @@ def label_encoder(tokenizer, phonemes: bool = False):
 def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = False) -> dict:
     """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason.
     With `phonemes`, transcripts are already space-separated phonemes."""
-    out = {LENGTH_COLUMN: [], SOURCE_RATE_COLUMN: [], CHANNELS_COLUMN: [], "labels": [], MIN_FRAMES_COLUMN: [],
+    out = {LENGTH_COLUMN: [], SOURCE_RATE_COLUMN: [], CHANNELS_COLUMN: [], LABELS_COLUMN: [], MIN_FRAMES_COLUMN: [],
            DROP_COLUMN: [], CLIP_ID_COLUMN: []}
     encode = label_encoder(tokenizer, phonemes)
     for cell, text in zip(batch[AUDIO_COLUMN], batch[TARGET_TEXT_COLUMN]):
@@ -1685,7 +1671,7 @@ def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = F
             try:
                 with sf.SoundFile(source) as f:  # the header only (sf.info also formats descriptions: 2x slower)
                     frames, rate, channels = f.frames, f.samplerate, f.channels
-            except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
+            except AUDIO_ERRORS:
                 reason = "unreadable audio"
         if not reason and frames <= 0:
             reason = "empty audio"
@@ -1695,7 +1681,7 @@ def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = F
         out[LENGTH_COLUMN].append(round(frames * sampling_rate / rate) if rate else 0)
         out[SOURCE_RATE_COLUMN].append(rate)
         out[CHANNELS_COLUMN].append(channels)
-        out["labels"].append(labels)
+        out[LABELS_COLUMN].append(labels)
         out[MIN_FRAMES_COLUMN].append(ctc_min_frames(labels))
         out[DROP_COLUMN].append(reason)
         out[CLIP_ID_COLUMN].append(str(cell.get("path") if isinstance(cell, dict) else cell))
@@ -1719,7 +1705,7 @@ def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False)
         try:
             audio = load_audio(audio_source(cell), rate)
             features = extract_features(feature_extractor, audio)
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
+        except AUDIO_ERRORS:
             reason = "undecodable audio"
         if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
             reason = "truncated audio"
@@ -1743,7 +1729,7 @@ def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
     for cell in batch.pop(AUDIO_COLUMN):
         try:
             features.append(extract_features(feature_extractor, load_audio(audio_source(cell), rate)))
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
+        except AUDIO_ERRORS:
             features.append(empty_features(feature_extractor))
     batch[input_name] = features
     return batch
@@ -1814,7 +1800,7 @@ def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache
                needed_bytes: float = 0) -> datasets.Dataset:
     """datasets.map into a cache file named by the input's fingerprint and `key_parts`; reused by later runs once
     checked whole (a damaged one is rebuilt). `needed_bytes`: about what it takes on disk, for a full-disk error."""
-    key = Hasher.hash([ds._fingerprint, name, *key_parts])
+    key = derived_fingerprint(ds, name, *key_parts)
     path = os.path.join(cache_root, f"{name}-{key}.arrow")
     workers = data_args.preprocessing_num_workers or 1
     shards = [path] if workers == 1 else [f"{path[:-6]}_{i:05d}_of_{workers:05d}.arrow" for i in range(workers)]
@@ -1965,8 +1951,8 @@ def log_samples(vectorized: datasets.DatasetDict, tokenizer, sampling_rate: int,
         return
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(ds), size=min(NUM_LOGGED_EXAMPLES, len(ds)), replace=False)
-    scanned = scan_table(ds.select(picked), "labels", LENGTH_COLUMN).to_pydict()
-    for i, labels, length in zip(picked, scanned["labels"], scanned[LENGTH_COLUMN]):
+    scanned = scan_table(ds.select(picked), LABELS_COLUMN, LENGTH_COLUMN).to_pydict()
+    for i, labels, length in zip(picked, scanned[LABELS_COLUMN], scanned[LENGTH_COLUMN]):
         logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {decode_labels(tokenizer, labels)!r}")
 
 
@@ -1987,9 +1973,9 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
             logger.info(f"Data [{key}]: streamed from {ds.n_shards:,} tar shards per process; clips, hours and drops are "
                         f"counted as training reads them; {text_stats[key]['vocabulary']}")
             continue
-        columns = scan_table(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, "labels")
+        columns = scan_table(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, LABELS_COLUMN)
         seconds = columns[LENGTH_COLUMN].to_numpy() / sampling_rate
-        label_tokens = pa.compute.sum(pa.compute.list_value_length(columns["labels"])).as_py() or 0
+        label_tokens = pa.compute.sum(pa.compute.list_value_length(columns[LABELS_COLUMN])).as_py() or 0
         r = report[key] = {
             "clips": len(ds),
             "hours": round(float(seconds.sum()) / 3600, 4),
@@ -2103,18 +2089,18 @@ class DataCollatorCTCWithPadding:
         samples = [int(f.get(LENGTH_COLUMN, len(x))) for f, x in zip(features, inputs)]
         batch = {input_name: torch.from_numpy(values[:, None] if self.channel_axis else values),
                  "input_lengths": torch.tensor(samples)}
-        if "labels" in features[0]:
-            labels = np.full((len(features), max(len(f["labels"]) for f in features)), LABEL_PAD_ID, np.int64)
+        if LABELS_COLUMN in features[0]:
+            labels = np.full((len(features), max(len(f[LABELS_COLUMN]) for f in features)), LABEL_PAD_ID, np.int64)
             for label_row, f in zip(labels, features):
-                label_row[: len(f["labels"])] = f["labels"]
-            batch["labels"] = torch.from_numpy(labels)
+                label_row[: len(f[LABELS_COLUMN])] = f[LABELS_COLUMN]
+            batch[LABELS_COLUMN] = torch.from_numpy(labels)
         if self.feature_extractor.return_attention_mask:  # group-norm models (e.g. wav2vec2-base) were pretrained on
             batch[mask_name] = (torch.arange(width)[None, :] < frames[:, None]).long()  # zero padding, no mask
         return batch
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Trainer: stop signals, throughput, and the CTC specifics of training and evaluation
+# Trainer: stop signals, throughput, the CTC specifics of training and evaluation, and the training run
 class StopOnSignal(TrainerCallback):
     """SIGTERM, SIGUSR1 (SLURM's warning before a time limit) or a first Ctrl-C. During training: finish the step,
     save a checkpoint and stop, every process at the same step (they agree at each step's end). Outside training:
@@ -2366,6 +2352,16 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
     return trainer
 
 
+def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
+    """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
+    dropped = dict(streamed["dropped"])
+    summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
+    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
+                   f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
+                   f"dropped: {summary}")
+    return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
+
+
 def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, training_args) -> dict:
     """Train (from last_checkpoint when there is one), save the model (and the language's adapter) and
     train_results.json; a stop signal ends here with the checkpoint saved. Returns the training metrics."""
@@ -2390,7 +2386,7 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, t
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Metrics
+# Metrics and predictions: greedy decoding, WER/CER, the final evaluation of each split, its predictions file
 def decode_predictions(pred_ids: np.ndarray, label_ids: np.ndarray, tokenizer,
                        blank_id: int) -> tuple[list[str], list[str]]:
     """Greedy CTC decoding of predictions (-100 = beyond the clip's end) and plain decoding of labels."""
@@ -2485,6 +2481,30 @@ def evaluate_split(trainer, ds: datasets.Dataset, key: str, dropped: dict, lm, d
     return metrics, rows
 
 
+def log_summary(key: str, results: dict, rows: list[dict], report: dict, output_dir: str) -> None:
+    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions (on the process
+    that wrote the predictions file, `rows`)."""
+    if not rows:
+        return
+    path = os.path.join(output_dir, PREDICTIONS_FILES[key])
+    scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
+    named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
+    lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
+             + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
+    if "train_runtime" in results:  # a streamed split has no hours up front: the audio this process trained on
+        audio_hours = report["train"]["hours"] * results["epoch"] if "hours" in report["train"] else results[
+            "train_audio_hours"]
+        lines.append(
+            f"training {results['train_runtime'] / 60:.1f} min for {audio_hours:.2f} h of audio "
+            f"({audio_hours / (results['train_runtime'] / 3600):,.0f} audio hours per hour)"
+        )
+    worst, typical = rows[:NUM_SUMMARY_EXAMPLES], rows[len(rows) // 2:][:NUM_SUMMARY_EXAMPLES]
+    for title, picked in (("worst", worst), ("typical", typical)):
+        lines.append(f"{title} clips (reference -> hypothesis):")
+        lines += [f"  {r['reference']!r} -> {r['hypothesis']!r}" for r in picked]
+    logger.info("Summary: " + "\n  ".join(lines))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # n-gram language model (optional): KenLM estimates it, pyctcdecode beam-searches the CTC logits with it
 def kenlm_binary(name: str) -> Optional[str]:
@@ -2567,7 +2587,70 @@ def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, tr
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Model card
+# Phonemes (optional): transcripts phonemized with espeak-ng for --phoneme_language
+def check_phonemizer(language: Optional[str]) -> None:
+    """Before any work: phoneme mode needs phonemizer with espeak-ng, and a language espeak-ng knows."""
+    if language is None:
+        return
+    if importlib.util.find_spec("phonemizer") is None:
+        raise UserError(f"--phoneme_language needs the phonemizer package and espeak-ng: run `{PHONEME_INSTALL}`.")
+    from phonemizer.backend import EspeakBackend
+
+    if not EspeakBackend.is_available():
+        raise UserError(f"--phoneme_language needs espeak-ng (apt-get install espeak-ng): run `{PHONEME_INSTALL}`.")
+    if language not in EspeakBackend.supported_languages():
+        raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; `espeak-ng --voices` lists codes.")
+
+
+def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optional[str]) -> dict:
+    """datasets.map function: transcripts to espeak-ng phonemes, as Wav2Vec2PhonemeCTCTokenizer.phonemize does it
+    (phonemes separated by spaces, words by the delimiter token when the tokenizer has one, language flags removed)."""
+    from phonemizer.backend import EspeakBackend
+    from phonemizer.separator import Separator
+
+    backend = EspeakBackend(language, language_switch="remove-flags")
+    word = f"{word_delimiter_token} " if word_delimiter_token else ""
+    phones = backend.phonemize(batch[TARGET_TEXT_COLUMN], separator=Separator(phone=" ", word=word, syllable=""))
+    return {TARGET_TEXT_COLUMN: [" ".join(p.split()) for p in phones]}
+
+
+def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
+    """Phoneme mode: replace the normalised transcripts by phonemes, once (cached) and in parallel."""
+    phonemize = functools.partial(
+        phonemize_batch, language=data_args.phoneme_language, word_delimiter_token=word_delimiter_token
+    )
+    with training_args.main_process_first(desc="phonemization"):
+        out = datasets.DatasetDict({
+            key: map_text(ds, phonemize, f"phonemizing {key} text",
+                          [data_args.phoneme_language, word_delimiter_token, CACHE_VERSION], batch_size=500,
+                          num_proc=data_args.preprocessing_num_workers)
+            for key, ds in raw.items()
+        })
+    for key, ds in out.items():
+        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(raw[key])[0]!r} -> "
+                    f"{transcripts(ds)[0]!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Error-analysis report (optional): report.html, built by report.py beside this script
+def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
+    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
+    try:
+        from report import build_report
+    except ImportError:
+        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
+        return
+    try:
+        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
+    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
+        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
+        return
+    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# End of the run: the report, the model card (or a push to the hub)
 def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict:
     """Model card fields as upstream, with local paths reduced to their last component (no user paths leak)."""
     dataset = data_args.dataset_name or os.path.basename(data_args.train_file or data_args.eval_file)
@@ -2590,57 +2673,6 @@ def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArgumen
     if data_args.target_language:  # an MMS adapter, as upstream's adapter script tags it
         kwargs["tags"].append("mms")
     return kwargs
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# End of the run: the report, the stream's counts, the summary in the log
-def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
-    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
-    try:
-        from report import build_report
-    except ImportError:
-        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
-        return
-    try:
-        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
-    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
-        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
-        return
-    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
-
-
-def log_stream(streamed: dict, training_args: TrainingArguments) -> dict:
-    """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
-    dropped = dict(streamed["dropped"])
-    summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
-    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
-                   f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
-                   f"dropped: {summary}")
-    return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}
-
-
-def log_summary(key: str, results: dict, rows: list[dict], report: dict, output_dir: str) -> None:
-    """The end of the run in a few lines: scores, speed, the worst and some typical transcriptions (on the process
-    that wrote the predictions file, `rows`)."""
-    if not rows:
-        return
-    path = os.path.join(output_dir, PREDICTIONS_FILES[key])
-    scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
-    named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
-    lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)
-             + f" on {results[key + '_samples']:,} {key} clips ({report[key]['hours']:.2f} h); every clip in {path}"]
-    if "train_runtime" in results:  # a streamed split has no hours up front: the audio this process trained on
-        audio_hours = report["train"]["hours"] * results["epoch"] if "hours" in report["train"] else results[
-            "train_audio_hours"]
-        lines.append(
-            f"training {results['train_runtime'] / 60:.1f} min for {audio_hours:.2f} h of audio "
-            f"({audio_hours / (results['train_runtime'] / 3600):,.0f} audio hours per hour)"
-        )
-    worst, typical = rows[:NUM_SUMMARY_EXAMPLES], rows[len(rows) // 2:][:NUM_SUMMARY_EXAMPLES]
-    for title, picked in (("worst", worst), ("typical", typical)):
-        lines.append(f"{title} clips (reference -> hypothesis):")
-        lines += [f"  {r['reference']!r} -> {r['hypothesis']!r}" for r in picked]
-    logger.info("Summary: " + "\n  ".join(lines))
 
 
 def finish_run(trainer, model_args, data_args, training_args) -> None:
