@@ -241,3 +241,18 @@ def test_fast_character_labels_match_the_tokenizer(tokenizer):
     texts = ["hello world", "héllo wörld", "h e l l o", "x[UNK]y", "a|b", "<s>hello</s>", "", "ll  oo", "HELLO"]
     for text in texts:
         assert encode(text) == tokenizer(text, add_special_tokens=False).input_ids, text
+
+
+def test_the_docstring_map_names_what_exists():
+    """The module docstring's "Where to change what" map names functions, classes and tables of the script."""
+    import re
+
+    where = ctc.__doc__.split("Where to change what:")[1]
+    names = {n for n in re.findall(r"(?<![-/\w.])[A-Za-z_][\w.]*", where)
+             if "_" in n or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", n)}  # code names: snake_case, CamelCase, CONSTANTS
+    assert {"normalize_text", "drop_reasons", "build_vocab", "DurationBatchSampler", "clip_error", "FEATURE_FRAMES"} <= names
+    for name in names:
+        obj = ctc
+        for part in name.rstrip(".").split("."):
+            assert hasattr(obj, part), f"the docstring map names {name}, which the script does not have"
+            obj = getattr(obj, part)

@@ -63,6 +63,23 @@ def test_predict_split_writes_predictions_and_results_beside_eval(tmp_path, fine
     assert "Summary: WER" in caplog.text and "4 predict clips" in caplog.text and "worst clips" in caplog.text
 
 
+@pytest.mark.parametrize("on_the_fly", [False, True])
+def test_predictions_stay_with_their_clips_under_group_by_length(tmp_path, finetuned_dir, on_the_fly):
+    """The eval split is sorted once, longest first, and scored in that order: --group_by_length (whose eval sampler
+    would regroup it) must not pair a clip with another clip's transcript."""
+    out = tmp_path / "out"
+    ctc.main(base_args(finetuned_dir, DATA_DIR, str(out), do_train=None, group_by_length=True,
+                       per_device_eval_batch_size=3, preprocess_on_the_fly=on_the_fly or None))
+    check_predictions_file(out / "eval_predictions.csv", split_clips("test"), finetuned_dir)
+
+
+def test_sort_longest_first_keeps_ties_in_order():
+    import datasets
+
+    ds = datasets.Dataset.from_dict({ctc.LENGTH_COLUMN: [5, 9, 5, 12], "i": [0, 1, 2, 3]})
+    assert ctc.sort_longest_first(ds)["i"] == [3, 1, 0, 2]
+
+
 def test_predict_file_alone(tmp_path, finetuned_dir):
     # A manifest of the validation clips, paths relative to it; no eval split is loaded at all.
     manifest = os.path.join(DATA_DIR, "validation", "metadata.csv")
