@@ -1901,21 +1901,6 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
     return vectorized, dropped
 
 
-def preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args):
-    """scan_and_filter, then featurize: the model's inputs per split (evaluation splits longest first), and the clips
-    dropped per split and reason."""
-    cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
-    kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
-    return featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
-
-
-def log_cache_files(vectorized: datasets.DatasetDict) -> dict:
-    """--preprocessing_only: where the features are cached (a later run with the same settings reuses them)."""
-    logger.info("Preprocessing done; cache files: "
-                f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
-    return {}
-
-
 def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
     """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
     for key, ds in kept.items():
@@ -1995,6 +1980,23 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
             f"tokens per second of audio; dropped {sum(r['dropped'].values()):,}"
         )
     return report
+
+
+def preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args):
+    """scan_and_filter, then featurize: the model's inputs per split (evaluation splits longest first), and the clips
+    dropped per split and reason. Logs three training examples as the model will see them."""
+    cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
+    kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
+    vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+    log_samples(vectorized, tokenizer, feature_extractor.sampling_rate, training_args.seed)
+    return vectorized, dropped
+
+
+def log_cache_files(vectorized: datasets.DatasetDict) -> dict:
+    """--preprocessing_only: where the features are cached (a later run with the same settings reuses them)."""
+    logger.info("Preprocessing done; cache files: "
+                f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
+    return {}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2728,7 +2730,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
         stop.phase = "preprocessing"
         vectorized, dropped = preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args)
         report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
-        log_samples(vectorized, tokenizer, feature_extractor.sampling_rate, training_args.seed)
         save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:
             return log_cache_files(vectorized)
@@ -2745,7 +2746,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
         stop.phase = "evaluating"
-        for key in [k for k, wanted in (("eval", training_args.do_eval), ("predict", training_args.do_predict)) if wanted]:
+        for key in [k for k in ("eval", "predict") if k in vectorized]:  # the splits --do_eval and --do_predict load
             metrics, rows = evaluate_split(trainer, vectorized[key], key, dropped[key], lm, data_args, training_args)
             results.update(metrics)
             log_summary(key, results, rows, report, training_args.output_dir)
