@@ -706,8 +706,8 @@ def read_table(path: str) -> "pandas.DataFrame":  # noqa: F821
 
 def table_to_dataset(table, base_dir: str, audio_columns: tuple[str, ...]) -> datasets.Dataset:
     """Resolve relative audio paths against `base_dir` and build a Dataset; audiofolder's `file_name` -> `audio`."""
-    if "file_name" in table.columns and "audio" not in table.columns:
-        table = table.rename(columns={"file_name": "audio"})
+    if "file_name" in table.columns and AUDIO_COLUMN not in table.columns:
+        table = table.rename(columns={"file_name": AUDIO_COLUMN})
     for column in audio_columns:
         if column in table.columns:
             table[column] = [os.path.join(base_dir, str(p)) for p in table[column]]
@@ -814,14 +814,14 @@ def load_local_split(data_dir: str, layout: str, name: str) -> datasets.Dataset:
         found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
         raise UserError(f"split {name!r} not found in {data_dir}; its splits are: {', '.join(found) or 'none'}.")
     if layout == "librispeech":
-        rows = {"audio": [], "text": [], "speaker_id": [], "chapter_id": [], "id": []}
+        rows = {AUDIO_COLUMN: [], RAW_TEXT_COLUMN: [], "speaker_id": [], "chapter_id": [], "id": []}
         for trans in sorted(glob.glob(os.path.join(split_dir, "*", "*", "*.trans.txt"))):
             with open(trans, encoding="utf-8") as f:
                 for line in f:
                     utt, _, text = line.strip().partition(" ")
                     speaker, chapter, _ = utt.split("-", 2)
-                    rows["audio"].append(os.path.join(os.path.dirname(os.path.abspath(trans)), utt + ".flac"))
-                    rows["text"].append(text)
+                    rows[AUDIO_COLUMN].append(os.path.join(os.path.dirname(os.path.abspath(trans)), utt + ".flac"))
+                    rows[RAW_TEXT_COLUMN].append(text)
                     rows["speaker_id"].append(speaker)
                     rows["chapter_id"].append(chapter)
                     rows["id"].append(utt)
@@ -1451,6 +1451,7 @@ def freeze_front_end(model) -> str:
 
 def processor_class(model_type: str):
     """The family's own processor class, so AutoProcessor and the pipeline load what we save."""
+    # transformers' own model type -> processor table; no public function answers this without a saved checkpoint
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     return getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "Wav2Vec2Processor")
@@ -1500,6 +1501,12 @@ def with_attention(load, attn_implementation: str):
         return load(attn_implementation="eager")
 
 
+def adapter_weights(model) -> dict:
+    """A Wav2Vec2ForCTC's MMS adapter and CTC head weights by name: what load_adapter reads back. transformers lists
+    them only through a private method, the one its own save and load use."""
+    return model._get_adapters()
+
+
 def attach_language_adapter(model, language: str, training: bool, source: str) -> str:
     """--target_language: fresh MMS attention adapters and CTC head to train, the base model frozen; or, to evaluate,
     the language's saved adapter (adapter.LANG.safetensors beside the model). Returns what it did, for the log."""
@@ -1509,7 +1516,7 @@ def attach_language_adapter(model, language: str, training: bool, source: str) -
         # Also mark the conv feature encoder frozen: freeze_base_model leaves it asking for gradients of its input
         # (for gradient checkpointing), which doubled the step time and tripled the memory of an adapter step.
         model.freeze_feature_encoder()
-        for weight in model._get_adapters().values():
+        for weight in adapter_weights(model).values():
             weight.requires_grad = True
         return f"trains new {language} adapters (adapter_attn_dim {model.config.adapter_attn_dim}) and CTC head only"
     try:
@@ -1527,7 +1534,7 @@ def save_language_adapter(model, directory: str, language: str) -> str:
     from safetensors.torch import save_file
 
     path = os.path.join(directory, ADAPTER_FILE.format(language))
-    weights = {name: weight.detach().cpu().contiguous() for name, weight in model._get_adapters().items()}
+    weights = {name: weight.detach().cpu().contiguous() for name, weight in adapter_weights(model).items()}
     save_file(weights, path, metadata={"format": "pt"})
     logger.info(f"Adapter: {len(weights)} tensors of the {language} adapter and CTC head saved to {path}")
     return path
