@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Fixed-seed runs of a checkout of the script, for checking that a refactoring changes no output:
+#   bash tools/fixed_seed_runs.sh OLD_CHECKOUT /tmp/runs && mv /tmp/runs /tmp/old
+#   bash tools/fixed_seed_runs.sh .            /tmp/runs
+#   python tools/compare_outputs.py /tmp/old /tmp/runs        # "identical", or the files that differ
+# Both runs write to the same OUT path (paths end up in some outputs). FINETUNED (default outputs/demo, made by the
+# demo) is a trained model for the evaluation-only runs, whose transcripts are then not empty.
+set -euo pipefail
+SRC=$(cd "$1" && pwd); OUT=$2; HERE=$(cd "$(dirname "$0")/.." && pwd)
+FINETUNED=${FINETUNED:-$HERE/outputs/demo}
+DATA=$HERE/tests/fixtures/commands
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 CUDA_VISIBLE_DEVICES=
+rm -rf "$OUT"; mkdir -p "$OUT"
+cut -d, -f2 "$DATA"/train/metadata.csv "$HERE"/examples/demo_corpus/*/metadata.csv | grep -v '^sentence$' > "$OUT/lm.txt"
+COMMON="--dataset_name $DATA --eval_split_name validation --predict_split_name test --text_column_name sentence
+  --eval_metrics wer cer --do_eval --do_predict --per_device_eval_batch_size 3 --report_to none --seed 42
+  --dataloader_num_workers 0"
+TRAIN="--config_name $HERE/examples/demo_model --train_split_name train --do_train --overwrite_output_dir
+  --max_steps 12 --per_device_train_batch_size 4 --learning_rate 0.002 --warmup_steps 2 --logging_steps 2
+  --save_strategy no --eval_strategy steps --eval_steps 6 --freeze_feature_encoder false"
+EVAL="--model_name_or_path $FINETUNED --group_by_length --lm_text $OUT/lm.txt"
+cd "$SRC"
+run() { name=$1; shift; echo "run $name"; python run_speech_recognition_ctc.py $COMMON "$@" --output_dir "$OUT/$name" \
+  --cache_dir "$OUT/cache_$name" > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }; }
+run train_lm $TRAIN --group_by_length --lm_text train                  # train, evaluate during and after, LM, predict
+run train_on_the_fly $TRAIN --preprocess_on_the_fly --max_batch_duration 20
+run eval_lm $EVAL                                                       # a trained model: real transcripts, LM
+run eval_lm_on_the_fly $EVAL --preprocess_on_the_fly
