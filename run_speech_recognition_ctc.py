@@ -472,6 +472,22 @@ class ArgumentParser(HfArgumentParser):
         raise UserError(f"{message}; see --help.")
 
 
+def hide_tokens(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
+    """Move --token/--hub_token into HF_TOKEN, where every hub call finds them, so no log or saved file holds them."""
+    token = data_args.token or training_args.hub_token
+    if token:
+        os.environ["HF_TOKEN"] = token
+    data_args.token = training_args.hub_token = None
+
+
+def parse_or_explain(parse, *args, **kwargs):
+    """Turn the parser's and TrainingArguments' ValueErrors (unknown flags, bad combinations) into user errors."""
+    try:
+        return parse(*args, **kwargs)
+    except ValueError as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line, or a single JSON or YAML file of arguments; hub tokens move into HF_TOKEN."""
     parser = ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
@@ -498,22 +514,6 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
     if parsed[1].vocab_type != "char" and parsed[0].tokenizer_name_or_path:
         raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
     return parsed
-
-
-def hide_tokens(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
-    """Move --token/--hub_token into HF_TOKEN, where every hub call finds them, so no log or saved file holds them."""
-    token = data_args.token or training_args.hub_token
-    if token:
-        os.environ["HF_TOKEN"] = token
-    data_args.token = training_args.hub_token = None
-
-
-def parse_or_explain(parse, *args, **kwargs):
-    """Turn the parser's and TrainingArguments' ValueErrors (unknown flags, bad combinations) into user errors."""
-    try:
-        return parse(*args, **kwargs)
-    except ValueError as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -901,33 +901,6 @@ def resolve_column(ds: datasets.Dataset, wanted: str, default: str, aliases: tup
     )
 
 
-def load_splits(data_args: DataTrainingArguments, training_args: TrainingArguments, cache_dir) -> datasets.DatasetDict:
-    """Load the train, eval and/or predict split as two columns: `audio` (path or bytes) and the raw transcript `text`."""
-    raw = datasets.DatasetDict()
-    wanted = []
-    if training_args.do_train:
-        wanted.append(("train", data_args.train_split_name, data_args.train_file, data_args.max_train_samples))
-    if training_args.do_eval:
-        wanted.append(("eval", data_args.eval_split_name, data_args.eval_file, data_args.max_eval_samples))
-    if training_args.do_predict:  # the eval split unless told otherwise
-        own = data_args.predict_file or data_args.predict_split_name
-        wanted.append(("predict", data_args.predict_split_name or data_args.eval_split_name,
-                       data_args.predict_file if own else data_args.eval_file, None))
-    for key, expression, manifest, max_samples in wanted:
-        ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")
-        split = manifest or expression
-        audio = resolve_column(ds, data_args.audio_column_name, AUDIO_COLUMN, AUDIO_COLUMN_ALIASES, "audio", split)
-        text = resolve_column(ds, data_args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES, "text", split)
-        if max_samples is not None:
-            ds = ds.take(max_samples) if is_stream(ds) else ds.select(range(min(max_samples, len(ds))))
-        ds = ds.select_columns([audio, text, *([] if key == "train" else passthrough_columns(ds, (audio, text)))])
-        ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
-        raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
-    logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
-                                       for k, ds in raw.items()))
-    return raw
-
-
 def passthrough_columns(ds, used=()) -> list[str]:
     """The scalar columns of an eval/predict split besides audio and text (speaker, gender, accent, ...): carried to
     its predictions file, where report.html breaks the error rates down by them."""
@@ -964,6 +937,33 @@ def this_process_stream(ds: datasets.IterableDataset, training_args: TrainingArg
     return ds.shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
 
 
+def load_splits(data_args: DataTrainingArguments, training_args: TrainingArguments, cache_dir) -> datasets.DatasetDict:
+    """Load the train, eval and/or predict split as two columns: `audio` (path or bytes) and the raw transcript `text`."""
+    raw = datasets.DatasetDict()
+    wanted = []
+    if training_args.do_train:
+        wanted.append(("train", data_args.train_split_name, data_args.train_file, data_args.max_train_samples))
+    if training_args.do_eval:
+        wanted.append(("eval", data_args.eval_split_name, data_args.eval_file, data_args.max_eval_samples))
+    if training_args.do_predict:  # the eval split unless told otherwise
+        own = data_args.predict_file or data_args.predict_split_name
+        wanted.append(("predict", data_args.predict_split_name or data_args.eval_split_name,
+                       data_args.predict_file if own else data_args.eval_file, None))
+    for key, expression, manifest, max_samples in wanted:
+        ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")
+        split = manifest or expression
+        audio = resolve_column(ds, data_args.audio_column_name, AUDIO_COLUMN, AUDIO_COLUMN_ALIASES, "audio", split)
+        text = resolve_column(ds, data_args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES, "text", split)
+        if max_samples is not None:
+            ds = ds.take(max_samples) if is_stream(ds) else ds.select(range(min(max_samples, len(ds))))
+        ds = ds.select_columns([audio, text, *([] if key == "train" else passthrough_columns(ds, (audio, text)))])
+        ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
+        raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
+    logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
+                                       for k, ds in raw.items()))
+    return raw
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Text normalisation and vocabulary
 def chars_to_ignore_regex(chars: Optional[list[str]]) -> Optional[str]:
@@ -987,6 +987,44 @@ def normalize_batch(batch: dict, *, ignore_regex: Optional[str], case: str) -> d
     return {TARGET_TEXT_COLUMN: [normalize_text(t, ignore_regex, case) for t in batch[RAW_TEXT_COLUMN]]}
 
 
+def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:
+    """The cache key of what a map makes of `ds` with these settings. datasets keeps a dataset's fingerprint in a
+    private attribute; reading it beats letting datasets hash the map function, which changes between `python
+    script.py` (__main__) and an import."""
+    return Hasher.hash([ds._fingerprint, *parts])
+
+
+def map_text(ds, function, desc: str, key_parts: list, **kwargs):
+    """datasets.map of a text function, cached under derived_fingerprint (the caches downstream are keyed on it); a
+    stream maps lazily."""
+    if is_stream(ds):
+        return ds.map(function, batched=True, **{k: v for k, v in kwargs.items() if k != "num_proc"})
+    return ds.map(function, batched=True, desc=desc, new_fingerprint=derived_fingerprint(ds, *key_parts), **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def transcripts(ds) -> list[str]:
+    """The normalised transcripts of a split, for the vocabulary, the text report and the LM. Of a streamed split,
+    those of its first STREAM_TEXT_CLIPS clips: reading them all would read the whole corpus before training."""
+    if not is_stream(ds):
+        return ds[TARGET_TEXT_COLUMN]
+    texts = [row[TARGET_TEXT_COLUMN] for row in ds.select_columns([TARGET_TEXT_COLUMN]).take(STREAM_TEXT_CLIPS)]
+    logger.info(f"Read the transcripts of the first {len(texts):,} streamed clips (for the vocabulary and text report)")
+    return texts
+
+
+def normalize_transcripts(raw, data_args, training_args, case: str) -> datasets.DatasetDict:
+    """Replace the text column by the normalised `target_text`."""
+    regex = chars_to_ignore_regex(data_args.chars_to_ignore)
+    normalize = functools.partial(normalize_batch, ignore_regex=regex, case=case)
+    with training_args.main_process_first(desc="text normalisation"):
+        return datasets.DatasetDict({
+            key: map_text(ds, normalize, f"normalising {key} text", [regex, case, CACHE_VERSION],
+                          remove_columns=[RAW_TEXT_COLUMN])
+            for key, ds in raw.items()
+        })
+
+
 def text_units(text: str, word_delimiter_token: str, phonemes: bool) -> list[str]:
     """The tokens of a transcript: characters (a space is the delimiter), or space-separated phonemes."""
     return text.split() if phonemes else [word_delimiter_token if c == " " else c for c in text]
@@ -1003,6 +1041,11 @@ def vocabulary_case(vocab) -> str:
     """'upper' when the tokenizer's letters are all upper-case (e.g. wav2vec2-base-960h), else 'lower'."""
     letters = [c for token in vocab for c in token if c.isalpha() and len(token) == 1]
     return "upper" if letters and all(c.isupper() for c in letters) else "lower"
+
+
+def hub_kwargs(model_args, data_args) -> dict:
+    """The hub arguments of every from_pretrained call: the cache, and whether remote code may run."""
+    return {"cache_dir": model_args.cache_dir, "trust_remote_code": data_args.trust_remote_code}  # token: HF_TOKEN
 
 
 def load_existing_tokenizer(model_args, data_args, training_args):
@@ -1031,11 +1074,6 @@ def load_existing_tokenizer(model_args, data_args, training_args):
     return tokenizer
 
 
-def hub_kwargs(model_args, data_args) -> dict:
-    """The hub arguments of every from_pretrained call: the cache, and whether remote code may run."""
-    return {"cache_dir": model_args.cache_dir, "trust_remote_code": data_args.trust_remote_code}  # token: HF_TOKEN
-
-
 def has_ctc_head(config) -> bool:
     """Whether a checkpoint was saved with a CTC head (a `...ForCTC` architecture), rather than as a bare encoder."""
     return any(a.endswith("ForCTC") for a in config.architectures or [])
@@ -1056,6 +1094,20 @@ def shipped_tokenizer(model_args, data_args, training_args):
         return AutoTokenizer.from_pretrained(source, **hub)
     except (OSError, ValueError, TypeError):  # no tokenizer files (a bare encoder), or no config at all (load_model says)
         return None
+
+
+def unknown_token_share(tokenizer, texts) -> float:
+    """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
+    texts = [t for t in texts if t]
+    ids = [i for row in tokenizer(texts, add_special_tokens=False).input_ids for i in row] if texts else []
+    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
+
+
+def describe_vocabulary(tokenizer) -> str:
+    """'characters, 31 tokens', 'phonemes, 50 tokens' or 'subword pieces, 256 tokens', for the log and data report."""
+    kind = ("phonemes" if isinstance(tokenizer, Wav2Vec2PhonemeCTCTokenizer) else
+            "characters" if is_character_tokenizer(tokenizer) else "subword pieces")
+    return f"{kind}, {len(tokenizer):,} tokens"
 
 
 def choose_tokenizer(raw, model_args, data_args, training_args):
@@ -1188,58 +1240,6 @@ def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetD
         return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=data_args.phoneme_language)
     # The CTC character tokenizer does not depend on the model type (upstream has none for WavLM and SEW).
     return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
-
-
-def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:
-    """The cache key of what a map makes of `ds` with these settings. datasets keeps a dataset's fingerprint in a
-    private attribute; reading it beats letting datasets hash the map function, which changes between `python
-    script.py` (__main__) and an import."""
-    return Hasher.hash([ds._fingerprint, *parts])
-
-
-def map_text(ds, function, desc: str, key_parts: list, **kwargs):
-    """datasets.map of a text function, cached under derived_fingerprint (the caches downstream are keyed on it); a
-    stream maps lazily."""
-    if is_stream(ds):
-        return ds.map(function, batched=True, **{k: v for k, v in kwargs.items() if k != "num_proc"})
-    return ds.map(function, batched=True, desc=desc, new_fingerprint=derived_fingerprint(ds, *key_parts), **kwargs)
-
-
-@functools.lru_cache(maxsize=8)
-def transcripts(ds) -> list[str]:
-    """The normalised transcripts of a split, for the vocabulary, the text report and the LM. Of a streamed split,
-    those of its first STREAM_TEXT_CLIPS clips: reading them all would read the whole corpus before training."""
-    if not is_stream(ds):
-        return ds[TARGET_TEXT_COLUMN]
-    texts = [row[TARGET_TEXT_COLUMN] for row in ds.select_columns([TARGET_TEXT_COLUMN]).take(STREAM_TEXT_CLIPS)]
-    logger.info(f"Read the transcripts of the first {len(texts):,} streamed clips (for the vocabulary and text report)")
-    return texts
-
-
-def normalize_transcripts(raw, data_args, training_args, case: str) -> datasets.DatasetDict:
-    """Replace the text column by the normalised `target_text`."""
-    regex = chars_to_ignore_regex(data_args.chars_to_ignore)
-    normalize = functools.partial(normalize_batch, ignore_regex=regex, case=case)
-    with training_args.main_process_first(desc="text normalisation"):
-        return datasets.DatasetDict({
-            key: map_text(ds, normalize, f"normalising {key} text", [regex, case, CACHE_VERSION],
-                          remove_columns=[RAW_TEXT_COLUMN])
-            for key, ds in raw.items()
-        })
-
-
-def unknown_token_share(tokenizer, texts) -> float:
-    """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
-    texts = [t for t in texts if t]
-    ids = [i for row in tokenizer(texts, add_special_tokens=False).input_ids for i in row] if texts else []
-    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
-
-
-def describe_vocabulary(tokenizer) -> str:
-    """'characters, 31 tokens', 'phonemes, 50 tokens' or 'subword pieces, 256 tokens', for the log and data report."""
-    kind = ("phonemes" if isinstance(tokenizer, Wav2Vec2PhonemeCTCTokenizer) else
-            "characters" if is_character_tokenizer(tokenizer) else "subword pieces")
-    return f"{kind}, {len(tokenizer):,} tokens"
 
 
 def text_report(raw: datasets.DatasetDict, tokenizer, data_args: DataTrainingArguments) -> dict:
@@ -1742,21 +1742,6 @@ def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
     return batch
 
 
-def decode_stream_batch(batch: dict, *, feature_extractor, tokenizer, phonemes: bool, frames, limits: dict) -> dict:
-    """Stream map function (tar shards, run in the DataLoader workers): what scan_batch, featurize_batch and
-    drop_reasons make of each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count.
-    `frames(samples, before_adapter)` is output_frames for the model."""
-    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=feature_extractor.sampling_rate, phonemes=phonemes)
-    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
-                              feature_extractor=feature_extractor)
-    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
-    scanned.update(decoded, **{DROP_COLUMN: reasons})
-    lengths = scanned[LENGTH_COLUMN]
-    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
-                           **limits)
-    return {**scanned, DROP_COLUMN: reasons.tolist()}
-
-
 def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_len: float, max_len: float,
                  mask_time_frames: int, masked_frames: Optional[np.ndarray] = None) -> np.ndarray:
     """Why each clip is dropped ("" = kept): scan reasons, then (train only) duration bounds and CTC feasibility.
@@ -1779,6 +1764,21 @@ def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_l
     for failed, reason in checks:
         reasons[(reasons == "") & failed] = reason
     return reasons
+
+
+def decode_stream_batch(batch: dict, *, feature_extractor, tokenizer, phonemes: bool, frames, limits: dict) -> dict:
+    """Stream map function (tar shards, run in the DataLoader workers): what scan_batch, featurize_batch and
+    drop_reasons make of each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count.
+    `frames(samples, before_adapter)` is output_frames for the model."""
+    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=feature_extractor.sampling_rate, phonemes=phonemes)
+    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
+                              feature_extractor=feature_extractor)
+    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
+    scanned.update(decoded, **{DROP_COLUMN: reasons})
+    lengths = scanned[LENGTH_COLUMN]
+    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
+                           **limits)
+    return {**scanned, DROP_COLUMN: reasons.tolist()}
 
 
 def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int) -> None:
@@ -1840,6 +1840,40 @@ def log_drops(key: str, reasons: np.ndarray, ds: datasets.Dataset, stage: str) -
         logger.warning(f"Dropped [{key}] {n:,} clips, {reason}: {', '.join(first)}{' ...' if n > 3 else ''}")
     logger.info(f"{stage} [{key}]: {int((reasons == '').sum()):,} clips kept, {sum(counts.values()):,} dropped")
     return dict(counts)
+
+
+def scan_table(ds: datasets.Dataset, *names: str) -> pa.Table:
+    """Columns of the header scan (lengths, rates, labels, clip ids) as an Arrow table, read past the dataset's format
+    (with --preprocess_on_the_fly its transform would decode every clip's audio for each read), and without making a
+    Python object per value (millions of them for the labels of a large corpus)."""
+    return ds.select_columns(list(names)).with_format("arrow")[:]
+
+
+def scan_column(ds: datasets.Dataset, name: str) -> np.ndarray:
+    """One column of the header scan (see scan_table) as an array."""
+    return scan_table(ds, name)[name].to_numpy(zero_copy_only=False)
+
+
+def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
+    """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
+    for key, ds in kept.items():
+        summary = ", ".join(f"{n:,} {r}" for r, n in dropped[key].items()) or "none"
+        if is_stream(ds):  # its drops are counted as it is read (StreamBatches)
+            continue
+        if len(ds) == 0:
+            raise UserError(
+                f"no {key} clips left (dropped: {summary}); check the audio paths, the transcript column and "
+                "--min/max_duration_in_seconds."
+            )
+        bad = {r: n for r, n in dropped[key].items() if not r.startswith(("shorter than --", "longer than --"))}
+        if data_args.strict_data and bad:
+            raise UserError(f"--strict_data: {key} clips dropped ({summary}); fix or remove them, or drop the flag.")
+
+
+def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
+    """An evaluation split in the order it is scored: longest clips first, so batches hold similar lengths (little
+    padding; an OOM shows at once). The predictions files follow this order too."""
+    return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
 
 
 def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root):
@@ -1906,34 +1940,6 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
                                              output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized, dropped
-
-
-def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
-    """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
-    for key, ds in kept.items():
-        summary = ", ".join(f"{n:,} {r}" for r, n in dropped[key].items()) or "none"
-        if is_stream(ds):  # its drops are counted as it is read (StreamBatches)
-            continue
-        if len(ds) == 0:
-            raise UserError(
-                f"no {key} clips left (dropped: {summary}); check the audio paths, the transcript column and "
-                "--min/max_duration_in_seconds."
-            )
-        bad = {r: n for r, n in dropped[key].items() if not r.startswith(("shorter than --", "longer than --"))}
-        if data_args.strict_data and bad:
-            raise UserError(f"--strict_data: {key} clips dropped ({summary}); fix or remove them, or drop the flag.")
-
-
-def scan_table(ds: datasets.Dataset, *names: str) -> pa.Table:
-    """Columns of the header scan (lengths, rates, labels, clip ids) as an Arrow table, read past the dataset's format
-    (with --preprocess_on_the_fly its transform would decode every clip's audio for each read), and without making a
-    Python object per value (millions of them for the labels of a large corpus)."""
-    return ds.select_columns(list(names)).with_format("arrow")[:]
-
-
-def scan_column(ds: datasets.Dataset, name: str) -> np.ndarray:
-    """One column of the header scan (see scan_table) as an array."""
-    return scan_table(ds, name)[name].to_numpy(zero_copy_only=False)
 
 
 def log_samples(vectorized: datasets.DatasetDict, tokenizer, sampling_rate: int, seed: int) -> None:
@@ -2419,12 +2425,6 @@ def compute_metrics(pred, *, tokenizer, blank_id: int, metric_names) -> dict[str
     for p, r in list(zip(predictions, references))[:NUM_LOGGED_EXAMPLES]:
         logger.info(f"  ref: {r!r}\n  hyp: {p!r}")
     return score(predictions, references, metric_names)
-
-
-def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
-    """An evaluation split in the order it is scored: longest clips first, so batches hold similar lengths (little
-    padding; an OOM shows at once). The predictions files follow this order too."""
-    return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
 
 
 def transcribe_split(trainer, ds: datasets.Dataset, key: str, metric_names, lm=None) -> tuple[dict, dict]:
