@@ -17,19 +17,22 @@ Several GPUs (one node):
 A tiny CPU run (arguments from a JSON file):
     python run_speech_recognition_ctc.py examples/demo.json
 
-The sections of this file follow main()'s steps: constants, arguments, run setup, data, text and vocabulary, model
-families, model, preprocessing, batching, trainer, metrics and predictions, the optional n-gram LM, phonemes and
-report, end of the run, main, command line.
+The sections of this file follow main()'s steps (constants, arguments, run setup, data, text and vocabulary, model
+families, model, preprocessing, batching, trainer, metrics and predictions); the optional features (n-gram LM,
+phonemes, the report) come after them, each fenced, then the end of the run, main and the command line.
 
 Where to change what:
-    text normalisation   normalize_text (case, ignored characters; --chars_to_ignore), called by normalize_transcripts
-    filtering clips      drop_reasons (duration limits, CTC feasibility), scan_batch (missing, unreadable, empty)
-    vocabulary           build_vocab (characters), train_subword_vocab (bpe/unigram), choose_tokenizer (which is used)
+    text normalisation   normalize_text (case, ignored characters), applied by normalize_transcripts
+    filtering clips      drop_reasons (duration limits, CTC feasibility; scan_and_filter sets the limits), scan_batch
+                         (missing, unreadable, empty files), featurize_batch (undecodable, truncated audio)
+    vocabulary           build_vocab (characters), train_subword_vocab (bpe/unigram), build_tokenizer (vocab.json, one
+                         per language), choose_tokenizer (the given tokenizer, the checkpoint's, or a new one)
     batching             DataCollatorCTCWithPadding (padding), DurationBatchSampler (--max_batch_duration),
-                         CTCTrainer.get_train_dataloader (which sampler)
+                         StreamBatches (tar shards), CTCTrainer.get_train_dataloader (which of them)
     scoring              score (WER/CER/PER of a split), clip_error and prediction_rows (each clip's row)
-    adding a family      the "Model families" section: FEATURE_FRAMES, FRONT_ENDS, encoder_config, output_frames,
-                         processor_class; then tests/tiny_models.py builds a tiny checkpoint of it
+    adding a family      the "Model families" section: its tables (FEATURE_FRAMES, FRONT_ENDS, CONFIG_KEY_ALIASES) and
+                         helpers (encoder_config, model_input_names, output_frames, ctc_head_name, blank_token_id);
+                         then a tiny checkpoint of it in tests/tiny_models.py
     audio decoding       load_audio (soundfile + soxr; no FFmpeg)
 After changing a function whose output is cached (normalisation, scanning, decoding), bump CACHE_VERSION.
 """
@@ -610,7 +613,7 @@ def check_output_dir(training_args: TrainingArguments, keep_vocab: bool = False)
     return None
 
 
-def check_run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
+def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments) -> Optional[str]:
     """Every check that can fail before any work (so a mistake costs seconds, not a preprocessing pass); returns the
     checkpoint to resume from, or None."""
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -938,7 +941,8 @@ def this_process_stream(ds: datasets.IterableDataset, training_args: TrainingArg
 
 
 def load_splits(data_args: DataTrainingArguments, training_args: TrainingArguments, cache_dir) -> datasets.DatasetDict:
-    """Load the train, eval and/or predict split as two columns: `audio` (path or bytes) and the raw transcript `text`."""
+    """Load the train, eval and/or predict split with the columns `audio` (path or bytes) and the raw transcript `text`,
+    plus, in eval and predict splits, the manifest's scalar columns (passthrough_columns)."""
     raw = datasets.DatasetDict()
     wanted = []
     if training_args.do_train:
@@ -1872,7 +1876,7 @@ def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
 
 def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
     """An evaluation split in the order it is scored: longest clips first, so batches hold similar lengths (little
-    padding; an OOM shows at once). The predictions files follow this order too."""
+    padding; an OOM shows at once). transcribe_split returns the transcripts in this order."""
     return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
 
 
@@ -2033,6 +2037,9 @@ class DurationBatchSampler:
         if batch:
             self.batches.append(batch)
         self.seed, self.epoch = seed, 0
+        # Under DDP accelerate wraps this in a BatchSamplerShard, which has no set_epoch; accelerate's loader then
+        # passes the epoch to the wrapped batch sampler's `.sampler` only.
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -2720,7 +2727,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     setup_logging(training_args)
     with StopOnSignal() as stop:  # SIGTERM, SIGUSR1, Ctrl-C: a checkpoint in training, a clean stop elsewhere
         # 0. Every check that can fail before any work; the checkpoint to resume from
-        last_checkpoint = check_run(model_args, data_args, training_args)
+        last_checkpoint = check_run(data_args, training_args)
         set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
         # 1. Load the data: audio references and transcripts, nothing decoded yet

@@ -39,6 +39,23 @@ def test_duration_batches_are_reshuffled_per_epoch_and_reproducible():
     assert list(ctc.DurationBatchSampler(lengths, 20_000, seed=4)) != first
 
 
+def test_duration_batches_reshuffle_each_epoch_when_sharded_for_ddp():
+    """accelerate wraps the sampler for each of several processes; the Trainer's set_epoch must still reach it."""
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    lengths = np.random.default_rng(0).integers(1_000, 20_000, 60)
+    loader = DataLoader(list(range(60)), batch_sampler=ctc.DurationBatchSampler(lengths, 40_000, seed=3))
+    shards = [prepare_data_loader(loader, num_processes=2, process_index=rank, put_on_device=False) for rank in (0, 1)]
+    first = [[b.tolist() for b in shard] for shard in shards]
+    for shard in shards:
+        shard.set_epoch(1)
+    second = [[b.tolist() for b in shard] for shard in shards]
+    assert first[0] != second[0]  # a new order in the new epoch
+    for epoch in (first, second):  # the two processes share out every batch once
+        assert sorted(i for rank in epoch for b in rank for i in b) == list(range(60))
+
+
 def test_a_clip_longer_than_the_cap_gets_a_batch_of_its_own():
     sampler = ctc.DurationBatchSampler([100, 5000, 120], max_samples=1000, seed=0)
     assert sorted(map(sorted, sampler)) == [[0, 2], [1]]
