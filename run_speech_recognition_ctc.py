@@ -2268,14 +2268,11 @@ class CTCTrainer(Trainer):
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
         except torch.OutOfMemoryError as e:
-            rate = self.processing_class.feature_extractor.sampling_rate
-            seconds = lengths.double() / rate if lengths is not None else torch.zeros(1)
             raise UserError(
-                f"out of memory at step {self.state.global_step + 1} on a batch of {seconds.numel()} clips, "
-                f"{seconds.sum():.1f} s of audio (longest {seconds.max():.1f} s); use smaller batches "
-                "(--max_batch_duration, or --per_device_train_batch_size with more --gradient_accumulation_steps), "
-                "--gradient_checkpointing, or drop long clips with --max_duration_in_seconds. Earlier checkpoints "
-                "are kept."
+                f"out of memory at step {self.state.global_step + 1} on {self.describe_batch(lengths)}; use smaller "
+                "batches (--max_batch_duration, or --per_device_train_batch_size with more "
+                "--gradient_accumulation_steps), --gradient_checkpointing, or drop long clips with "
+                "--max_duration_in_seconds. Earlier checkpoints are kept."
             ) from e
         if not torch.isfinite(loss):  # the Trainer would average it away (logging_nan_inf_filter) and go on
             raise UserError(
@@ -2284,6 +2281,12 @@ class CTCTrainer(Trainer):
                 "(--ctc_zero_infinity), or a learning rate too high. Earlier checkpoints are kept."
             )
         return loss
+
+    def describe_batch(self, lengths) -> str:
+        """'a batch of 8 clips, 61.2 s of audio (longest 9.8 s)', for the out-of-memory errors."""
+        seconds = lengths.double() / self.processing_class.feature_extractor.sampling_rate if lengths is not None \
+            else torch.zeros(1)
+        return f"a batch of {seconds.numel()} clips, {seconds.sum():.1f} s of audio (longest {seconds.max():.1f} s)"
 
     def model_bytes(self) -> float:
         """About what a checkpoint takes: the weights, and the optimizer's two moments (Adam) per trained weight."""
@@ -2326,7 +2329,15 @@ class CTCTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         input_lengths = inputs.pop("input_lengths", None)
-        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        try:
+            loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        except torch.OutOfMemoryError as e:  # evaluation runs longest first: the first batch is the largest
+            raise UserError(
+                f"out of memory evaluating {self.describe_batch(input_lengths)}; lower --per_device_eval_batch_size "
+                "(down to 1) or evaluate in half precision (--bf16_full_eval or --fp16_full_eval); evaluation keeps "
+                "every clip, so one too long for the device even alone must be cut or left out of the split. "
+                "Checkpoints and any saved model are kept: evaluate with --model_name_or_path OUTPUT_DIR --do_eval."
+            ) from e
         if logits is None:
             return loss, logits, labels
         logits = logits[0] if isinstance(logits, tuple) else logits

@@ -232,6 +232,18 @@ def test_out_of_memory_is_one_line_with_the_step_and_the_remedies(tmp_path, enco
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out")))
 
 
+def test_out_of_memory_in_evaluation_is_one_line_and_keeps_the_model(tmp_path, encoder_dir, monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(ctc.Trainer, "prediction_step", oom)
+    out = tmp_path / "out"
+    with pytest.raises(ctc.UserError, match=r"out of memory evaluating a batch of 2 clips, [\d.]+ s of audio "
+                                            r"\(longest [\d.]+ s\).*--per_device_eval_batch_size.*--bf16_full_eval"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out)))
+    assert (out / "model.safetensors").is_file() and (out / "train_results.json").is_file()  # training was not lost
+
+
 def test_nothing_to_do_and_a_bare_run_say_what_to_type(tmp_path, encoder_dir):
     with pytest.raises(ctc.UserError, match="nothing to do: add --do_train, --do_eval and/or --do_predict"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), do_train=None, do_eval=None))
