@@ -2488,6 +2488,7 @@ def prediction_rows(ds: datasets.Dataset, texts: dict, sampling_rate: int) -> li
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
+    """Rows as a CSV file, with the first row's keys as its header."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
