@@ -133,6 +133,10 @@ def test_lm_is_built_evaluated_saved_and_used_by_transcribe(tmp_path, finetuned_
     for key in ("eval", "predict"):
         metrics = read_json(out / f"{key}_results.json")
         assert 0 <= metrics[f"{key}_wer_lm"] < 10 and 0 <= metrics[f"{key}_cer_lm"] < 10 and f"{key}_wer" in metrics
+    # The final evaluation is logged as trainer.evaluate logs it: the model card lists its scores, LM ones included.
+    card, scores = (out / "README.md").read_text(), read_json(out / "eval_results.json")
+    for name in ("wer", "cer", "wer_lm", "cer_lm"):
+        assert f"- {name.replace('_', ' ').title()}: {round(scores['eval_' + name], 4)}\n" in card, name
     rows = read_csv(out / "predictions.csv")
     assert all(float(r["wer_lm"]) == pytest.approx(jiwer.wer(r["reference"], r["hypothesis_lm"]), abs=1e-4)
                for r in rows)
