@@ -27,24 +27,22 @@ import torch
 import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-from run_speech_recognition_ctc import (
-    ADAPTER_FILE,
-    AUDIO_COLUMN_ALIASES,
-    LENGTH_COLUMN,
-    LM_DIR,
-    LM_INSTALL,
+from ctc_finetune.adapters import ADAPTER_FILE
+from ctc_finetune.audio import load_audio
+from ctc_finetune.batching import DataCollatorCTCWithPadding
+from ctc_finetune.columns import LENGTH_COLUMN
+from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, read_table
+from ctc_finetune.families import (
     TORCHAUDIO_INSTALL,
-    DataCollatorCTCWithPadding,
-    UserError,
     blank_token_id,
     ctc_decode,
     extract_features,
     has_channel_axis,
-    load_audio,
     model_input_names,
     output_frames,
-    read_table,
 )
+from ctc_finetune.faults import UserError
+from ctc_finetune.lm import LM_DIR, LM_INSTALL
 
 logger = logging.getLogger("transcribe")
 

@@ -23,7 +23,9 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-import run_speech_recognition_ctc as ctc  # noqa: E402
+from ctc_finetune.families import output_frames
+from ctc_finetune.preprocessing import MAX_INFEASIBLE_SHARE, ctc_min_frames, encode_labels
+from ctc_finetune.text import build_vocab, normalize_text  # noqa: E402
 from tiny_models import (  # noqa: E402
     ALL_FAMILIES, ARCHITECTURES, ENCODER, FamilyUnavailable, make_checkpoint, torchaudio_problem,
 )
@@ -58,14 +60,14 @@ def main():
         sys.exit(f"error: no {metadata}; pass --corpus DIR with {args.split}/metadata.csv (the shared corpus).")
     with open(metadata, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    texts = [ctc.normalize_text(r["sentence"], None) for r in rows]
+    texts = [normalize_text(r["sentence"], None) for r in rows]
     samples = [round(sf.info(os.path.join(args.corpus, args.split, r["file_name"])).duration * 16000) for r in rows]
 
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "vocab.json"), "w") as f:
-            json.dump(ctc.build_vocab(texts, "|", "[UNK]", "[PAD]"), f)
+            json.dump(build_vocab(texts, "|", "[UNK]", "[PAD]"), f)
         tokenizer = Wav2Vec2CTCTokenizer(os.path.join(tmp, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
-        needed = np.array([ctc.ctc_min_frames(ctc.encode_labels(tokenizer, t)) for t in texts])
+        needed = np.array([ctc_min_frames(encode_labels(tokenizer, t)) for t in texts])
         print(f"{len(rows):,} clips of {args.split}, {sum(samples) / 16000 / 3600:.2f} h; character vocabulary of "
               f"{len(tokenizer)} tokens; label needs {int(np.median(needed))} frames (median)")
         print(f"{'family':<22} {'frames/s':>8} {'infeasible clips':>17}  outcome")
@@ -75,11 +77,11 @@ def main():
             except FamilyUnavailable:
                 print(f"{arch:<22} skipped: {torchaudio_problem()}")
                 continue
-            rate = ctc.output_frames(model, fe, [100 * 16000])[0] / 100
-            frames = ctc.output_frames(model, fe, samples)
+            rate = output_frames(model, fe, [100 * 16000])[0] / 100
+            frames = output_frames(model, fe, samples)
             bad = int((frames < needed).sum())
             share = bad / len(rows)
-            outcome = "stops before training" if share > ctc.MAX_INFEASIBLE_SHARE else "trains, drops these"
+            outcome = "stops before training" if share > MAX_INFEASIBLE_SHARE else "trains, drops these"
             print(f"{arch:<22} {rate:>8.2f} {bad:>8,} ({share:>5.1%})  {outcome}", flush=True)
 
 

@@ -19,7 +19,9 @@ import datasets
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import run_speech_recognition_ctc as ctc  # noqa: E402
+from ctc_finetune.columns import AUDIO_COLUMN, TARGET_TEXT_COLUMN
+from ctc_finetune.preprocessing import featurize_batch, scan_batch
+from ctc_finetune.text import build_vocab  # noqa: E402
 
 datasets.disable_progress_bars()
 
@@ -49,16 +51,16 @@ def main():
     paths, texts, audio_seconds = load_clips(args.corpus, args.split)
     fe = Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)
     with tempfile.TemporaryDirectory() as tmp:
-        vocab = ctc.build_vocab(texts, "|", "[UNK]", "[PAD]")
+        vocab = build_vocab(texts, "|", "[UNK]", "[PAD]")
         with open(os.path.join(tmp, "vocab.json"), "w") as f:
             import json
 
             json.dump(vocab, f)
         tokenizer = Wav2Vec2CTCTokenizer(os.path.join(tmp, "vocab.json"))
-        ds = datasets.Dataset.from_dict({ctc.AUDIO_COLUMN: paths, ctc.TARGET_TEXT_COLUMN: texts})
-        scan = functools.partial(ctc.scan_batch, tokenizer=tokenizer, sampling_rate=16000)
+        ds = datasets.Dataset.from_dict({AUDIO_COLUMN: paths, TARGET_TEXT_COLUMN: texts})
+        scan = functools.partial(scan_batch, tokenizer=tokenizer, sampling_rate=16000)
         scanned = ds.map(scan, batched=True, batch_size=16)
-        featurize = functools.partial(ctc.featurize_batch, feature_extractor=fe)
+        featurize = functools.partial(featurize_batch, feature_extractor=fe)
         print(f"{len(paths):,} clips, {audio_seconds / 3600:.2f} h of audio ({args.split} of {args.corpus}), "
               f"{os.cpu_count()} CPU cores")
         print(f"{'path':<44} {'workers':>7} {'wall s':>8} {'audio s / s':>12}")
@@ -70,10 +72,10 @@ def main():
         try:
             import torchcodec  # noqa: F401  (datasets' Audio decoding needs it, plus FFmpeg)
 
-            audio_ds = ds.cast_column(ctc.AUDIO_COLUMN, datasets.Audio(sampling_rate=16000))
+            audio_ds = ds.cast_column(AUDIO_COLUMN, datasets.Audio(sampling_rate=16000))
 
             def upstream_prepare(batch):
-                arrays = [a["array"] for a in batch[ctc.AUDIO_COLUMN]]
+                arrays = [a["array"] for a in batch[AUDIO_COLUMN]]
                 return {"input_values": [fe(a, sampling_rate=16000).input_values[0] for a in arrays]}
 
             for workers in args.workers:

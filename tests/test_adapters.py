@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 from tiny_models import make_checkpoint, make_mms_checkpoint
 from transformers import AutoProcessor, Wav2Vec2ForCTC
 
+from ctc_finetune.adapters import add_language_vocab
+from ctc_finetune.audio import load_audio
+from ctc_finetune.faults import UserError
 import run_speech_recognition_ctc as ctc
 
 TRANSCRIBE = os.path.join(ROOT, "transcribe.py")
@@ -53,7 +56,7 @@ def test_only_adapters_and_head_train_and_the_adapter_file_reproduces_the_model(
     rebuilt.load_adapter("tur")
     tuned = Wav2Vec2ForCTC.from_pretrained(str(out)).eval()
     inputs = AutoProcessor.from_pretrained(str(out)).feature_extractor(
-        ctc.load_audio(CLIP, 16000), sampling_rate=16000, return_tensors="pt")
+        load_audio(CLIP, 16000), sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(**inputs).logits, tuned(**inputs).logits)
 
@@ -86,22 +89,22 @@ def test_two_languages_trained_into_one_folder_both_transcribe(tmp_path, mms):
 
 def test_adapter_mistakes_are_one_line(tmp_path, mms):
     hubert = make_checkpoint(str(tmp_path / "hubert"), "hubert")
-    with pytest.raises(ctc.UserError, match="hubert models have no language adapters"):
+    with pytest.raises(UserError, match="hubert models have no language adapters"):
         ctc.main(base_args(hubert, DATA_DIR, str(tmp_path / "a"), target_language="tur"))
-    with pytest.raises(ctc.UserError, match="--target_language trains an MMS adapter with a character vocabulary"):
+    with pytest.raises(UserError, match="--target_language trains an MMS adapter with a character vocabulary"):
         ctc.main(base_args(mms, DATA_DIR, str(tmp_path / "b"), target_language="tur", vocab_type="bpe"))
-    with pytest.raises(ctc.UserError, match="--adapter_attn_dim sizes MMS language adapters: add --target_language"):
+    with pytest.raises(UserError, match="--adapter_attn_dim sizes MMS language adapters: add --target_language"):
         ctc.main(base_args(mms, DATA_DIR, str(tmp_path / "c"), adapter_attn_dim=16, max_steps=1))
-    with pytest.raises(ctc.UserError, match="no vocabulary for it"):
+    with pytest.raises(UserError, match="no vocabulary for it"):
         ctc.main(base_args(mms, DATA_DIR, str(tmp_path / "d"), do_train=None, target_language="fra"))
 
 
 def test_a_language_vocabulary_is_added_or_kept():
     languages = {"eng": {"a": 0}}
-    added, said = ctc.add_language_vocab(languages, "tur", {"ç": 0}, overwrite=False)
+    added, said = add_language_vocab(languages, "tur", {"ç": 0}, overwrite=False)
     assert added == {"eng": {"a": 0}, "tur": {"ç": 0}} and said.startswith("added")
-    kept, said = ctc.add_language_vocab(added, "tur", {"x": 0}, overwrite=False)
+    kept, said = add_language_vocab(added, "tur", {"x": 0}, overwrite=False)
     assert kept["tur"] == {"ç": 0} and said.startswith("kept")
-    rebuilt, _ = ctc.add_language_vocab(added, "tur", {"x": 0}, overwrite=True)
+    rebuilt, _ = add_language_vocab(added, "tur", {"x": 0}, overwrite=True)
     assert rebuilt["tur"] == {"x": 0} and rebuilt["eng"] == {"a": 0}
     assert json.dumps(languages) == '{"eng": {"a": 0}}'  # the input is not changed

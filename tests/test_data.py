@@ -10,6 +10,8 @@ import pytest
 import soundfile as sf
 from conftest import DATA_DIR, base_args, read_json
 
+from ctc_finetune.audio import load_audio
+from ctc_finetune.faults import UserError
 import run_speech_recognition_ctc as ctc
 
 
@@ -54,7 +56,7 @@ def test_librispeech_tree_with_hub_split_names(tmp_path, encoder_dir):
         lines = []
         for i, row in enumerate(fixture_rows(split)):
             utt = f"103-1240-{i:04d}"
-            audio = ctc.load_audio(clip(split, row), 16000)
+            audio = load_audio(clip(split, row), 16000)
             sf.write(chapter / f"{utt}.flac", audio, 16000)
             lines.append(f"{utt} {row['sentence'].upper()}")
         (chapter / "103-1240.trans.txt").write_text("\n".join(lines) + "\n")
@@ -123,7 +125,7 @@ def messy_manifest(tmp_path):
     d = tmp_path / "messy"
     d.mkdir()
     rows = [(clip("train", r), r["sentence"]) for r in fixture_rows("train")[:8]]
-    speech = ctc.load_audio(clip("train", fixture_rows("train")[2]), 44100)
+    speech = load_audio(clip("train", fixture_rows("train")[2]), 44100)
     flac = open(clip("test", fixture_rows("test")[0]), "rb").read()
     (d / "truncated.flac").write_bytes(flac[: len(flac) // 3])  # FLAC loses sync: undecodable
     mp3 = open(clip("train", fixture_rows("train")[3]), "rb").read()
@@ -142,7 +144,7 @@ def messy_manifest(tmp_path):
     }
     good_ones = {
         write_wav(d / "stereo44k.wav", np.stack([speech, speech * 0.5], axis=1), 44100): "stop the fan in the hallway",
-        write_wav(d / "eight_khz.wav", ctc.load_audio(clip("train", fixture_rows("train")[2]), 8000), 8000):
+        write_wav(d / "eight_khz.wav", load_audio(clip("train", fixture_rows("train")[2]), 8000), 8000):
             "stop the fan in the hallway",
     }
     with open(d / "train.csv", "w", newline="", encoding="utf-8") as f:
@@ -174,7 +176,7 @@ def test_messy_manifest_trains_and_reports_every_skip(tmp_path, encoder_dir, mes
 
 
 def test_strict_data_turns_skips_into_an_error(tmp_path, encoder_dir, messy_manifest):
-    with pytest.raises(ctc.UserError, match="--strict_data"):
+    with pytest.raises(UserError, match="--strict_data"):
         train_on(encoder_dir, tmp_path / "out", train_file=messy_manifest, do_eval=None, strict_data=True)
 
 
@@ -195,5 +197,5 @@ def test_cache_is_reused_and_on_the_fly_decoding_gives_the_same_wer(tmp_path, ca
 
 def test_unknown_layout_is_one_clear_error(tmp_path):
     (tmp_path / "corpus" / "stuff").mkdir(parents=True)
-    with pytest.raises(ctc.UserError, match="no known corpus layout. Looked for: split sub-directories"):
+    with pytest.raises(UserError, match="no known corpus layout. Looked for: split sub-directories"):
         ctc.main(base_args("m", str(tmp_path / "corpus"), str(tmp_path / "out")))

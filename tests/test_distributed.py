@@ -7,6 +7,7 @@ import sys
 from conftest import DATA_DIR, SCRIPT, base_args, copy_fixture_with_audio_column, read_json
 from test_train import SEED_MULTI_GPU, transcribe
 
+from ctc_finetune.batching import DurationBatchSampler
 import run_speech_recognition_ctc as ctc
 
 LAUNCH = ["--nproc_per_node", "2", "--master_port"]
@@ -69,7 +70,7 @@ def test_torchrun_with_duration_batches_gives_every_rank_the_same_batch_count(tm
     train = os.path.join(DATA_DIR, "train")
     lengths = [round(i.frames * 16000 / i.samplerate) for i in
                (sf.info(os.path.join(train, n)) for n in sorted(os.listdir(train)) if n.endswith(".mp3"))]
-    batches = len(ctc.DurationBatchSampler(lengths, 6.0 * 16000, seed=42))
+    batches = len(DurationBatchSampler(lengths, 6.0 * 16000, seed=42))
     assert batches % 2 == 1  # so the even split is exercised
     assert read_json(os.path.join(out, "trainer_state.json"))["global_step"] == 2 * math.ceil(batches / 2)
     assert "padding" in proc.stdout and "audio s/s" in proc.stdout  # per-epoch throughput lines

@@ -14,6 +14,26 @@ from conftest import DATA_DIR, base_args, read_json
 from tiny_models import ALL_FAMILIES, CYRILLIC_TEXT, NEW_FAMILIES, make_checkpoint, torchaudio_problem
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
+from ctc_finetune import preprocessing
+from ctc_finetune.audio import load_audio
+from ctc_finetune.batching import DataCollatorCTCWithPadding
+from ctc_finetune.columns import LABEL_PAD_ID, LENGTH_COLUMN
+from ctc_finetune.families import (
+    blank_token_id,
+    configure_model,
+    ctc_decode,
+    decode_labels,
+    extract_features,
+    freeze_front_end,
+    has_channel_axis,
+    has_spec_augment,
+    model_input_names,
+    output_frames,
+    processor_class,
+    set_ctc_vocabulary,
+)
+from ctc_finetune.faults import UserError
+from ctc_finetune.preprocessing import CTC_INFEASIBLE, encode_labels
 import run_speech_recognition_ctc as ctc
 import transcribe
 
@@ -60,24 +80,24 @@ def test_output_frames_equal_the_logits_the_model_produces(checkpoints, arch):
         config.vocab_size = 10
     model = AutoModelForCTC.from_pretrained(path, config=config).eval()
     processor = transformers.AutoFeatureExtractor.from_pretrained(path)
-    collate = ctc.DataCollatorCTCWithPadding(processor, channel_axis=ctc.has_channel_axis(processor))
-    name, _ = ctc.model_input_names(processor)
+    collate = DataCollatorCTCWithPadding(processor, channel_axis=has_channel_axis(processor))
+    name, _ = model_input_names(processor)
     rng = np.random.default_rng(0)
     lengths = [11_680, 16_000, 16_001, 16_159, 37_920, 80_000]  # 0.73 s ... 5 s, and odd sample counts
     clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
-    expected = ctc.output_frames(model, processor, lengths)
+    expected = output_frames(model, processor, lengths)
     assert (expected > 0).all()
     with torch.no_grad():
         for clip, frames in zip(clips, expected):  # each clip on its own: no padding anywhere
-            batch = collate([{name: ctc.extract_features(processor, clip), ctc.LENGTH_COLUMN: len(clip)}])
+            batch = collate([{name: extract_features(processor, clip), LENGTH_COLUMN: len(clip)}])
             batch.pop("input_lengths")
             assert model(**batch).logits.shape[1] == frames, (arch, len(clip))
         # In a padded batch, the model's own output mask agrees with our count wherever it reports one.
-        batch = collate([{name: ctc.extract_features(processor, c), ctc.LENGTH_COLUMN: len(c)} for c in clips])
+        batch = collate([{name: extract_features(processor, c), LENGTH_COLUMN: len(c)} for c in clips])
         assert batch.pop("input_lengths").tolist() == lengths
         assert model(**batch).logits.shape[1] == expected.max()
     # SpecAugment's frames are the output frames unless an adapter subsamples after the masking.
-    assert (ctc.output_frames(model, processor, lengths, before_adapter=True) == expected).all()
+    assert (output_frames(model, processor, lengths, before_adapter=True) == expected).all()
 
 
 def test_output_frames_before_an_adapter_are_the_masked_frames(checkpoints):
@@ -85,33 +105,33 @@ def test_output_frames_before_an_adapter_are_the_masked_frames(checkpoints):
     config.update({"vocab_size": 10, "add_adapter": True, "num_adapter_layers": 1, "adapter_stride": 2})
     model = AutoModelForCTC.from_pretrained(checkpoints("wav2vec2-bert"), config=config).eval()
     processor = transformers.AutoFeatureExtractor.from_pretrained(checkpoints("wav2vec2-bert"))
-    features = ctc.extract_features(processor, np.zeros(RATE, np.float32))
+    features = extract_features(processor, np.zeros(RATE, np.float32))
     with torch.no_grad():
         logits = model(torch.from_numpy(features)[None], attention_mask=torch.ones(1, len(features))).logits
-    assert ctc.output_frames(model, processor, [RATE])[0] == logits.shape[1] == 25  # 49 fbank frames, stride 2
-    assert ctc.output_frames(model, processor, [RATE], before_adapter=True)[0] == len(features) == 49
+    assert output_frames(model, processor, [RATE])[0] == logits.shape[1] == 25  # 49 fbank frames, stride 2
+    assert output_frames(model, processor, [RATE], before_adapter=True)[0] == len(features) == 49
 
 
 def test_regularisation_flags_go_where_each_family_reads_them(caplog):
     flags = ctc.ModelArguments(model_name_or_path="m", hidden_dropout=0.2, layerdrop=0.05, mask_time_prob=0.1)
     parakeet = transformers.ParakeetCTCConfig()
-    assert ctc.configure_model(parakeet, flags) == ["mask_time_prob"]  # no SpecAugment in Parakeet
+    assert configure_model(parakeet, flags) == ["mask_time_prob"]  # no SpecAugment in Parakeet
     assert (parakeet.encoder_config.dropout, parakeet.encoder_config.layerdrop) == (0.2, 0.05)
     assert parakeet.ctc_zero_infinity is True  # unset: the checkpoint's own value stays
     assert parakeet.encoder_config.attention_dropout == transformers.ParakeetEncoderConfig().attention_dropout
-    assert not ctc.has_spec_augment(parakeet)
+    assert not has_spec_augment(parakeet)
 
     omni = transformers.OmniASRCTCConfig()
-    ctc.configure_model(omni, flags)
+    configure_model(omni, flags)
     assert (omni.audio_config.hidden_dropout, omni.audio_config.layerdrop) == (0.2, 0.05)
 
     # wav2vec2-era: every unset flag gets upstream's default, as upstream writes them all.
     w2v = transformers.Wav2Vec2Config(hidden_dropout=0.3, attention_dropout=0.3, ctc_zero_infinity=True)
-    assert ctc.configure_model(w2v, flags) == []
+    assert configure_model(w2v, flags) == []
     assert (w2v.hidden_dropout, w2v.attention_dropout, w2v.mask_time_prob, w2v.ctc_zero_infinity) == (0.2, 0.0, 0.1, False)
-    assert ctc.has_spec_augment(w2v)
-    with pytest.raises(ctc.UserError, match="--add_adapter: parakeet_ctc models have no adapter"):
-        ctc.configure_model(transformers.ParakeetCTCConfig(), ctc.ModelArguments(model_name_or_path="m", add_adapter=True))
+    assert has_spec_augment(w2v)
+    with pytest.raises(UserError, match="--add_adapter: parakeet_ctc models have no adapter"):
+        configure_model(transformers.ParakeetCTCConfig(), ctc.ModelArguments(model_name_or_path="m", add_adapter=True))
 
 
 def test_new_vocabulary_sizes_the_head_and_sets_the_blank_everywhere():
@@ -126,11 +146,11 @@ def test_new_vocabulary_sizes_the_head_and_sets_the_blank_everywhere():
                                                       pad_token="[PAD]")
     size = len(tokenizer)  # with <s> and </s>
     granite = transformers.GraniteSpeech5CTCConfig()
-    ctc.set_ctc_vocabulary(granite, tokenizer)
+    set_ctc_vocabulary(granite, tokenizer)
     assert (granite.vocab_size, granite.encoder_config.vocab_size, granite.pad_token_id) == (size, size, 4)
     omni = transformers.OmniASRCTCConfig()
-    assert ctc.blank_token_id(omni, tokenizer) == 0  # the release's blank is <s>, not the pad token
-    ctc.set_ctc_vocabulary(omni, tokenizer)
+    assert blank_token_id(omni, tokenizer) == 0  # the release's blank is <s>, not the pad token
+    set_ctc_vocabulary(omni, tokenizer)
     assert (omni.blank_token_id, omni.pad_token_id) == (4, 4)
 
 
@@ -143,7 +163,7 @@ def test_freeze_feature_encoder_freezes_the_front_end_or_nothing(checkpoints, ar
     config = AutoConfig.from_pretrained(checkpoints(arch))
     config.vocab_size = config.vocab_size or 10
     model = AutoModelForCTC.from_pretrained(checkpoints(arch), config=config)
-    said = ctc.freeze_front_end(model)
+    said = freeze_front_end(model)
     still = {n for n, p in model.named_parameters() if not p.requires_grad}
     if frozen is None:
         assert still == set() and "froze nothing" in said
@@ -156,12 +176,12 @@ def test_ctc_decode_drops_the_blank_and_joins_subword_pieces(checkpoints):
     tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoints("omniasr_ctc"))
     ids = tokenizer("open the door", add_special_tokens=False).input_ids
     blank = 0  # OmniASR's blank is <s>, not its pad
-    frames = [blank, ids[0], ids[0], blank, *[i for t in ids[1:] for i in (t, blank)], ctc.LABEL_PAD_ID]
-    assert ctc.ctc_decode(tokenizer, frames, blank) == "open the door"
-    assert ctc.decode_labels(tokenizer, [*ids, ctc.LABEL_PAD_ID]) == "open the door"
+    frames = [blank, ids[0], ids[0], blank, *[i for t in ids[1:] for i in (t, blank)], LABEL_PAD_ID]
+    assert ctc_decode(tokenizer, frames, blank) == "open the door"
+    assert decode_labels(tokenizer, [*ids, LABEL_PAD_ID]) == "open the door"
     lasr = transformers.AutoTokenizer.from_pretrained(checkpoints("lasr_ctc"))
-    assert ctc.encode_labels(lasr, "door")[-1] != lasr.eos_token_id  # no </s> in labels
-    assert ctc.decode_labels(lasr, ctc.encode_labels(lasr, "door")) == "door"  # the double o survives
+    assert encode_labels(lasr, "door")[-1] != lasr.eos_token_id  # no </s> in labels
+    assert decode_labels(lasr, encode_labels(lasr, "door")) == "door"  # the double o survives
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -183,7 +203,7 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
 
     # The family's own processor comes back from AutoProcessor, with the model, from the output folder.
     processor = AutoProcessor.from_pretrained(out)
-    assert type(processor) is ctc.processor_class(arch)
+    assert type(processor) is processor_class(arch)
     model = AutoModelForCTC.from_pretrained(out)
     assert model.config.model_type == arch
 
@@ -194,7 +214,7 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
     paths = [os.path.join(TEST_DIR, f) for f in sorted(sentences)]
     caplog.set_level(logging.INFO, logger="transcribe")
     transcripts = dict(transcribe.main([str(out), *paths, "--batch_seconds", "0.1"]))
-    seconds = sum(ctc.load_audio(p, RATE).size for p in paths) / RATE  # audio seconds, not feature frames
+    seconds = sum(load_audio(p, RATE).size for p in paths) / RATE  # audio seconds, not feature frames
     assert f"Transcribed 4 clips ({seconds:,.1f} s of audio" in caplog.text
     refs = [sentences[os.path.basename(p)] for p in paths]
     hyps = [transcripts[p] for p in paths]
@@ -207,9 +227,9 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
     asr = transformers.pipeline("automatic-speech-recognition", model=str(out), device="cpu")
     if arch == "omniasr_ctc":
         with pytest.raises(TypeError, match="attention_mask"):
-            asr(ctc.load_audio(paths[0], RATE))
+            asr(load_audio(paths[0], RATE))
     else:
-        assert isinstance(asr(ctc.load_audio(paths[0], RATE))["text"], str)
+        assert isinstance(asr(load_audio(paths[0], RATE))["text"], str)
 
 
 def over_long_manifest(tmp_path) -> str:
@@ -230,7 +250,7 @@ def test_over_long_transcript_is_dropped_and_counted(tmp_path, checkpoints, arch
     argv = base_args(checkpoints(arch), None, str(out), dataset_name=None, train_file=over_long_manifest(tmp_path),
                      eval_file=os.path.join(TEST_DIR, "metadata.csv"), max_steps=2)
     results = ctc.main(argv)
-    assert read_json(out / "data_report.json")["train"]["dropped"] == {ctc.CTC_INFEASIBLE: 1}
+    assert read_json(out / "data_report.json")["train"]["dropped"] == {CTC_INFEASIBLE: 1}
     assert results["train_samples"] == 11 and np.isfinite(results["train_loss"])
 
 
@@ -250,7 +270,7 @@ def test_uncovered_shipped_tokenizer_takes_the_new_vocabulary_path(tmp_path, cap
 
 def test_character_vocabulary_on_an_8x_model_stops_with_the_numbers(tmp_path):
     model = make_checkpoint(str(tmp_path / "model"), "parakeet_ctc", tokenizer_text=CYRILLIC_TEXT)
-    with pytest.raises(ctc.UserError, match=r"of 12 training clips \(\d+%\) have transcripts too long for this "
+    with pytest.raises(UserError, match=r"of 12 training clips \(\d+%\) have transcripts too long for this "
                                             r"model's 12.5 output frames per second .*--tokenizer_name_or_path"):
         ctc.main(base_args(model, DATA_DIR, str(tmp_path / "out"), max_steps=2))
 
@@ -290,15 +310,15 @@ def test_our_inputs_give_the_logits_of_the_family_feature_extractor(checkpoints,
     config.vocab_size = config.vocab_size or 10
     model = AutoModelForCTC.from_pretrained(checkpoints(arch), config=config).eval()
     fe = transformers.AutoFeatureExtractor.from_pretrained(checkpoints(arch))
-    clip = ctc.load_audio(os.path.join(TEST_DIR, "test-00005.flac"), RATE)
-    name, _ = ctc.model_input_names(fe)
-    collate = ctc.DataCollatorCTCWithPadding(fe, channel_axis=ctc.has_channel_axis(fe))
-    ours = collate([{name: ctc.extract_features(fe, clip), ctc.LENGTH_COLUMN: len(clip)}])
+    clip = load_audio(os.path.join(TEST_DIR, "test-00005.flac"), RATE)
+    name, _ = model_input_names(fe)
+    collate = DataCollatorCTCWithPadding(fe, channel_axis=has_channel_axis(fe))
+    ours = collate([{name: extract_features(fe, clip), LENGTH_COLUMN: len(clip)}])
     ours.pop("input_lengths")
     theirs = fe(clip, sampling_rate=RATE, return_attention_mask=True, return_tensors="pt")
     with torch.no_grad():
         a, b = model(**ours).logits, model(**dict(theirs)).logits
-    n = ctc.output_frames(model, fe, [len(clip)])[0]
+    n = output_frames(model, fe, [len(clip)])[0]
     assert a.shape[1] == n and b.shape[1] >= n
     torch.testing.assert_close(a[:, :n], b[:, :n], atol=1e-4, rtol=1e-4)
 
@@ -308,8 +328,8 @@ def test_granite_without_torchaudio_is_one_line_naming_the_install(tmp_path, che
     def missing(*args, **kwargs):
         raise ImportError("GraniteSpeech5FeatureExtractor requires the torchaudio library but it was not found")
 
-    monkeypatch.setattr(ctc.AutoFeatureExtractor, "from_pretrained", missing)
-    with pytest.raises(ctc.UserError, match=r"needs a package that is missing .*torchaudio.*install_extras.sh granite"):
+    monkeypatch.setattr(transformers.AutoFeatureExtractor, "from_pretrained", missing)
+    with pytest.raises(UserError, match=r"needs a package that is missing .*torchaudio.*install_extras.sh granite"):
         ctc.main(base_args(checkpoints("parakeet_ctc"), DATA_DIR, str(tmp_path / "out"), max_steps=1))
 
 
@@ -318,7 +338,7 @@ def test_transcribe_without_torchaudio_is_one_line_naming_the_install(checkpoint
         raise ImportError("GraniteSpeech5FeatureExtractor requires the torchaudio library but it was not found")
 
     monkeypatch.setattr(transcribe.AutoFeatureExtractor, "from_pretrained", missing)
-    with pytest.raises(ctc.UserError, match=r"needs a missing package .*install_extras.sh granite"):
+    with pytest.raises(UserError, match=r"needs a missing package .*install_extras.sh granite"):
         transcribe.main([checkpoints("parakeet_ctc"), os.path.join(TEST_DIR, "test-00005.flac")])
 
 
@@ -338,7 +358,7 @@ def test_subword_tokenizer_that_misses_the_text_stops_naming_the_characters(tmp_
     # (not the word delimiter, which a subword tokenizer has no need for).
     other = make_checkpoint(str(tmp_path / "cyrillic"), "parakeet_ctc", tokenizer_text=CYRILLIC_TEXT)
     encoder = make_checkpoint(str(tmp_path / "encoder"), "wav2vec2")
-    with pytest.raises(ctc.UserError, match=r"of the train labels are unknown to the tokenizer \(most frequent: [a-z]") as e:
+    with pytest.raises(UserError, match=r"of the train labels are unknown to the tokenizer \(most frequent: [a-z]") as e:
         ctc.main(base_args(encoder, DATA_DIR, str(tmp_path / "out"), tokenizer_name_or_path=other, max_steps=1))
     assert "|" not in str(e.value).split("most frequent:")[1].split(")")[0]
 
@@ -347,8 +367,8 @@ def test_on_the_fly_data_report_decodes_no_audio(tmp_path, checkpoints, monkeypa
     # The report and the logged samples read lengths, rates, channels and labels from the header scan, not
     # through the decoding transform.
     calls = []
-    real = ctc.load_audio
-    monkeypatch.setattr(ctc, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = load_audio
+    monkeypatch.setattr(preprocessing, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     out = tmp_path / "out"
     ctc.main(base_args(checkpoints("wav2vec2-bert"), DATA_DIR, str(out), preprocess_on_the_fly=True,
                        preprocessing_only=True))

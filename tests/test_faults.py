@@ -12,6 +12,12 @@ import pytest
 import torch
 from conftest import DATA_DIR, SCRIPT, base_args, read_json
 
+import transformers
+
+from ctc_finetune import preprocessing
+from ctc_finetune.faults import REQUEUE_EXIT, StopOnSignal, Stopped, UserError
+from ctc_finetune.preprocessing import featurize_batch
+from ctc_finetune.trainer import CTCTrainer
 import run_speech_recognition_ctc as ctc
 
 RESUMABLE = dict(max_steps=40, save_strategy="steps", save_steps=100, logging_steps=1, do_eval=None,
@@ -68,7 +74,7 @@ def test_a_signal_saves_a_checkpoint_exits_for_requeue_and_the_rerun_matches(tmp
     wait_for(proc, "First training step done")
     proc.send_signal(sig)
     log = proc.communicate(timeout=120)[0]
-    assert proc.returncode == ctc.REQUEUE_EXIT, log[-3000:]
+    assert proc.returncode == REQUEUE_EXIT, log[-3000:]
     line = [x for x in log.splitlines() if f"stopped by {sig.name} at step" in x]
     assert len(line) == 1 and "run the same command to resume" in line[0], log[-3000:]
     stop_step = int(line[0].split(" at step ")[1].split(":")[0])
@@ -78,7 +84,7 @@ def test_a_signal_saves_a_checkpoint_exits_for_requeue_and_the_rerun_matches(tmp
 
 def test_a_second_ctrl_c_stops_at_once(monkeypatch, capsys):
     # Two signals sent together reach Python as one, so the handler is driven directly; then the exit status.
-    stop = ctc.StopOnSignal()
+    stop = StopOnSignal()
     stop.training = True
     stop.handle(signal.SIGINT, None)  # the first: finish the step, save, stop
     assert stop.received == "SIGINT"
@@ -121,19 +127,19 @@ def test_sigusr1_to_one_rank_stops_every_rank_at_the_same_checkpoint(tmp_path, e
 
 def test_a_signal_during_preprocessing_stops_without_a_partial_cache(tmp_path, encoder_dir, monkeypatch):
     cache = tmp_path / "cache"
-    real = ctc.featurize_batch
+    real = featurize_batch
 
     def terminated(*args, **kwargs):  # SIGTERM arrives while the audio is being decoded
         os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ctc, "featurize_batch", terminated)
+    monkeypatch.setattr(preprocessing, "featurize_batch", terminated)
     argv = base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), cache_dir=str(cache), max_steps=2)
-    with pytest.raises(ctc.Stopped, match="stopped by SIGTERM while preprocessing"):
+    with pytest.raises(Stopped, match="stopped by SIGTERM while preprocessing"):
         ctc.main(argv)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert not [f for f in os.listdir(cache / "ctc_preprocessing") if f.startswith("features-")]
-    monkeypatch.setattr(ctc, "featurize_batch", real)
+    monkeypatch.setattr(preprocessing, "featurize_batch", real)
     assert ctc.main(argv)["train_samples"] == 12
 
 
@@ -154,7 +160,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, 
         return real(tensors, filename, *args, **kwargs)
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", fills_the_disk)
-    with pytest.raises(ctc.UserError, match=r"no space left on device writing .*checkpoint-4.*free"):
+    with pytest.raises(UserError, match=r"no space left on device writing .*checkpoint-4.*free"):
         ctc.main(argv)
     assert not (out / "checkpoint-4").exists() and (out / "checkpoint-2" / "trainer_state.json").exists()
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", real)
@@ -173,7 +179,7 @@ def test_a_full_disk_while_caching_features_is_one_line_with_the_space_needed(tm
         return real(writer, *args, **kwargs)
 
     monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_batch", full)
-    with pytest.raises(ctc.UserError, match=r"no space left on device writing the preprocessing cache in .*MB"):
+    with pytest.raises(UserError, match=r"no space left on device writing the preprocessing cache in .*MB"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), cache_dir=str(tmp_path / "cache")))
 
 
@@ -218,7 +224,7 @@ def test_a_truncated_model_is_one_line_naming_the_file(tmp_path, encoder_dir):
     weights = os.path.join(model, "model.safetensors")
     with open(weights, "r+b") as f:
         f.truncate(os.path.getsize(weights) // 2)
-    with pytest.raises(ctc.UserError, match=f"{weights} is truncated or corrupt"):
+    with pytest.raises(UserError, match=f"{weights} is truncated or corrupt"):
         ctc.main(base_args(model, DATA_DIR, str(tmp_path / "out"), do_train=None))
 
 
@@ -226,8 +232,8 @@ def test_out_of_memory_is_one_line_with_the_step_and_the_remedies(tmp_path, enco
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(ctc.CTCTrainer, "compute_loss", oom)
-    with pytest.raises(ctc.UserError, match=r"out of memory at step 1 on a batch of 4 clips, [\d.]+ s of audio "
+    monkeypatch.setattr(CTCTrainer, "compute_loss", oom)
+    with pytest.raises(UserError, match=r"out of memory at step 1 on a batch of 4 clips, [\d.]+ s of audio "
                                             r"\(longest [\d.]+ s\).*--max_batch_duration.*--gradient_checkpointing"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out")))
 
@@ -236,16 +242,16 @@ def test_out_of_memory_in_evaluation_is_one_line_and_keeps_the_model(tmp_path, e
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(ctc.Trainer, "prediction_step", oom)
+    monkeypatch.setattr(transformers.Trainer, "prediction_step", oom)
     out = tmp_path / "out"
-    with pytest.raises(ctc.UserError, match=r"out of memory evaluating a batch of 2 clips, [\d.]+ s of audio "
+    with pytest.raises(UserError, match=r"out of memory evaluating a batch of 2 clips, [\d.]+ s of audio "
                                             r"\(longest [\d.]+ s\).*--per_device_eval_batch_size.*--bf16_full_eval"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(out)))
     assert (out / "model.safetensors").is_file() and (out / "train_results.json").is_file()  # training was not lost
 
 
 def test_nothing_to_do_and_a_bare_run_say_what_to_type(tmp_path, encoder_dir):
-    with pytest.raises(ctc.UserError, match="nothing to do: add --do_train, --do_eval and/or --do_predict"):
+    with pytest.raises(UserError, match="nothing to do: add --do_train, --do_eval and/or --do_predict"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), do_train=None, do_eval=None))
     proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "examples/demo.json" in proc.stderr and "Traceback" not in proc.stderr

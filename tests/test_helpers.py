@@ -8,6 +8,24 @@ import torch
 from conftest import DATA_DIR
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
+from ctc_finetune.audio import load_audio
+from ctc_finetune.batching import DataCollatorCTCWithPadding
+from ctc_finetune.checkpoints import check_output_dir
+from ctc_finetune.columns import (
+    AUDIO_COLUMN,
+    DROP_COLUMN,
+    LABEL_PAD_ID,
+    LENGTH_COLUMN,
+    MIN_FRAMES_COLUMN,
+    SOURCE_RATE_COLUMN,
+    TARGET_TEXT_COLUMN,
+)
+from ctc_finetune.corpora import parse_split_expression, slice_dataset
+from ctc_finetune.faults import UserError
+from ctc_finetune.metrics import decode_predictions, score
+from ctc_finetune.preprocessing import ctc_min_frames, drop_reasons, featurize_batch, label_encoder, scan_batch
+from ctc_finetune.text import build_vocab, chars_to_ignore_regex, normalize_text, vocabulary_case
+from ctc_finetune.vocabulary import text_report
 import run_speech_recognition_ctc as ctc
 
 SEED_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # the seed README's list
@@ -15,69 +33,69 @@ SEED_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", 
 
 def test_chars_to_ignore_are_escaped():
     # Upstream joins the list unescaped: `!-;` becomes a range that also deletes digits, `'`, `(`, `)`, `+`.
-    regex = ctc.chars_to_ignore_regex(SEED_CHARS)
-    assert ctc.normalize_text("I'm 25 (really) a+b, ok?", regex) == "i'm 25 (really) a+b ok"
-    assert ctc.normalize_text("a-b; c“d”", regex) == "ab cd"
+    regex = chars_to_ignore_regex(SEED_CHARS)
+    assert normalize_text("I'm 25 (really) a+b, ok?", regex) == "i'm 25 (really) a+b ok"
+    assert normalize_text("a-b; c“d”", regex) == "ab cd"
 
 
 def test_chars_to_ignore_handles_regex_metacharacters():
-    regex = ctc.chars_to_ignore_regex(["]", "\\", "^", "["])
-    assert ctc.normalize_text("a]b\\c^d[e", regex) == "abcde"
-    assert ctc.chars_to_ignore_regex(None) is None
+    regex = chars_to_ignore_regex(["]", "\\", "^", "["])
+    assert normalize_text("a]b\\c^d[e", regex) == "abcde"
+    assert chars_to_ignore_regex(None) is None
 
 
 def test_normalize_text_case_and_spaces():
-    assert ctc.normalize_text("  Hello   World ", None) == "hello world"
-    assert ctc.normalize_text("Hello", None, case="upper") == "HELLO"
-    assert ctc.normalize_text(None, None) == ""
+    assert normalize_text("  Hello   World ", None) == "hello world"
+    assert normalize_text("Hello", None, case="upper") == "HELLO"
+    assert normalize_text(None, None) == ""
 
 
 def test_build_vocab_follows_upstream_id_scheme():
-    vocab = ctc.build_vocab(["ab a", "ba"], word_delimiter_token="|", unk_token="[UNK]", pad_token="[PAD]")
+    vocab = build_vocab(["ab a", "ba"], word_delimiter_token="|", unk_token="[UNK]", pad_token="[PAD]")
     assert vocab == {"|": 0, "a": 1, "b": 2, "[UNK]": 3, "[PAD]": 4}
     # A corpus of one-word clips still gets the delimiter.
-    assert "|" in ctc.build_vocab(["yes", "no"], "|", "[UNK]", "[PAD]")
+    assert "|" in build_vocab(["yes", "no"], "|", "[UNK]", "[PAD]")
 
 
 def test_vocabulary_case():
-    assert ctc.vocabulary_case({"A": 0, "B": 1, "|": 2, "<pad>": 3}) == "upper"
-    assert ctc.vocabulary_case({"a": 0, "b": 1, "[PAD]": 2}) == "lower"
-    assert ctc.vocabulary_case({"1": 0, "|": 1}) == "lower"
+    assert vocabulary_case({"A": 0, "B": 1, "|": 2, "<pad>": 3}) == "upper"
+    assert vocabulary_case({"a": 0, "b": 1, "[PAD]": 2}) == "lower"
+    assert vocabulary_case({"1": 0, "|": 1}) == "lower"
 
 
 def test_parse_split_expression():
-    assert ctc.parse_split_expression("train+validation") == [("train", None, None), ("validation", None, None)]
-    assert ctc.parse_split_expression("train[:80%] + test-clean") == [("train", None, "80%"), ("test-clean", None, None)]
+    assert parse_split_expression("train+validation") == [("train", None, None), ("validation", None, None)]
+    assert parse_split_expression("train[:80%] + test-clean") == [("train", None, "80%"), ("test-clean", None, None)]
 
 
 @pytest.fixture
 def tokenizer(tmp_path):
-    vocab = ctc.build_vocab(["hello world"], "|", "[UNK]", "[PAD]")
+    vocab = build_vocab(["hello world"], "|", "[UNK]", "[PAD]")
     (tmp_path / "vocab.json").write_text(__import__("json").dumps(vocab))
     return Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
 
 
 def test_decode_keeps_double_letters_in_labels_and_ignores_padding(tokenizer):
     ids = tokenizer(["hello", "ll"]).input_ids
-    labels = np.full((2, 6), ctc.LABEL_PAD_ID)
+    labels = np.full((2, 6), LABEL_PAD_ID)
     labels[0, :5], labels[1, :2] = ids[0], ids[1]
     pad, h, e, l, o = tokenizer.pad_token_id, *tokenizer.convert_tokens_to_ids(list("helo"))
     # CTC output: repeats collapse, a blank separates the two l's, -100 marks frames past the clip's end.
     preds = np.array([[h, e, l, l, pad, l, o, -100], [l, pad, l, -100, -100, -100, -100, -100]])
-    predictions, references = ctc.decode_predictions(preds, labels, tokenizer, pad)
+    predictions, references = decode_predictions(preds, labels, tokenizer, pad)
     assert references == ["hello", "ll"]
     assert predictions == ["hello", "ll"]
 
 
 def test_score_wer_cer_and_empty_references():
-    metrics = ctc.score(["hello world", "x"], ["hello word", ""], ["wer", "cer"])
+    metrics = score(["hello world", "x"], ["hello word", ""], ["wer", "cer"])
     assert metrics["wer"] == pytest.approx(0.5)
     assert metrics["cer"] == pytest.approx(1 / 10)
 
 
 def test_collator_pads_labels_with_minus_100(tokenizer):
     fe = Wav2Vec2FeatureExtractor(return_attention_mask=True)
-    collate = ctc.DataCollatorCTCWithPadding(fe)
+    collate = DataCollatorCTCWithPadding(fe)
     batch = collate(
         [
             {"input_values": np.ones(400, np.float32), "labels": [1, 2, 3]},
@@ -89,14 +107,14 @@ def test_collator_pads_labels_with_minus_100(tokenizer):
     assert batch["input_lengths"].tolist() == [400, 250]
     assert batch["attention_mask"].dtype == torch.long
     # A group-norm extractor (wav2vec2-base) gets no attention mask, as upstream.
-    batch = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=False))(
+    batch = DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=False))(
         [{"input_values": np.ones(10, np.float32), "labels": [1]}]
     )
     assert "attention_mask" not in batch
 
 
 def test_collator_skips_clips_that_failed_to_decode_on_the_fly(tokenizer, caplog):
-    collate = ctc.DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=True))
+    collate = DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(return_attention_mask=True))
     with caplog.at_level("WARNING"):
         batch = collate([{"input_values": np.ones(300, np.float32), "labels": [1, 2]},
                          {"input_values": np.zeros(0, np.float32), "labels": [3]}])
@@ -110,10 +128,10 @@ def test_load_audio_resamples_and_downmixes(tmp_path):
 
     stereo = np.stack([np.sin(np.linspace(0, 100, 44100)), np.zeros(44100)], axis=1).astype(np.float32)
     sf.write(tmp_path / "s.wav", stereo, 44100)
-    audio = ctc.load_audio(str(tmp_path / "s.wav"), 16000)
+    audio = load_audio(str(tmp_path / "s.wav"), 16000)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert abs(len(audio) - 16000) <= 1
-    mp3 = ctc.load_audio(os.path.join(DATA_DIR, "train", "train-00000.mp3"), 16000)
+    mp3 = load_audio(os.path.join(DATA_DIR, "train", "train-00000.mp3"), 16000)
     assert 1.0 < len(mp3) / 16000 < 1.5
 
 
@@ -127,49 +145,49 @@ def test_scan_and_featurize_mark_bad_clips(tmp_path, tokenizer):
     good = os.path.join(DATA_DIR, "test", "test-00005.flac")  # 22.05 kHz, 1.36 s
     paths = [good, str(tmp_path / "bad.mp3"), str(tmp_path / "missing.wav"), str(tmp_path / "empty.wav"), good,
              str(tmp_path / "truncated.flac")]
-    batch = {ctc.AUDIO_COLUMN: paths, ctc.TARGET_TEXT_COLUMN: ["hello", "hello", "hello", "hello", "", "hello"]}
-    scanned = ctc.scan_batch(batch, tokenizer=tokenizer, sampling_rate=16000)
-    assert scanned[ctc.DROP_COLUMN] == ["", "unreadable audio", "missing file", "empty audio", "empty transcript", ""]
-    assert abs(scanned[ctc.LENGTH_COLUMN][0] - 1.36 * 16000) < 200 and scanned[ctc.SOURCE_RATE_COLUMN][0] == 22050
-    assert scanned[ctc.MIN_FRAMES_COLUMN][0] == 6  # h e l [blank] l o
-    featurized = ctc.featurize_batch(
-        {ctc.AUDIO_COLUMN: [good, paths[5]], ctc.LENGTH_COLUMN: [scanned[ctc.LENGTH_COLUMN][0], 30000]},
+    batch = {AUDIO_COLUMN: paths, TARGET_TEXT_COLUMN: ["hello", "hello", "hello", "hello", "", "hello"]}
+    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=16000)
+    assert scanned[DROP_COLUMN] == ["", "unreadable audio", "missing file", "empty audio", "empty transcript", ""]
+    assert abs(scanned[LENGTH_COLUMN][0] - 1.36 * 16000) < 200 and scanned[SOURCE_RATE_COLUMN][0] == 22050
+    assert scanned[MIN_FRAMES_COLUMN][0] == 6  # h e l [blank] l o
+    featurized = featurize_batch(
+        {AUDIO_COLUMN: [good, paths[5]], LENGTH_COLUMN: [scanned[LENGTH_COLUMN][0], 30000]},
         feature_extractor=Wav2Vec2FeatureExtractor(),
     )
-    assert featurized[ctc.DROP_COLUMN][0] == "" and featurized[ctc.DROP_COLUMN][1] in ("undecodable audio", "truncated audio")
+    assert featurized[DROP_COLUMN][0] == "" and featurized[DROP_COLUMN][1] in ("undecodable audio", "truncated audio")
     assert abs(float(np.mean(featurized["input_values"][0]))) < 1e-3  # normalised by the feature extractor
 
 
 def test_ctc_min_frames():
-    assert ctc.ctc_min_frames([]) == 0
-    assert ctc.ctc_min_frames([1, 2, 2, 3, 3, 3]) == 9
+    assert ctc_min_frames([]) == 0
+    assert ctc_min_frames([1, 2, 2, 3, 3, 3]) == 9
 
 
 def test_drop_reasons_apply_duration_and_ctc_limits_to_train_only():
     scanned = {
-        ctc.DROP_COLUMN: ["", "", "", "", "", "missing file"],
-        ctc.LENGTH_COLUMN: [16000, 400000, 16000, 800, 16000, 0],
-        ctc.MIN_FRAMES_COLUMN: [10, 10, 80, 1, 10, 1],
+        DROP_COLUMN: ["", "", "", "", "", "missing file"],
+        LENGTH_COLUMN: [16000, 400000, 16000, 800, 16000, 0],
+        MIN_FRAMES_COLUMN: [10, 10, 80, 1, 10, 1],
     }
     frames = np.array([50, 1250, 50, 2, 50, 0])
     kwargs = dict(min_len=0, max_len=20 * 16000, mask_time_frames=10)
-    train = ctc.drop_reasons(scanned, frames, train=True, **kwargs)
+    train = drop_reasons(scanned, frames, train=True, **kwargs)
     assert list(train) == [
         "", "longer than --max_duration_in_seconds", "transcript too long for the audio (CTC)",
         "too short for SpecAugment's --mask_time_length", "", "missing file",
     ]
-    assert list(ctc.drop_reasons(scanned, frames, train=False, **kwargs)) == ["", "", "", "", "", "missing file"]
+    assert list(drop_reasons(scanned, frames, train=False, **kwargs)) == ["", "", "", "", "", "missing file"]
 
 
 def test_slice_dataset():
     import datasets
 
     ds = datasets.Dataset.from_dict({"x": list(range(10))})
-    assert ctc.slice_dataset(ds, None, "80%")["x"] == list(range(8))
-    assert ctc.slice_dataset(ds, "-3", None)["x"] == [7, 8, 9]
-    assert ctc.slice_dataset(ds, "2", "4")["x"] == [2, 3]
-    with pytest.raises(ctc.UserError, match="split expression"):
-        ctc.parse_split_expression("train[x]")
+    assert slice_dataset(ds, None, "80%")["x"] == list(range(8))
+    assert slice_dataset(ds, "-3", None)["x"] == [7, 8, 9]
+    assert slice_dataset(ds, "2", "4")["x"] == [2, 3]
+    with pytest.raises(UserError, match="split expression"):
+        parse_split_expression("train[x]")
 
 
 def test_model_card_has_no_local_paths(tmp_path):
@@ -190,30 +208,30 @@ def test_legacy_flags_map_to_todays_arguments(tmp_path):
     assert training_args.eval_strategy == "steps"
     assert training_args.train_sampling_strategy == "group_by_length"
     assert training_args.use_cpu is True and training_args.overwrite_output_dir is True
-    assert training_args.length_column_name == ctc.LENGTH_COLUMN
+    assert training_args.length_column_name == LENGTH_COLUMN
     assert model_args.freeze_feature_encoder is False
 
 
 def test_bad_arguments_raise_user_errors(tmp_path):
-    with pytest.raises(ctc.UserError, match="--eval_metrics bleu"):
+    with pytest.raises(UserError, match="--eval_metrics bleu"):
         ctc.parse_args(["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", "--eval_metrics", "bleu"])
-    with pytest.raises(ctc.UserError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         ctc.parse_args([str(tmp_path / "missing.json")])
 
 
 def test_check_output_dir(tmp_path):
     args = ctc.TrainingArguments(output_dir=str(tmp_path), do_train=True)
-    assert ctc.check_output_dir(args) is None  # empty directory
+    assert check_output_dir(args) is None  # empty directory
     (tmp_path / "vocab.json").write_text("{}")
-    assert ctc.check_output_dir(args) is None  # only files the script itself writes
+    assert check_output_dir(args) is None  # only files the script itself writes
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ctc.UserError, match="--overwrite_output_dir"):
-        ctc.check_output_dir(args)
+    with pytest.raises(UserError, match="--overwrite_output_dir"):
+        check_output_dir(args)
     (tmp_path / "checkpoint-7").mkdir()
     (tmp_path / "checkpoint-7" / "trainer_state.json").write_text("{}")
-    assert ctc.check_output_dir(args).endswith("checkpoint-7")
+    assert check_output_dir(args).endswith("checkpoint-7")
     args = ctc.TrainingArguments(output_dir=str(tmp_path), do_train=True, overwrite_output_dir=True)
-    assert ctc.check_output_dir(args) is None
+    assert check_output_dir(args) is None
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # checkpoints and vocabulary cleared, user files kept
 
 
@@ -221,38 +239,46 @@ def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, c
     import datasets
 
     raw = datasets.DatasetDict(
-        {"train": datasets.Dataset.from_dict({ctc.TARGET_TEXT_COLUMN: ["hello world"]}),
-         "eval": datasets.Dataset.from_dict({ctc.TARGET_TEXT_COLUMN: ["hello wörld"]})}
+        {"train": datasets.Dataset.from_dict({TARGET_TEXT_COLUMN: ["hello world"]}),
+         "eval": datasets.Dataset.from_dict({TARGET_TEXT_COLUMN: ["hello wörld"]})}
     )
     args = ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.1)
     with caplog.at_level("INFO"):
-        stats = ctc.text_report(raw, tokenizer, args)
+        stats = text_report(raw, tokenizer, args)
     assert "only in the eval text (never trained): ö" in caplog.text
     assert stats["eval"] == {"characters": "dehlorw|ö", "distinct": 9, "unknown_character_share": round(1 / 11, 4),
                              "vocabulary": f"characters, {len(tokenizer)} tokens"}
-    with pytest.raises(ctc.UserError, match=r"9.1% of the eval labels .* ö"):
-        ctc.text_report(raw, tokenizer, ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.05))
+    with pytest.raises(UserError, match=r"9.1% of the eval labels .* ö"):
+        text_report(raw, tokenizer, ctc.DataTrainingArguments(dataset_name="d", max_unk_share=0.05))
 
 
 def test_fast_character_labels_match_the_tokenizer(tokenizer):
     # The header scan's dictionary lookup gives the ids the tokenizer gives, unknown characters, delimiters and
     # multi-character tokens included.
-    encode = ctc.label_encoder(tokenizer)
+    encode = label_encoder(tokenizer)
     texts = ["hello world", "héllo wörld", "h e l l o", "x[UNK]y", "a|b", "<s>hello</s>", "", "ll  oo", "HELLO"]
     for text in texts:
         assert encode(text) == tokenizer(text, add_special_tokens=False).input_ids, text
 
 
 def test_the_docstring_map_names_what_exists():
-    """The module docstring's "Where to change what" map names functions, classes and tables of the script."""
+    """The recipe's docstring maps every package module to a step, and its "Where to change what" names (module.name)
+    exist in the package."""
+    import importlib
+    import pkgutil
     import re
 
-    where = ctc.__doc__.split("Where to change what:")[1]
-    names = {n for n in re.findall(r"(?<![-/\w.])[A-Za-z_][\w.]*", where)
-             if "_" in n or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", n)}  # code names: snake_case, CamelCase, CONSTANTS
-    assert {"normalize_text", "drop_reasons", "build_vocab", "DurationBatchSampler", "clip_error", "FEATURE_FRAMES"} <= names
-    for name in names:
-        obj = ctc
-        for part in name.rstrip(".").split("."):
-            assert hasattr(obj, part), f"the docstring map names {name}, which the script does not have"
-            obj = getattr(obj, part)
+    import ctc_finetune
+
+    house, where = ctc.__doc__.split("Where to change what:")
+    modules = {m.name for m in pkgutil.iter_modules(ctc_finetune.__path__)}
+    assert {"corpora", "text", "preprocessing", "trainer", "metrics"} <= modules
+    for module in modules:
+        assert re.search(rf"\b{module}\b", house), f"the docstring's map of the house leaves out ctc_finetune.{module}"
+    names = {(m, n) for m, n in re.findall(r"\b([a-z_]+)\.([A-Za-z_]\w*)", where) if n not in ("py", "json")}  # not file names
+    assert {("text", "normalize_text"), ("preprocessing", "drop_reasons"), ("batching", "DurationBatchSampler"),
+            ("metrics", "clip_error"), ("families", "FEATURE_FRAMES")} <= names
+    for module, name in names:
+        assert module in modules, f"the docstring map names {module}.{name}: ctc_finetune has no module {module}"
+        obj = importlib.import_module(f"ctc_finetune.{module}")
+        assert hasattr(obj, name), f"the docstring map names {module}.{name}, which ctc_finetune.{module} lacks"

@@ -9,6 +9,10 @@ import pytest
 from conftest import DATA_DIR, base_args, read_json
 from test_train import transcribe
 
+from ctc_finetune.faults import UserError
+from ctc_finetune.metrics import SUPPORTED_METRICS
+from ctc_finetune.phonemes import PHONEME_INSTALL, phonemize_batch
+from ctc_finetune.text import build_vocab
 import run_speech_recognition_ctc as ctc
 
 
@@ -20,7 +24,7 @@ def espeak_ready() -> bool:
     return EspeakBackend.is_available()
 
 
-needs_espeak = pytest.mark.skipif(not espeak_ready(), reason=f"phonemizer + espeak-ng missing: {ctc.PHONEME_INSTALL}")
+needs_espeak = pytest.mark.skipif(not espeak_ready(), reason=f"phonemizer + espeak-ng missing: {PHONEME_INSTALL}")
 
 
 def sentences(split: str) -> dict[str, str]:
@@ -29,13 +33,13 @@ def sentences(split: str) -> dict[str, str]:
 
 
 def test_phoneme_vocab_splits_on_spaces_and_keeps_the_delimiter_first():
-    vocab = ctc.build_vocab(["h ə l oʊ | w ɜː l d", "oʊ"], "|", "[UNK]", "[PAD]", phonemes=True)
+    vocab = build_vocab(["h ə l oʊ | w ɜː l d", "oʊ"], "|", "[UNK]", "[PAD]", phonemes=True)
     assert list(vocab) == ["|", "d", "h", "l", "oʊ", "w", "ə", "ɜː", "[UNK]", "[PAD]"]
     assert list(vocab.values()) == list(range(10))
 
 
 def test_per_needs_phoneme_mode_and_is_the_phoneme_default():
-    with pytest.raises(ctc.UserError, match="--eval_metrics per scores phonemes"):
+    with pytest.raises(UserError, match="--eval_metrics per scores phonemes"):
         ctc.DataTrainingArguments(dataset_name="x", eval_metrics=["per"])
     assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr").eval_metrics == ["per"]
     assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr", eval_metrics=["per", "cer"]).eval_metrics \
@@ -45,14 +49,14 @@ def test_per_needs_phoneme_mode_and_is_the_phoneme_default():
 def test_missing_phonemizer_is_one_line_with_the_install_command(tmp_path, encoder_dir, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "phonemizer" else real(name, *a))
-    with pytest.raises(ctc.UserError, match="phonemizer package and espeak-ng: run `bash tools/install_extras.sh"):
+    with pytest.raises(UserError, match="phonemizer package and espeak-ng: run `bash tools/install_extras.sh"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), phoneme_language="en-us"))
     assert not (tmp_path / "out").exists()
 
 
 @needs_espeak
 def test_unknown_language_is_one_line(tmp_path, encoder_dir):
-    with pytest.raises(ctc.UserError, match="espeak-ng does not know it"):
+    with pytest.raises(UserError, match="espeak-ng does not know it"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), phoneme_language="xx-nope"))
 
 
@@ -65,7 +69,7 @@ def test_phoneme_training_reports_per_and_saves_a_phoneme_tokenizer(tmp_path, en
         ctc.main(base_args(encoder_dir, DATA_DIR, str(out), phoneme_language="en-us", eval_metrics=None,
                            preprocessing_num_workers=2))
     metrics = read_json(out / "eval_results.json")
-    assert set(k for k in metrics if k.startswith("eval_") and k[5:] in ctc.SUPPORTED_METRICS) == {"eval_per"}
+    assert set(k for k in metrics if k.startswith("eval_") and k[5:] in SUPPORTED_METRICS) == {"eval_per"}
 
     # The saved tokenizer is a phoneme tokenizer whose own phonemization gives the labels the run trained on,
     # and which decodes ids to space-separated phonemes (word delimiters dropped).
@@ -75,7 +79,7 @@ def test_phoneme_training_reports_per_and_saves_a_phoneme_tokenizer(tmp_path, en
     vocab = read_json(out / "vocab.json")
     assert "|" in vocab and {"ð", "ə"} <= set(vocab) and not ({"a", "b", "c"} <= set(vocab) and "ʃ" not in vocab)
     clips = sentences("test")
-    ours = ctc.phonemize_batch({"target_text": list(clips.values())}, language="en-us", word_delimiter_token="|")
+    ours = phonemize_batch({"target_text": list(clips.values())}, language="en-us", word_delimiter_token="|")
     for text, phonemes in zip(clips.values(), ours["target_text"]):
         ids = tokenizer(text).input_ids
         assert ids == tokenizer.convert_tokens_to_ids(phonemes.split())

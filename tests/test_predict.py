@@ -11,11 +11,17 @@ import pytest
 from conftest import DATA_DIR, ROOT, base_args, read_json
 from test_train import make_finetuned, transcribe
 
+from ctc_finetune import lm
+from ctc_finetune.columns import LENGTH_COLUMN
+from ctc_finetune.faults import UserError
+from ctc_finetune.lm import LM_INSTALL, ctc_alphabet, kenlm_binary, lm_sentences
+from ctc_finetune.preprocessing import sort_longest_first
+from ctc_finetune.text import chars_to_ignore_regex
 import run_speech_recognition_ctc as ctc
 
 LM_READY = (all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm"))
-            and all(ctc.kenlm_binary(b) for b in ("lmplz", "build_binary")))
-needs_lm = pytest.mark.skipif(not LM_READY, reason=f"LM extras missing (pyctcdecode, kenlm, lmplz): {ctc.LM_INSTALL}")
+            and all(kenlm_binary(b) for b in ("lmplz", "build_binary")))
+needs_lm = pytest.mark.skipif(not LM_READY, reason=f"LM extras missing (pyctcdecode, kenlm, lmplz): {LM_INSTALL}")
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +82,8 @@ def test_predictions_stay_with_their_clips_under_group_by_length(tmp_path, finet
 def test_sort_longest_first_keeps_ties_in_order():
     import datasets
 
-    ds = datasets.Dataset.from_dict({ctc.LENGTH_COLUMN: [5, 9, 5, 12], "i": [0, 1, 2, 3]})
-    assert ctc.sort_longest_first(ds)["i"] == [3, 1, 0, 2]
+    ds = datasets.Dataset.from_dict({LENGTH_COLUMN: [5, 9, 5, 12], "i": [0, 1, 2, 3]})
+    assert sort_longest_first(ds)["i"] == [3, 1, 0, 2]
 
 
 def test_predict_file_alone(tmp_path, finetuned_dir):
@@ -93,30 +99,30 @@ def test_predict_file_alone(tmp_path, finetuned_dir):
 def test_lm_sentences_are_normalised_like_transcripts(tmp_path):
     text = tmp_path / "lm.txt"
     text.write_text("Turn ON the light!\n\n  open   the DOOR.\n", encoding="utf-8")
-    regex = ctc.chars_to_ignore_regex(["!", "."])
-    assert ctc.lm_sentences(str(text), None, regex, "lower") == ["turn on the light", "open the door"]
-    assert ctc.lm_sentences("train", ["a b", "", "c"], regex, "lower") == ["a b", "c"]
+    regex = chars_to_ignore_regex(["!", "."])
+    assert lm_sentences(str(text), None, regex, "lower") == ["turn on the light", "open the door"]
+    assert lm_sentences("train", ["a b", "", "c"], regex, "lower") == ["a b", "c"]
 
 
 def test_ctc_alphabet_maps_blank_and_delimiter(finetuned_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(finetuned_dir)
-    labels = ctc.ctc_alphabet(tokenizer, len(tokenizer), tokenizer.pad_token_id)
+    labels = ctc_alphabet(tokenizer, len(tokenizer), tokenizer.pad_token_id)
     assert labels[tokenizer.pad_token_id] == "" and labels[tokenizer.convert_tokens_to_ids("|")] == " "
     assert labels[tokenizer.convert_tokens_to_ids("a")] == "a" and len(set(labels)) == len(labels)
 
 
 def test_missing_lm_extras_stop_before_any_work(tmp_path, finetuned_dir, monkeypatch):
-    monkeypatch.setattr(ctc, "kenlm_binary", lambda name: None)
-    with pytest.raises(ctc.UserError, match="lmplz.*tools/install_extras.sh lm"):
+    monkeypatch.setattr(lm, "kenlm_binary", lambda name: None)
+    with pytest.raises(UserError, match="lmplz.*tools/install_extras.sh lm"):
         ctc.main(base_args(finetuned_dir, DATA_DIR, str(tmp_path / "out"), lm_text="train"))
     assert not (tmp_path / "out").exists()
 
 
 @needs_lm
 def test_lm_train_only_text_needs_do_train(tmp_path, finetuned_dir):
-    with pytest.raises(ctc.UserError, match="--lm_text train uses the training transcripts"):
+    with pytest.raises(UserError, match="--lm_text train uses the training transcripts"):
         ctc.main(base_args(finetuned_dir, DATA_DIR, str(tmp_path / "out"), do_train=None, lm_text="train"))
 
 

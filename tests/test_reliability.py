@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, SCRIPT, base_args, read_json
 
+import transformers
+
+from ctc_finetune.checkpoints import OWN_OUTPUT_FILES
+from ctc_finetune.faults import UserError
 import run_speech_recognition_ctc as ctc
 
 
@@ -60,7 +64,7 @@ def test_a_run_that_died_before_its_first_checkpoint_restarts_with_the_same_comm
 
 
 def test_non_finite_loss_stops_the_run_with_the_step(tmp_path, encoder_dir):
-    with pytest.raises(ctc.UserError, match=r"the training loss became (nan|inf) at step \d+; likely causes"):
+    with pytest.raises(UserError, match=r"the training loss became (nan|inf) at step \d+; likely causes"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), max_steps=30, learning_rate=1e12,
                            max_grad_norm=0, do_eval=None, adam_epsilon=1e-30, warmup_steps=0))
 
@@ -112,7 +116,7 @@ def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case):
         tokenizer = tmp_path / "tokenizer"
         tokenizer.mkdir()
         (tokenizer / "vocab.json").write_text('{"|": 0, "x": 1, "[UNK]": 2, "[PAD]": 3}')
-        ctc.Wav2Vec2CTCTokenizer(str(tokenizer / "vocab.json")).save_pretrained(str(tokenizer))
+        transformers.Wav2Vec2CTCTokenizer(str(tokenizer / "vocab.json")).save_pretrained(str(tokenizer))
         swap = {"LAYOUT": str(layout), "FOREIGN": str(foreign), "TOKENIZER": str(tokenizer),
                 "MANIFEST": os.path.join(DATA_DIR, "train", "metadata.csv")}
         overrides = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
@@ -123,7 +127,7 @@ def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr[-3000:]
     assert (out / "checkpoint-2" / "trainer_state.json").read_text() == "{}"  # nothing destroyed
-    assert set(os.listdir(out)) - {"checkpoint-2"} <= ctc.OWN_OUTPUT_FILES  # at most the script's own files added
+    assert set(os.listdir(out)) - {"checkpoint-2"} <= OWN_OUTPUT_FILES  # at most the script's own files added
 
 
 def test_tokens_and_local_paths_stay_out_of_logs_and_files(tmp_path, encoder_dir):

@@ -311,6 +311,7 @@ def test_a_yaml_argument_file_works_as_the_json_one(tmp_path):
     import yaml
 
     import run_speech_recognition_ctc as ctc
+    from ctc_finetune.faults import UserError
     from tiny_models import make_checkpoint
 
     encoder = make_checkpoint(str(tmp_path / "encoder"), "wav2vec2")
@@ -322,5 +323,5 @@ def test_a_yaml_argument_file_works_as_the_json_one(tmp_path):
     results = ctc.main([str(tmp_path / "run.yaml")])
     assert results["eval_samples"] == 4 and os.path.isfile(tmp_path / "out" / "report.html")
     (tmp_path / "bad.yaml").write_text("model_name_or_path: [unclosed\n")
-    with pytest.raises(ctc.UserError, match="is not valid YAML"):
+    with pytest.raises(UserError, match="is not valid YAML"):
         ctc.main([str(tmp_path / "bad.yaml")])

@@ -14,6 +14,9 @@ import pytest
 from conftest import DATA_DIR, ROOT, base_args, read_json
 from test_train import transcribe
 
+from ctc_finetune import preprocessing
+from ctc_finetune.audio import load_audio
+from ctc_finetune.faults import UserError
 import run_speech_recognition_ctc as ctc
 
 MAKE_SHARDS = os.path.join(ROOT, "tools", "make_shards.py")
@@ -22,8 +25,8 @@ MAKE_SHARDS = os.path.join(ROOT, "tools", "make_shards.py")
 def count_decodes(monkeypatch) -> list:
     """Every clip decoded from now on, in this process (the DataLoader must run without workers)."""
     calls = []
-    real = ctc.load_audio
-    monkeypatch.setattr(ctc, "load_audio", lambda *a, **k: calls.append(str(a[0])) or real(*a, **k))
+    real = load_audio
+    monkeypatch.setattr(preprocessing, "load_audio", lambda *a, **k: calls.append(str(a[0])) or real(*a, **k))
     return calls
 
 
@@ -87,9 +90,9 @@ def test_a_corrupt_member_of_a_shard_is_skipped_and_counted(tmp_path, encoder_di
 
 
 def test_shards_need_max_steps_and_fixed_size_batches(tmp_path, encoder_dir, shards):
-    with pytest.raises(ctc.UserError, match="give --max_steps"):
+    with pytest.raises(UserError, match="give --max_steps"):
         ctc.main(base_args(encoder_dir, shards, str(tmp_path / "a"), **{**SHARD_ARGS, "max_steps": None}))
-    with pytest.raises(ctc.UserError, match="--max_batch_duration needs every clip's length"):
+    with pytest.raises(UserError, match="--max_batch_duration needs every clip's length"):
         ctc.main(base_args(encoder_dir, shards, str(tmp_path / "b"), **SHARD_ARGS, max_batch_duration=8))
 
 
@@ -97,7 +100,7 @@ def test_a_shard_without_transcripts_is_one_clear_error(tmp_path, encoder_dir):
     (tmp_path / "corpus" / "train").mkdir(parents=True)
     with tarfile.open(tmp_path / "corpus" / "train" / "a.tar", "w") as tar:
         tar.add(os.path.join(DATA_DIR, "train", "train-00000.mp3"), arcname="clip1.mp3")
-    with pytest.raises(ctc.UserError, match=r"has members mp3; a shard pairs KEY\.flac\|wav"):
+    with pytest.raises(UserError, match=r"has members mp3; a shard pairs KEY\.flac\|wav"):
         ctc.main(base_args(encoder_dir, str(tmp_path / "corpus"), str(tmp_path / "out"), **SHARD_ARGS))
 
 

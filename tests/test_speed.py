@@ -8,6 +8,8 @@ import torch
 from conftest import DATA_DIR, base_args, read_json
 from transformers import Wav2Vec2FeatureExtractor
 
+from ctc_finetune.batching import DataCollatorCTCWithPadding, DurationBatchSampler
+from ctc_finetune.trainer import reuse_cpu_memory
 import run_speech_recognition_ctc as ctc
 
 
@@ -18,7 +20,7 @@ def padding(batches, lengths) -> float:
 
 def test_duration_batches_cover_every_clip_once_within_the_cap_with_little_padding():
     lengths = np.random.default_rng(0).integers(11_000, 240_000, size=2000)  # 0.7 to 15 s at 16 kHz
-    sampler = ctc.DurationBatchSampler(lengths, max_samples=30 * 16000, seed=1)
+    sampler = DurationBatchSampler(lengths, max_samples=30 * 16000, seed=1)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(2000)) and len(batches) == len(sampler)
     assert all(max(lengths[i] for i in b) * len(b) <= 30 * 16000 for b in batches)
@@ -30,13 +32,13 @@ def test_duration_batches_cover_every_clip_once_within_the_cap_with_little_paddi
 
 def test_duration_batches_are_reshuffled_per_epoch_and_reproducible():
     lengths = np.random.default_rng(0).integers(1000, 9000, size=300)
-    a, b = ctc.DurationBatchSampler(lengths, 20_000, seed=3), ctc.DurationBatchSampler(lengths, 20_000, seed=3)
+    a, b = DurationBatchSampler(lengths, 20_000, seed=3), DurationBatchSampler(lengths, 20_000, seed=3)
     first = list(a)
     a.set_epoch(1)
     assert list(a) != first and sorted(map(tuple, a)) == sorted(map(tuple, first))  # same batches, new order
     b.set_epoch(1)
     assert list(b) == list(a)
-    assert list(ctc.DurationBatchSampler(lengths, 20_000, seed=4)) != first
+    assert list(DurationBatchSampler(lengths, 20_000, seed=4)) != first
 
 
 def test_duration_batches_reshuffle_each_epoch_when_sharded_for_ddp():
@@ -45,7 +47,7 @@ def test_duration_batches_reshuffle_each_epoch_when_sharded_for_ddp():
     from torch.utils.data import DataLoader
 
     lengths = np.random.default_rng(0).integers(1_000, 20_000, 60)
-    loader = DataLoader(list(range(60)), batch_sampler=ctc.DurationBatchSampler(lengths, 40_000, seed=3))
+    loader = DataLoader(list(range(60)), batch_sampler=DurationBatchSampler(lengths, 40_000, seed=3))
     shards = [prepare_data_loader(loader, num_processes=2, process_index=rank, put_on_device=False) for rank in (0, 1)]
     first = [[b.tolist() for b in shard] for shard in shards]
     for shard in shards:
@@ -57,7 +59,7 @@ def test_duration_batches_reshuffle_each_epoch_when_sharded_for_ddp():
 
 
 def test_a_clip_longer_than_the_cap_gets_a_batch_of_its_own():
-    sampler = ctc.DurationBatchSampler([100, 5000, 120], max_samples=1000, seed=0)
+    sampler = DurationBatchSampler([100, 5000, 120], max_samples=1000, seed=0)
     assert sorted(map(sorted, sampler)) == [[0, 2], [1]]
 
 
@@ -65,7 +67,7 @@ def test_a_clip_longer_than_the_cap_gets_a_batch_of_its_own():
 def test_collator_pads_inputs_and_labels_like_the_feature_extractor(mask):
     fe = Wav2Vec2FeatureExtractor(return_attention_mask=mask, padding_value=0.0)
     features = [{"input_values": np.arange(n, dtype=np.float32) + 1, "labels": list(range(n // 2))} for n in (4, 7, 2)]
-    batch = ctc.DataCollatorCTCWithPadding(fe)(features)
+    batch = DataCollatorCTCWithPadding(fe)(features)
     reference = fe.pad([{"input_values": f["input_values"]} for f in features], padding="longest",
                        return_attention_mask=True, return_tensors="pt")
     assert torch.equal(batch["input_values"], reference["input_values"])
@@ -91,7 +93,7 @@ def test_duration_batches_train_and_report_throughput(tmp_path, encoder_dir, cap
 def test_reuse_cpu_memory_can_be_turned_off(caplog):
     _, _, training_args = ctc.parse_args(base_args("m", DATA_DIR, "out", reuse_cpu_memory="False", use_cpu=True))
     with caplog.at_level("INFO"):
-        ctc.reuse_cpu_memory(training_args)
+        reuse_cpu_memory(training_args)
     assert "kept for reuse" not in caplog.text
 
 

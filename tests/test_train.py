@@ -13,6 +13,11 @@ from conftest import DATA_DIR, SCRIPT, base_args, copy_fixture_with_audio_column
 from tiny_models import ARCHITECTURES, make_checkpoint
 from transformers import AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer
 
+import transformers
+
+from ctc_finetune.audio import load_audio
+from ctc_finetune.faults import UserError
+from ctc_finetune.text import build_vocab
 import run_speech_recognition_ctc as ctc
 
 TEST_CLIPS = os.path.join(DATA_DIR, "test")
@@ -24,7 +29,7 @@ def transcribe(model_dir: str, paths: list[str]) -> list[str]:
     model = AutoModelForCTC.from_pretrained(model_dir).eval()
     texts = []
     for path in paths:
-        audio = ctc.load_audio(path, processor.feature_extractor.sampling_rate)
+        audio = load_audio(path, processor.feature_extractor.sampling_rate)
         inputs = processor(audio, sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
         with torch.no_grad():
             ids = model(**inputs).logits.argmax(-1)
@@ -66,7 +71,7 @@ def test_train_eval_save_reload_transcribe(tmp_path, encoder_dir, caplog):
 def make_finetuned(path) -> str:
     """A random-weight 'fine-tuned' CTC model with its own tokenizer: predictions full of characters."""
     os.makedirs(path, exist_ok=True)
-    vocab = ctc.build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]")
+    vocab = build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]")
     with open(os.path.join(path, "vocab.json"), "w") as f:
         json.dump(vocab, f)
     tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
@@ -173,17 +178,17 @@ def test_seed_command_lines_parse_and_train(tmp_path, encoder_dir, seed_command)
 
 
 def test_unknown_characters_of_a_reused_tokenizer_stop_the_run(tmp_path, encoder_dir):
-    vocab = ctc.build_vocab(["xyz"], "|", "[UNK]", "[PAD]")
+    vocab = build_vocab(["xyz"], "|", "[UNK]", "[PAD]")
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "vocab.json").write_text(json.dumps(vocab))
     Wav2Vec2CTCTokenizer(str(tmp_path / "tok" / "vocab.json")).save_pretrained(str(tmp_path / "tok"))
-    with pytest.raises(ctc.UserError, match="unknown to the tokenizer"):
+    with pytest.raises(UserError, match="unknown to the tokenizer"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), tokenizer_name_or_path=str(tmp_path / "tok")))
 
 
 def test_upper_case_tokenizer_gets_upper_case_text(tmp_path, encoder_dir):
     # A reused upper-case vocabulary (as facebook/wav2vec2-base-960h) must not turn every label into [UNK].
-    vocab = ctc.build_vocab(["ABCDEFGHIJKLMNOPQRSTUVWXYZ"], "|", "<unk>", "<pad>")
+    vocab = build_vocab(["ABCDEFGHIJKLMNOPQRSTUVWXYZ"], "|", "<unk>", "<pad>")
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "vocab.json").write_text(json.dumps(vocab))
     Wav2Vec2CTCTokenizer(str(tmp_path / "tok" / "vocab.json"), unk_token="<unk>", pad_token="<pad>").save_pretrained(
@@ -211,7 +216,7 @@ def test_help_lists_every_argument():
     with open(os.path.join(os.path.dirname(SCRIPT), "README.md"), encoding="utf-8") as f:
         readme = f.read()
     ours = {f.name for f in dataclasses.fields(ctc.TrainingArguments)} - {
-        f.name for f in dataclasses.fields(ctc.transformers.TrainingArguments)}
+        f.name for f in dataclasses.fields(transformers.TrainingArguments)}
     assert ours >= {"max_batch_duration", "group_by_length"}
     for name in [f.name for cls in (ctc.ModelArguments, ctc.DataTrainingArguments) for f in dataclasses.fields(cls)] \
             + sorted(ours):

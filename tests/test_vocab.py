@@ -12,6 +12,13 @@ import transformers
 from conftest import DATA_DIR, base_args, read_json
 from tiny_models import NEW_FAMILIES, make_checkpoint, torchaudio_problem
 
+from ctc_finetune.audio import load_audio
+from ctc_finetune.families import ctc_decode, decode_labels, processor_class
+from ctc_finetune.faults import UserError
+from ctc_finetune.lm import kenlm_binary
+from ctc_finetune.preprocessing import encode_labels
+from ctc_finetune.text import normalize_text
+from ctc_finetune.vocabulary import train_subword_vocab
 import run_speech_recognition_ctc as ctc
 import transcribe
 
@@ -20,30 +27,30 @@ TEST_DIR = os.path.join(DATA_DIR, "test")
 
 def fixture_texts(split: str) -> dict[str, str]:
     with open(os.path.join(DATA_DIR, split, "metadata.csv"), newline="", encoding="utf-8") as f:
-        return {r["file_name"]: ctc.normalize_text(r["sentence"], None) for r in csv.DictReader(f)}
+        return {r["file_name"]: normalize_text(r["sentence"], None) for r in csv.DictReader(f)}
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
 def test_vocabulary_trained_on_the_transcripts_round_trips_them(tmp_path, kind):
     texts = list(fixture_texts("train").values())
-    trained = ctc.train_subword_vocab(texts, kind, 60, "[UNK]", "[PAD]")
+    trained = train_subword_vocab(texts, kind, 60, "[UNK]", "[PAD]")
     assert trained.token_to_id("[UNK]") == 0 and trained.token_to_id("[PAD]") == 1
     assert 40 <= trained.get_vocab_size() <= 60
     tokenizer = transformers.ParakeetTokenizer(tokenizer_object=trained, unk_token="[UNK]", pad_token="[PAD]")
     tokenizer.save_pretrained(tmp_path)
     reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
     for text in texts + list(fixture_texts("test").values()):
-        ids = ctc.encode_labels(reloaded, text)
+        ids = encode_labels(reloaded, text)
         assert reloaded.unk_token_id not in ids
-        assert ctc.decode_labels(reloaded, ids) == text  # word boundaries come back from ▁
+        assert decode_labels(reloaded, ids) == text  # word boundaries come back from ▁
         assert len(ids) < len(text)  # pieces, not characters
         frames = [i for t in ids for i in (t, reloaded.pad_token_id)]  # a CTC path with blanks between pieces
-        assert ctc.ctc_decode(reloaded, frames, reloaded.pad_token_id) == text
+        assert ctc_decode(reloaded, frames, reloaded.pad_token_id) == text
 
 
 def test_vocab_size_under_the_character_inventory_is_an_error():
-    with pytest.raises(ctc.UserError, match=r"--vocab_size 10 is under the text's \d+ characters"):
-        ctc.train_subword_vocab(list(fixture_texts("train").values()), "bpe", 10, "[UNK]", "[PAD]")
+    with pytest.raises(UserError, match=r"--vocab_size 10 is under the text's \d+ characters"):
+        train_subword_vocab(list(fixture_texts("train").values()), "bpe", 10, "[UNK]", "[PAD]")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -53,7 +60,7 @@ def test_vocab_size_under_the_character_inventory_is_an_error():
     (["--vocab_type", "bpe", "--tokenizer_name_or_path", "x"], "pass only one"),
 ])
 def test_bad_vocabulary_flags_are_one_line_errors(argv, message):
-    with pytest.raises(ctc.UserError, match=message):
+    with pytest.raises(UserError, match=message):
         ctc.parse_args(["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", *argv])
 
 
@@ -70,7 +77,7 @@ def test_bpe_run_trains_evaluates_reloads_and_transcribes(tmp_path, arch, caplog
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     assert type(tokenizer).__name__ == "ParakeetTokenizer" and len(tokenizer) <= 80
     assert read_json(out / "config.json")["vocab_size"] == len(tokenizer)
-    assert type(transformers.AutoProcessor.from_pretrained(out)) is ctc.processor_class(arch)
+    assert type(transformers.AutoProcessor.from_pretrained(out)) is processor_class(arch)
     assert np.isfinite(results["train_loss"])
     report = read_json(out / "data_report.json")["train"]
     seconds = report["hours"] * 3600
@@ -88,14 +95,14 @@ def test_bpe_run_trains_evaluates_reloads_and_transcribes(tmp_path, arch, caplog
                                                           [hyps[p] for p in paths]))
     if arch != "omniasr_ctc":  # the pipeline's OmniASR bug: see test_families
         asr = transformers.pipeline("automatic-speech-recognition", model=str(out), device="cpu")
-        assert isinstance(asr(ctc.load_audio(paths[0], 16000))["text"], str)
+        assert isinstance(asr(load_audio(paths[0], 16000))["text"], str)
     assert (out / "README.md").is_file()  # the model card
     # Evaluating the output folder on its own loads that tokenizer and scores the same.
     again = ctc.main(base_args(str(out), DATA_DIR, str(tmp_path / "eval"), do_train=None, per_device_eval_batch_size=1))
     assert again["eval_wer"] == results["eval_wer"]
 
 
-LM_INSTALLED = all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm")) and ctc.kenlm_binary("lmplz")
+LM_INSTALLED = all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm")) and kenlm_binary("lmplz")
 
 
 @pytest.mark.skipif(not LM_INSTALLED, reason="n-gram LM extras not installed: bash tools/install_extras.sh lm")

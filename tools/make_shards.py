@@ -20,18 +20,21 @@ import tarfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import run_speech_recognition_ctc as ctc  # noqa: E402
+from ctc_finetune.audio import audio_source
+from ctc_finetune.columns import AUDIO_COLUMN, RAW_TEXT_COLUMN
+from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, TEXT_COLUMN_ALIASES, load_split, resolve_column
+from ctc_finetune.faults import UserError  # noqa: E402
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")
 
 
 def clip_bytes(cell) -> tuple[bytes, str]:
     """The audio file's bytes and extension, from a path or datasets' {'path', 'bytes'} cell."""
-    source = ctc.audio_source(cell)
+    source = audio_source(cell)
     name = cell.get("path") if isinstance(cell, dict) else cell
     extension = os.path.splitext(str(name or ""))[1].lstrip(".").lower()
     if extension not in AUDIO_EXTENSIONS:
-        raise ctc.UserError(f"{name}: the shards need a .flac, .wav, .mp3, .ogg or .opus file name to keep its type.")
+        raise UserError(f"{name}: the shards need a .flac, .wav, .mp3, .ogg or .opus file name to keep its type.")
     if isinstance(source, io.BytesIO):
         return source.getvalue(), extension
     with open(source, "rb") as f:
@@ -55,13 +58,13 @@ def write_shards(ds, out_dir: str, clips_per_shard: int) -> list[str]:
             paths.append(os.path.join(out_dir, f"shard-{len(paths):06d}.tar"))
             tar = tarfile.open(paths[-1], "w")
         try:
-            audio, extension = clip_bytes(row[ctc.AUDIO_COLUMN])
+            audio, extension = clip_bytes(row[AUDIO_COLUMN])
         except OSError:  # a missing file: the script would drop it too
             missing += 1
             continue
         key = f"{index:09d}"  # keys hold no dot: WebDataset splits a member name at its first one
         add_member(tar, f"{key}.{extension}", audio)
-        add_member(tar, f"{key}.txt", (row[ctc.RAW_TEXT_COLUMN] or "").encode("utf-8"))
+        add_member(tar, f"{key}.txt", (row[RAW_TEXT_COLUMN] or "").encode("utf-8"))
     if tar is not None:
         tar.close()
     if missing:
@@ -75,8 +78,8 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["train"], help="split names (with --dataset_name)")
     parser.add_argument("--train_file", help="a manifest (CSV, TSV, JSON lines), written as split `train`")
     parser.add_argument("--eval_file", help="a manifest, written as split `test`")
-    parser.add_argument("--audio_column_name", default=ctc.AUDIO_COLUMN)
-    parser.add_argument("--text_column_name", default=ctc.RAW_TEXT_COLUMN)
+    parser.add_argument("--audio_column_name", default=AUDIO_COLUMN)
+    parser.add_argument("--text_column_name", default=RAW_TEXT_COLUMN)
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--clips_per_shard", type=int, default=1000)
     args = parser.parse_args()
@@ -90,16 +93,16 @@ def main() -> None:
     data_args = argparse.Namespace(dataset_name=args.dataset_name, dataset_config_name=None, token=None)
     try:
         for split, expression, manifest in sources:
-            ds = ctc.load_split(data_args, expression, manifest, cache_dir=None)
-            audio = ctc.resolve_column(ds, args.audio_column_name, ctc.AUDIO_COLUMN, ctc.AUDIO_COLUMN_ALIASES,
+            ds = load_split(data_args, expression, manifest, cache_dir=None)
+            audio = resolve_column(ds, args.audio_column_name, AUDIO_COLUMN, AUDIO_COLUMN_ALIASES,
                                        "audio", split)
-            text = ctc.resolve_column(ds, args.text_column_name, ctc.RAW_TEXT_COLUMN, ctc.TEXT_COLUMN_ALIASES,
+            text = resolve_column(ds, args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES,
                                       "text", split)
             ds = ds.select_columns([audio, text]).rename_columns(
-                {c: n for c, n in ((audio, ctc.AUDIO_COLUMN), (text, ctc.RAW_TEXT_COLUMN)) if c != n})
+                {c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
             paths = write_shards(ds, os.path.join(args.output_dir, split), args.clips_per_shard)
             print(f"{split}: {len(ds):,} clips in {len(paths):,} shards in {os.path.join(args.output_dir, split)}")
-    except ctc.UserError as e:
+    except UserError as e:
         sys.exit(f"error: {e}")
 
 

@@ -1,0 +1,82 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""MMS language adapters (--target_language): one vocabulary per language in vocab.json (step 2), fresh
+adapters to train or a saved one to evaluate (step 3), and adapter.LANG.safetensors (step 6)."""
+
+import glob
+import json
+import logging
+import os
+from typing import Optional
+
+from transformers import AutoTokenizer
+
+from .faults import UserError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ADAPTER_DIM = 16  # upstream's --adapter_attn_dim (MMS's adapters)
+ADAPTER_FILE = "adapter.{}.safetensors"  # a language's MMS adapter and CTC head, as Wav2Vec2ForCTC.load_adapter reads
+
+
+def language_vocabularies(path_or_source: Optional[str], hub: dict) -> dict:
+    """The per-language vocabularies ({lang: {token: id}}) of an MMS-style vocab.json file or of a checkpoint's
+    tokenizer; {} when there is none or it is a plain one."""
+    if path_or_source is None:
+        return {}
+    try:
+        if os.path.isfile(path_or_source):
+            with open(path_or_source, encoding="utf-8") as f:
+                vocab = json.load(f)
+        else:
+            vocab = getattr(AutoTokenizer.from_pretrained(path_or_source, **hub), "vocab", None)
+    except (OSError, ValueError, TypeError):
+        return {}
+    nested = isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values())
+    return dict(vocab) if nested else {}
+
+
+def add_language_vocab(languages: dict, language: str, vocab: dict, overwrite: bool) -> tuple[dict, str]:
+    """An MMS-style vocab.json ({lang: {token: id}}) with `language`'s vocabulary added, or kept when it is there
+    (unless `overwrite`); the other languages untouched. Returns it and what happened, for the log."""
+    if language in languages and not overwrite:
+        return languages, f"kept the existing {language} vocabulary (--overwrite_lang_vocab to rebuild it)"
+    return {**languages, language: vocab}, f"{'rebuilt' if language in languages else 'added'} the {language} vocabulary"
+
+
+def adapter_weights(model) -> dict:
+    """A Wav2Vec2ForCTC's MMS adapter and CTC head weights by name: what load_adapter reads back. transformers lists
+    them only through a private method, the one its own save and load use."""
+    return model._get_adapters()
+
+
+def attach_language_adapter(model, language: str, training: bool, source: str) -> str:
+    """--target_language: fresh MMS attention adapters and CTC head to train, the base model frozen; or, to evaluate,
+    the language's saved adapter (adapter.LANG.safetensors beside the model). Returns what it did, for the log."""
+    if training:
+        model.init_adapter_layers()
+        model.freeze_base_model()
+        # Also mark the conv feature encoder frozen: freeze_base_model leaves it asking for gradients of its input
+        # (for gradient checkpointing), which doubled the step time and tripled the memory of an adapter step.
+        model.freeze_feature_encoder()
+        for weight in adapter_weights(model).values():
+            weight.requires_grad = True
+        return f"trains new {language} adapters (adapter_attn_dim {model.config.adapter_attn_dim}) and CTC head only"
+    try:
+        model.load_adapter(language)
+    except (OSError, ValueError) as e:
+        files = glob.glob(os.path.join(source, ADAPTER_FILE.format("*")))
+        found = sorted(os.path.basename(p)[len("adapter."):-len(".safetensors")] for p in files)
+        raise UserError(f"--target_language {language}: no {ADAPTER_FILE.format(language)} for {source} "
+                        f"(adapters there: {', '.join(found) or 'none'}).") from e
+    return f"uses the {language} adapter"
+
+
+def save_language_adapter(model, directory: str, language: str) -> str:
+    """Write the language's adapter and CTC head weights as adapter.LANG.safetensors, which load_adapter reads."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(directory, ADAPTER_FILE.format(language))
+    weights = {name: weight.detach().cpu().contiguous() for name, weight in adapter_weights(model).items()}
+    save_file(weights, path, metadata={"format": "pt"})
+    logger.info(f"Adapter: {len(weights)} tensors of the {language} adapter and CTC head saved to {path}")
+    return path

@@ -1,0 +1,28 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""Audio files: decoding to mono float32 at the model's rate (soundfile + soxr, no FFmpeg). Preprocessing
+(step 4) and transcribe.py use it."""
+
+import io
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_ERRORS = (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError)  # what a bad file raises in decoding
+TRUNCATION_TOLERANCE = 0.9  # a file decoding to less than this share of its header's length is truncated
+
+
+def audio_source(value):
+    """A path or a file object from an audio cell (a path string, or datasets' undecoded {'path', 'bytes'} dict)."""
+    if isinstance(value, dict):
+        return io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    return value
+
+
+def load_audio(source, sampling_rate: int) -> np.ndarray:
+    """Decode a file (path or file object) to mono float32 at `sampling_rate` Hz."""
+    audio, rate = sf.read(source, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if rate != sampling_rate:
+        audio = soxr.resample(audio, rate, sampling_rate)
+    return audio.astype(np.float32, copy=False)

@@ -1,0 +1,84 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""Batching (step 5): padding clips into tensors, and duration-capped batches of similar-length clips."""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .columns import LABELS_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN
+from .families import model_input_names
+
+logger = logging.getLogger(__name__)
+
+class DurationBatchSampler:
+    """Batches of similar-length clips, each holding at most `max_samples` samples of padded audio.
+
+    The batches are formed once, from the clips sorted by length (so padding is tiny and memory per step is bounded),
+    and dealt out in a new random order each epoch (seeded by `seed` and the epoch: deterministic, and resumable).
+    Under DDP, accelerate hands whole batches to the processes, every process the same number.
+    """
+
+    def __init__(self, lengths, max_samples: float, seed: int):
+        lengths = np.asarray(lengths)
+        self.batches, batch = [], []
+        for i in np.argsort(lengths, kind="stable"):  # ascending: each new clip is the batch's longest
+            if batch and lengths[i] * (len(batch) + 1) > max_samples:
+                self.batches.append(batch)
+                batch = []
+            batch.append(int(i))
+        if batch:
+            self.batches.append(batch)
+        self.seed, self.epoch = seed, 0
+        # Under DDP accelerate wraps this in a BatchSamplerShard, which has no set_epoch; accelerate's loader then
+        # passes the epoch to the wrapped batch sampler's `.sampler` only.
+        self.sampler = self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches)):
+            yield self.batches[b]
+
+
+@dataclass
+class DataCollatorCTCWithPadding:
+    """Pad inputs along time (with the feature extractor's padding value) and labels (with -100) into tensors.
+
+    `input_lengths` (samples per clip, whatever the model reads) rides along so evaluation can cut predictions to each
+    clip's real length and training can count padding; CTCTrainer removes it before the forward pass.
+    """
+
+    feature_extractor: object
+    channel_axis: bool = False  # the model reads [batch, 1, samples] (see has_channel_axis)
+
+    def __call__(self, features: list[dict]) -> dict:
+        input_name, mask_name = model_input_names(self.feature_extractor)
+        readable = [f for f in features if len(f[input_name])]
+        if len(readable) < len(features):  # only with --preprocess_on_the_fly: a file failed to decode just now
+            logger.warning(f"Skipped {len(features) - len(readable)} clip(s) of this batch that failed to decode")
+            if not readable:
+                raise RuntimeError("every clip of a batch failed to decode; rerun without --preprocess_on_the_fly")
+            features = readable
+        inputs = [np.asarray(f[input_name], dtype=np.float32) for f in features]  # [samples] or [frames, features]
+        frames = torch.tensor([len(x) for x in inputs])
+        width = int(frames.max())
+        values = np.full((len(inputs), width, *inputs[0].shape[1:]), self.feature_extractor.padding_value, np.float32)
+        for row, x in zip(values, inputs):
+            row[: len(x)] = x
+        samples = [int(f.get(LENGTH_COLUMN, len(x))) for f, x in zip(features, inputs)]
+        batch = {input_name: torch.from_numpy(values[:, None] if self.channel_axis else values),
+                 "input_lengths": torch.tensor(samples)}
+        if LABELS_COLUMN in features[0]:
+            labels = np.full((len(features), max(len(f[LABELS_COLUMN]) for f in features)), LABEL_PAD_ID, np.int64)
+            for label_row, f in zip(labels, features):
+                label_row[: len(f[LABELS_COLUMN])] = f[LABELS_COLUMN]
+            batch[LABELS_COLUMN] = torch.from_numpy(labels)
+        if self.feature_extractor.return_attention_mask:  # group-norm models (e.g. wav2vec2-base) were pretrained on
+            batch[mask_name] = (torch.arange(width)[None, :] < frames[:, None]).long()  # zero padding, no mask
+        return batch

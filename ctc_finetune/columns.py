@@ -1,0 +1,30 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""The columns every step of the recipe reads and writes, the predictions files' names and columns, and
+how a derived split is keyed in the cache. Imported by every other module; imports none of them."""
+
+import datasets
+from datasets.fingerprint import Hasher
+
+LABEL_PAD_ID = -100  # label id ignored by the CTC loss; the Trainer also pads predictions across batches with it
+AUDIO_COLUMN = "audio"  # audio path (or datasets' undecoded {"path", "bytes"}), whatever the corpus called it
+RAW_TEXT_COLUMN = "text"  # transcript as the corpus has it
+TARGET_TEXT_COLUMN = "target_text"  # normalised transcript
+LENGTH_COLUMN = "input_length"  # clip length in samples at the feature extractor's rate, used by group_by_length
+SOURCE_RATE_COLUMN = "source_rate"  # sampling rate of the file, Hz
+CHANNELS_COLUMN = "channels"  # channel count of the file
+MIN_FRAMES_COLUMN = "ctc_min_frames"  # output frames the label needs under CTC
+WAVEFORM_INPUT = "input_values"  # the input name of models that read samples (the others read feature frames)
+LABELS_COLUMN = "labels"  # label ids, as the models' forward() takes them
+CLIP_ID_COLUMN = "clip_id"  # the audio file's path (or name in a hub dataset), for predictions.csv
+DROP_COLUMN = "drop_reason"  # why preprocessing rejected a clip ("" when kept)
+CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
+DATA_REPORT_FILE = "data_report.json"
+PREDICTIONS_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # every clip scored, worst first
+PREDICTION_COLUMNS = (CLIP_ID_COLUMN, "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
+
+
+def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:
+    """The cache key of what a map makes of `ds` with these settings. datasets keeps a dataset's fingerprint in a
+    private attribute; reading it beats letting datasets hash the map function, which changes between `python
+    script.py` (__main__) and an import."""
+    return Hasher.hash([ds._fingerprint, *parts])

@@ -1,0 +1,103 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""The n-gram language model (--lm_text, step 7): KenLM estimates it, pyctcdecode beam-searches the CTC logits
+with it."""
+
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Optional
+
+import datasets
+
+from .families import blank_token_id
+from .faults import UserError
+from .text import chars_to_ignore_regex, normalize_text, transcripts, vocabulary_case
+
+logger = logging.getLogger(__name__)
+
+LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json + language_model/
+LM_INSTALL = "bash tools/install_extras.sh lm"  # pyctcdecode (--no-deps: it pins numpy<2), kenlm, KenLM's lmplz
+
+
+def kenlm_binary(name: str) -> Optional[str]:
+    """Path of a KenLM program (lmplz, build_binary): on PATH or beside this Python (a venv not activated)."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
+
+
+def check_lm_tools(data_args, training_args) -> None:
+    """Before any work: --lm_text needs pyctcdecode, kenlm and lmplz, and 'train' needs --do_train."""
+    if data_args.lm_text is None:
+        return
+    missing = [p for p in ("pyctcdecode", "pygtrie", "kenlm") if importlib.util.find_spec(p) is None]
+    missing += [b for b in ("lmplz", "build_binary") if kenlm_binary(b) is None]
+    if missing:
+        raise UserError(f"--lm_text needs {', '.join(missing)}, optional extras: install them with `{LM_INSTALL}`.")
+    if data_args.lm_text == "train" and not training_args.do_train:
+        raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
+
+
+def lm_sentences(lm_text: str, train_texts, ignore_regex: Optional[str], case: str) -> list[str]:
+    """The LM's text, normalised as the transcripts are: a file (one sentence per line) or the training transcripts."""
+    if lm_text == "train":
+        return [t for t in train_texts if t]
+    with open(lm_text, encoding="utf-8") as f:
+        return [t for t in (normalize_text(line, ignore_regex, case) for line in f) if t]
+
+
+def estimate_ngram(sentences: list[str], order: int, directory: str) -> str:
+    """Estimate a Kneser-Ney n-gram with KenLM's lmplz and convert it to KenLM's binary format; returns its path."""
+    arpa, binary = os.path.join(directory, "lm.arpa"), os.path.join(directory, "lm.binary")
+    # --discount_fallback: small corpora lack the counts-of-counts Kneser-Ney discounts need; -S: lmplz would take 80%
+    # of the RAM otherwise.
+    lmplz = [kenlm_binary("lmplz"), "-o", str(order), "--discount_fallback", "-S", "10%", "-T", directory]
+    with open(arpa, "w", encoding="utf-8") as out:
+        run = subprocess.run(lmplz, input="\n".join(sentences) + "\n", stdout=out, stderr=subprocess.PIPE, text=True)
+    if run.returncode == 0:
+        run = subprocess.run([kenlm_binary("build_binary"), arpa, binary], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise UserError(f"KenLM failed: {(run.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return binary
+
+
+def ctc_alphabet(tokenizer, size: int, blank_id: int) -> list[str]:
+    """pyctcdecode's labels, one per model output: '' for the blank, ' ' for the word delimiter (character
+    vocabularies; pyctcdecode reads SentencePiece's `▁` in subword ones itself)."""
+    labels = tokenizer.convert_ids_to_tokens(list(range(size)))
+    delimiter = getattr(tokenizer, "word_delimiter_token", None)
+    return ["" if i == blank_id else " " if t == delimiter else t or f"<{i}>" for i, t in enumerate(labels)]
+
+
+def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, training_args):
+    """With --lm_text: estimate the n-gram on the main process and save the decoder to output_dir; every process loads
+    it. Returns the beam search (one clip's logits -> text), or None without --lm_text."""
+    if not data_args.lm_text:
+        return None
+    from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
+
+    out, blank_id = training_args.output_dir, blank_token_id(config, tokenizer)
+    train_texts = transcripts(raw["train"]) if "train" in raw else []
+    with training_args.main_process_first(desc="n-gram language model"):
+        if training_args.should_save:
+            sentences = lm_sentences(data_args.lm_text, train_texts, chars_to_ignore_regex(data_args.chars_to_ignore),
+                                     vocabulary_case(tokenizer.get_vocab()))
+            if not sentences:
+                raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                decoder = build_ctcdecoder(
+                    ctc_alphabet(tokenizer, config.vocab_size, blank_id), estimate_ngram(sentences, data_args.lm_order, tmp),
+                    # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
+                    unigrams=sorted({w for t in sentences for w in t.split()}),
+                    alpha=data_args.lm_alpha, beta=data_args.lm_beta,
+                )
+                shutil.rmtree(os.path.join(out, LM_DIR), ignore_errors=True)  # a previous run's
+                decoder.save_to_dir(out)
+            words = sum(len(t.split()) for t in sentences)
+            logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences ({words:,} words) "
+                        f"of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
+    return functools.partial(BeamSearchDecoderCTC.load_from_dir(out).decode, beam_width=data_args.lm_beam_width)

@@ -1,0 +1,409 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""Preprocessing (step 4): scan every file's header, drop unusable clips (counted per reason), decode and
+extract features into a cache (or at access time), and the data report."""
+
+import functools
+import json
+import logging
+import os
+from collections import Counter
+from typing import Optional
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2CTCTokenizer
+
+from .audio import AUDIO_ERRORS, TRUNCATION_TOLERANCE, audio_source, load_audio
+from .columns import (
+    AUDIO_COLUMN,
+    CACHE_VERSION,
+    CHANNELS_COLUMN,
+    CLIP_ID_COLUMN,
+    DROP_COLUMN,
+    LABELS_COLUMN,
+    LENGTH_COLUMN,
+    MIN_FRAMES_COLUMN,
+    SOURCE_RATE_COLUMN,
+    TARGET_TEXT_COLUMN,
+    derived_fingerprint,
+)
+from .families import decode_labels, extract_features, model_input_names, output_frames
+from .faults import DiskFull, UserError, is_disk_full
+from .shards import is_stream
+
+logger = logging.getLogger(__name__)
+
+CTC_INFEASIBLE = "transcript too long for the audio (CTC)"  # the drop reason of labels needing more output frames
+MAX_INFEASIBLE_SHARE = 0.2  # stop when more of the training clips than this are CTC-infeasible: the vocabulary is wrong
+NUM_LOGGED_SAMPLES = 3  # random training examples logged before training
+
+
+def ctc_min_frames(label_ids: list[int]) -> int:
+    """Output frames CTC needs for a label: one per token plus a blank between repeated tokens."""
+    return len(label_ids) + sum(a == b for a, b in zip(label_ids, label_ids[1:]))
+
+
+def encode_labels(tokenizer, text: str, phonemes: bool = False) -> list[int]:
+    """Label ids of a transcript: its phonemes, or what the tokenizer makes of it, without special tokens (no </s>)."""
+    return tokenizer.convert_tokens_to_ids(text.split()) if phonemes else tokenizer(text, add_special_tokens=False).input_ids
+
+
+def label_encoder(tokenizer, phonemes: bool = False):
+    """encode_labels for one tokenizer, as a function of the text. For our character tokenizer it is a dictionary
+    lookup per character, which is what Wav2Vec2CTCTokenizer does, 40 times faster (the header scan of a large corpus
+    spent most of its time there); texts holding a multi-character token such as [UNK] go through the tokenizer."""
+    if type(tokenizer) is not Wav2Vec2CTCTokenizer or tokenizer.do_lower_case or phonemes:
+        return functools.partial(encode_labels, tokenizer, phonemes=phonemes)
+    ids = {**tokenizer.encoder, **tokenizer.added_tokens_encoder}
+    unk, delimiter = tokenizer.encoder.get(tokenizer.unk_token), tokenizer.word_delimiter_token
+    long_tokens = [t for t in ids if len(t) > 1]
+
+    def encode(text: str) -> list[int]:
+        if any(t in text for t in long_tokens):
+            return encode_labels(tokenizer, text)
+        return [ids.get(c, unk) for c in text.replace(" ", delimiter)]
+
+    return encode
+
+
+def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = False) -> dict:
+    """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason.
+    With `phonemes`, transcripts are already space-separated phonemes."""
+    out = {LENGTH_COLUMN: [], SOURCE_RATE_COLUMN: [], CHANNELS_COLUMN: [], LABELS_COLUMN: [], MIN_FRAMES_COLUMN: [],
+           DROP_COLUMN: [], CLIP_ID_COLUMN: []}
+    encode = label_encoder(tokenizer, phonemes)
+    for cell, text in zip(batch[AUDIO_COLUMN], batch[TARGET_TEXT_COLUMN]):
+        frames, rate, channels, reason = 0, 0, 0, ""
+        source = audio_source(cell)
+        if source is None or (isinstance(source, str) and not os.path.isfile(source)):
+            reason = "missing file"
+        else:
+            try:
+                with sf.SoundFile(source) as f:  # the header only (sf.info also formats descriptions: 2x slower)
+                    frames, rate, channels = f.frames, f.samplerate, f.channels
+            except AUDIO_ERRORS:
+                reason = "unreadable audio"
+        if not reason and frames <= 0:
+            reason = "empty audio"
+        if not reason and not text:
+            reason = "empty transcript"
+        labels = encode(text) if text else []
+        out[LENGTH_COLUMN].append(round(frames * sampling_rate / rate) if rate else 0)
+        out[SOURCE_RATE_COLUMN].append(rate)
+        out[CHANNELS_COLUMN].append(channels)
+        out[LABELS_COLUMN].append(labels)
+        out[MIN_FRAMES_COLUMN].append(ctc_min_frames(labels))
+        out[DROP_COLUMN].append(reason)
+        out[CLIP_ID_COLUMN].append(str(cell.get("path") if isinstance(cell, dict) else cell))
+    return out
+
+
+def empty_features(feature_extractor) -> np.ndarray:
+    """A model input of no frames, shaped like a real one: what a clip that fails to decode is stored as."""
+    return extract_features(feature_extractor, np.zeros(feature_extractor.sampling_rate, np.float32))[:0]
+
+
+def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False) -> dict:
+    """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a reason."""
+    if one_thread:  # a forked worker: torch's OpenMP pool, copied mid-state from the parent, would deadlock
+        torch.set_num_threads(1)
+    rate = feature_extractor.sampling_rate
+    input_name, _ = model_input_names(feature_extractor)
+    out = {input_name: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
+    for cell, expected in zip(batch[AUDIO_COLUMN], batch[LENGTH_COLUMN]):
+        reason, audio, features = "", np.zeros(0, dtype=np.float32), None
+        try:
+            audio = load_audio(audio_source(cell), rate)
+            features = extract_features(feature_extractor, audio)
+        except AUDIO_ERRORS:
+            reason = "undecodable audio"
+        if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
+            reason = "truncated audio"
+        out[input_name].append(features if not reason else empty_features(feature_extractor))
+        out[LENGTH_COLUMN].append(len(audio))
+        out[DROP_COLUMN].append(reason)
+    return out
+
+
+def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
+    """Dataset transform for --preprocess_on_the_fly: decode in the DataLoader workers, store nothing.
+
+    A file that fails to decode gives an empty input, which the collator skips with a warning.
+    """
+    if AUDIO_COLUMN not in batch:  # a read of other columns only
+        return batch
+    rate = feature_extractor.sampling_rate
+    input_name, _ = model_input_names(feature_extractor)
+    batch = dict(batch)
+    features = []
+    for cell in batch.pop(AUDIO_COLUMN):
+        try:
+            features.append(extract_features(feature_extractor, load_audio(audio_source(cell), rate)))
+        except AUDIO_ERRORS:
+            features.append(empty_features(feature_extractor))
+    batch[input_name] = features
+    return batch
+
+
+def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_len: float, max_len: float,
+                 mask_time_frames: int, masked_frames: Optional[np.ndarray] = None) -> np.ndarray:
+    """Why each clip is dropped ("" = kept): scan reasons, then (train only) duration bounds and CTC feasibility.
+
+    `masked_frames`: the frames SpecAugment masks, where they differ from the output frames (an adapter subsamples).
+
+    Eval keeps every readable clip, so WER covers the whole split; SpecAugment and the loss only matter in training.
+    """
+    reasons = np.asarray(scanned[DROP_COLUMN], dtype=object)
+    if not train:
+        return reasons
+    lengths = np.asarray(scanned[LENGTH_COLUMN])
+    masked_frames = output_frames if masked_frames is None else masked_frames
+    checks = (
+        (lengths <= min_len, "shorter than --min_duration_in_seconds"),
+        (lengths >= max_len, "longer than --max_duration_in_seconds"),
+        (masked_frames < mask_time_frames, "too short for SpecAugment's --mask_time_length"),
+        (output_frames < np.asarray(scanned[MIN_FRAMES_COLUMN]), CTC_INFEASIBLE),
+    )
+    for failed, reason in checks:
+        reasons[(reasons == "") & failed] = reason
+    return reasons
+
+
+def decode_stream_batch(batch: dict, *, feature_extractor, tokenizer, phonemes: bool, frames, limits: dict) -> dict:
+    """Stream map function (tar shards, run in the DataLoader workers): what scan_batch, featurize_batch and
+    drop_reasons make of each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count.
+    `frames(samples, before_adapter)` is output_frames for the model."""
+    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=feature_extractor.sampling_rate, phonemes=phonemes)
+    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
+                              feature_extractor=feature_extractor)
+    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
+    scanned.update(decoded, **{DROP_COLUMN: reasons})
+    lengths = scanned[LENGTH_COLUMN]
+    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
+                           **limits)
+    return {**scanned, DROP_COLUMN: reasons.tolist()}
+
+
+def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int) -> None:
+    """Stop before training when the model's frame rate cannot align a large share of the training transcripts."""
+    too_long = int((reasons == CTC_INFEASIBLE).sum())
+    usable = too_long + int((reasons == "").sum())
+    if usable and too_long / usable > MAX_INFEASIBLE_SHARE:
+        raise UserError(
+            f"{too_long:,} of {usable:,} training clips ({too_long / usable:.0%}) have transcripts too long for this "
+            f"model's {frames_per_second:g} output frames per second with a {vocab_size:,}-token vocabulary (CTC needs "
+            "a frame per token); training on the rest would not learn the task. Use fewer, longer tokens: a subword "
+            "vocabulary (--vocab_type bpe), or the checkpoint's own subword tokenizer (--tokenizer_name_or_path); or "
+            "a model with more output frames per second."
+        )
+
+
+def cache_rows(files: list[str]) -> int:
+    """Rows in a set of cache files; -1 when one is unreadable (truncated by a kill, or a disk error)."""
+    try:
+        return sum(len(datasets.Dataset.from_file(f)) for f in files)
+    except (pa.ArrowException, OSError, ValueError):
+        return -1
+
+
+def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache_root: str, data_args,
+               needed_bytes: float = 0) -> datasets.Dataset:
+    """datasets.map into a cache file named by the input's fingerprint and `key_parts`; reused by later runs once
+    checked whole (a damaged one is rebuilt). `needed_bytes`: about what it takes on disk, for a full-disk error."""
+    key = derived_fingerprint(ds, name, *key_parts)
+    path = os.path.join(cache_root, f"{name}-{key}.arrow")
+    workers = data_args.preprocessing_num_workers or 1
+    shards = [path] if workers == 1 else [f"{path[:-6]}_{i:05d}_of_{workers:05d}.arrow" for i in range(workers)]
+    existing = [path] if os.path.isfile(path) else shards if all(os.path.isfile(p) for p in shards) else []
+    if existing and not data_args.overwrite_cache:
+        if cache_rows(existing) == len(ds):
+            logger.info(f"{name}: reusing the cache in {cache_root} (--overwrite_cache to redo it)")
+        else:  # a map's output has a row per input row: fewer, or none readable, is a damaged file
+            logger.warning(f"{name}: the cache {existing[0]} is unreadable or incomplete (truncated?): rebuilding it")
+            for f in existing:
+                os.remove(f)
+    os.makedirs(cache_root, exist_ok=True)
+    try:
+        return ds.map(
+            function, batched=True, batch_size=16, num_proc=data_args.preprocessing_num_workers,
+            cache_file_name=path, load_from_cache_file=not data_args.overwrite_cache, new_fingerprint=key, desc=name,
+        )
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFull("the preprocessing cache in", cache_root, needed_bytes,
+                           "free some space, point --cache_dir at a bigger disk, or use --preprocess_on_the_fly") from e
+        raise
+
+
+def log_drops(key: str, reasons: np.ndarray, ds: datasets.Dataset, stage: str) -> dict[str, int]:
+    """One line per split and stage: kept/dropped counts per reason and the first few files dropped."""
+    counts = Counter(r for r in reasons if r)
+    for reason, n in counts.items():
+        first = [str(audio_source(ds[int(i)][AUDIO_COLUMN])) for i in np.flatnonzero(reasons == reason)[:3]]
+        logger.warning(f"Dropped [{key}] {n:,} clips, {reason}: {', '.join(first)}{' ...' if n > 3 else ''}")
+    logger.info(f"{stage} [{key}]: {int((reasons == '').sum()):,} clips kept, {sum(counts.values()):,} dropped")
+    return dict(counts)
+
+
+def scan_table(ds: datasets.Dataset, *names: str) -> pa.Table:
+    """Columns of the header scan (lengths, rates, labels, clip ids) as an Arrow table, read past the dataset's format
+    (with --preprocess_on_the_fly its transform would decode every clip's audio for each read), and without making a
+    Python object per value (millions of them for the labels of a large corpus)."""
+    return ds.select_columns(list(names)).with_format("arrow")[:]
+
+
+def scan_column(ds: datasets.Dataset, name: str) -> np.ndarray:
+    """One column of the header scan (see scan_table) as an array."""
+    return scan_table(ds, name)[name].to_numpy(zero_copy_only=False)
+
+
+def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
+    """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
+    for key, ds in kept.items():
+        summary = ", ".join(f"{n:,} {r}" for r, n in dropped[key].items()) or "none"
+        if is_stream(ds):  # its drops are counted as it is read (StreamBatches)
+            continue
+        if len(ds) == 0:
+            raise UserError(
+                f"no {key} clips left (dropped: {summary}); check the audio paths, the transcript column and "
+                "--min/max_duration_in_seconds."
+            )
+        bad = {r: n for r, n in dropped[key].items() if not r.startswith(("shorter than --", "longer than --"))}
+        if data_args.strict_data and bad:
+            raise UserError(f"--strict_data: {key} clips dropped ({summary}); fix or remove them, or drop the flag.")
+
+
+def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
+    """An evaluation split in the order it is scored: longest clips first, so batches hold similar lengths (little
+    padding; an OOM shows at once). transcribe_split returns the transcripts in this order."""
+    return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
+
+
+def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root):
+    """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not."""
+    rate = feature_extractor.sampling_rate
+    scan = functools.partial(
+        scan_batch, tokenizer=tokenizer, sampling_rate=rate, phonemes=bool(data_args.phoneme_language)
+    )
+    key_parts = [tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
+    frames = functools.partial(output_frames, model, feature_extractor)
+    spec_augment = getattr(model.config, "mask_time_prob", 0) > 0
+    limits = {"min_len": data_args.min_duration_in_seconds * rate, "max_len": data_args.max_duration_in_seconds * rate,
+              "mask_time_frames": model.config.mask_time_length if spec_augment else 0}
+    kept, dropped = datasets.DatasetDict(), {}
+    with training_args.main_process_first(desc="scanning audio headers"):
+        for key, ds in raw.items():
+            if is_stream(ds):  # nothing read now: each clip is scanned, decoded and checked as training reads it
+                kept[key] = ds.map(functools.partial(
+                    decode_stream_batch, feature_extractor=feature_extractor, tokenizer=tokenizer, frames=frames,
+                    phonemes=bool(data_args.phoneme_language), limits=limits,
+                ), batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
+                dropped[key] = {}
+                continue
+            scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args, 1000 * len(ds))
+            columns = scanned.select_columns([LENGTH_COLUMN, MIN_FRAMES_COLUMN, DROP_COLUMN]).to_dict()
+            lengths = columns[LENGTH_COLUMN]
+            reasons = drop_reasons(columns, frames(lengths), masked_frames=frames(lengths, before_adapter=True),
+                                   train=key == "train", **limits)
+            dropped[key] = log_drops(key, reasons, scanned, "Scanned")
+            if key == "train":
+                check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(tokenizer))
+            kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
+    check_drops(kept, dropped, data_args)
+    return kept, dropped
+
+
+def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root) -> tuple[datasets.DatasetDict, dict]:
+    """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time.
+    Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to decode."""
+    dropped = {key: dict(reasons) for key, reasons in dropped.items()}
+    if data_args.preprocess_on_the_fly:
+        transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
+        return datasets.DatasetDict({k: ds if is_stream(ds) else (ds if k == "train" else sort_longest_first(ds))
+                                     .with_transform(transform) for k, ds in kept.items()}), dropped
+    featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
+                                     one_thread=(data_args.preprocessing_num_workers or 1) > 1)
+    key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
+    vectorized = datasets.DatasetDict()
+    with training_args.main_process_first(desc="decoding audio"):
+        for key, ds in kept.items():
+            if is_stream(ds):  # decoded as training reads it (decode_stream_batch)
+                vectorized[key] = ds
+                continue
+            samples = float(scan_column(ds, LENGTH_COLUMN).sum())  # float32 features: about 4 bytes per sample
+            ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args, 4 * samples)
+            reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
+            for reason, n in log_drops(key, reasons, ds, "Decoded").items():
+                dropped[key][reason] = dropped[key].get(reason, 0) + n
+            ds = ds.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, AUDIO_COLUMN])
+            if key != "train":
+                ds = sort_longest_first(ds)
+            # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
+            vectorized[key] = ds.with_format("numpy", columns=[model_input_names(feature_extractor)[0]],
+                                             output_all_columns=True)
+    check_drops(vectorized, dropped, data_args)
+    return vectorized, dropped
+
+
+def log_samples(vectorized: datasets.DatasetDict, tokenizer, sampling_rate: int, seed: int) -> None:
+    """Three random training examples as the model will see them: duration and the decoded label."""
+    ds = vectorized.get("train")
+    if ds is None or is_stream(ds):
+        return
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(ds), size=min(NUM_LOGGED_SAMPLES, len(ds)), replace=False)
+    scanned = scan_table(ds.select(picked), LABELS_COLUMN, LENGTH_COLUMN).to_pydict()
+    for i, labels, length in zip(picked, scanned[LABELS_COLUMN], scanned[LENGTH_COLUMN]):
+        logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {decode_labels(tokenizer, labels)!r}")
+
+
+def save_json(obj: dict, name: str, training_args) -> None:
+    """Write `name` into output_dir (on the process that saves)."""
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=1)
+
+
+def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, sampling_rate: int) -> dict:
+    """Log one compact line per split (clips, hours, durations, rates, channels, characters, drops); return it all."""
+    report = {}
+    for key, ds in ds_dict.items():
+        if is_stream(ds):
+            report[key] = {"streamed_shards": ds.n_shards, **text_stats[key]}
+            logger.info(f"Data [{key}]: streamed from {ds.n_shards:,} tar shards per process; clips, hours and drops are "
+                        f"counted as training reads them; {text_stats[key]['vocabulary']}")
+            continue
+        columns = scan_table(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, LABELS_COLUMN)
+        seconds = columns[LENGTH_COLUMN].to_numpy() / sampling_rate
+        label_tokens = pa.compute.sum(pa.compute.list_value_length(columns[LABELS_COLUMN])).as_py() or 0
+        r = report[key] = {
+            "clips": len(ds),
+            "hours": round(float(seconds.sum()) / 3600, 4),
+            "seconds_min_median_max": [round(float(f(seconds)), 2) for f in (np.min, np.median, np.max)],
+            "sampling_rates": sorted(pa.compute.unique(columns[SOURCE_RATE_COLUMN]).to_pylist()),
+            "channels": sorted(pa.compute.unique(columns[CHANNELS_COLUMN]).to_pylist()),
+            "label_tokens_per_second": round(label_tokens / max(float(seconds.sum()), 1e-9), 2),
+            **text_stats[key],
+            "dropped": dropped[key],
+        }
+        logger.info(
+            f"Data [{key}]: {r['clips']:,} clips, {r['hours']:.2f} h, seconds min/median/max "
+            f"{'/'.join(map(str, r['seconds_min_median_max']))}, rates {r['sampling_rates']} Hz, channels "
+            f"{r['channels']}, {r['distinct']} {'phonemes' if ' ' in r['characters'] else 'characters'} "
+            f"{r['characters'][:100]!r}, "
+            f"{r['unknown_character_share']:.2%} unknown; {r['vocabulary']}, labels {r['label_tokens_per_second']} "
+            f"tokens per second of audio; dropped {sum(r['dropped'].values()):,}"
+        )
+    return report
+
+
+def log_cache_files(vectorized: datasets.DatasetDict) -> dict:
+    """--preprocessing_only: where the features are cached (a later run with the same settings reuses them)."""
+    logger.info("Preprocessing done; cache files: "
+                f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
+    return {}

@@ -1,0 +1,230 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""The tokenizer (step 2): the one given, the checkpoint's own when it covers the transcripts, or a new
+vocabulary built from them (characters, phonemes, or bpe/unigram subword pieces), and the text report."""
+
+import json
+import logging
+import os
+from collections import Counter
+
+import datasets
+import transformers
+from transformers import AutoConfig, AutoTokenizer, Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
+
+from .adapters import add_language_vocab, language_vocabularies
+from .families import is_character_tokenizer
+from .faults import UserError
+from .text import build_vocab, normalize_transcripts, text_units, transcripts, vocabulary_case
+
+logger = logging.getLogger(__name__)
+
+VOCAB_FILE = "vocab.json"
+SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
+VOCAB_TYPES = ("char", "bpe", "unigram")
+DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
+KEEP_TOKENIZER_MAX_UNK = 0.001  # a checkpoint's tokenizer is kept when at most this share of training labels is unknown
+
+
+def hub_kwargs(model_args, data_args) -> dict:
+    """The hub arguments of every from_pretrained call: the cache, and whether remote code may run."""
+    return {"cache_dir": model_args.cache_dir, "trust_remote_code": data_args.trust_remote_code}  # token: HF_TOKEN
+
+
+def load_existing_tokenizer(model_args, data_args, training_args):
+    """The tokenizer given by --tokenizer_name_or_path, or the fine-tuned model's one when not training; else None."""
+    source = model_args.tokenizer_name_or_path or (None if training_args.do_train else model_args.model_name_or_path)
+    if source is None and not training_args.do_train:
+        raise UserError("evaluating a model trained from --config_name needs --tokenizer_name_or_path.")
+    if source is None:
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs(model_args, data_args))
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"no tokenizer could be loaded from {source} ({type(e).__name__}); pass --tokenizer_name_or_path, "
+            "or --do_train to build a vocabulary from the data."
+        ) from e
+    language = data_args.target_language
+    if language:  # an MMS-style tokenizer: one vocabulary per language
+        languages = getattr(tokenizer, "vocab", {})
+        if language not in languages or not hasattr(tokenizer, "set_target_lang"):
+            known = ", ".join(sorted(languages)[:40]) if isinstance(languages, dict) else ""
+            raise UserError(f"--target_language {language}: the tokenizer of {source} has no vocabulary for it "
+                            f"(it has: {known or 'one vocabulary, no languages'}).")
+        tokenizer.set_target_lang(language)
+    logger.info(f"Tokenizer: reused from {source} ({len(tokenizer):,} tokens{f', {language}' if language else ''})")
+    return tokenizer
+
+
+def has_ctc_head(config) -> bool:
+    """Whether a checkpoint was saved with a CTC head (a `...ForCTC` architecture), rather than as a bare encoder."""
+    return any(a.endswith("ForCTC") for a in config.architectures or [])
+
+
+def shipped_tokenizer(model_args, data_args, training_args):
+    """When fine-tuning a checkpoint that ships a CTC head and a tokenizer, and no other vocabulary is given or already
+    built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
+    source = model_args.model_name_or_path
+    if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
+            or data_args.vocab_type != "char" or data_args.target_language
+            or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
+        return None
+    hub = hub_kwargs(model_args, data_args)
+    try:
+        if not has_ctc_head(AutoConfig.from_pretrained(source, **hub)):
+            return None
+        return AutoTokenizer.from_pretrained(source, **hub)
+    except (OSError, ValueError, TypeError):  # no tokenizer files (a bare encoder), or no config at all (load_model says)
+        return None
+
+
+def unknown_token_share(tokenizer, texts) -> float:
+    """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
+    texts = [t for t in texts if t]
+    ids = [i for row in tokenizer(texts, add_special_tokens=False).input_ids for i in row] if texts else []
+    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
+
+
+def describe_vocabulary(tokenizer) -> str:
+    """'characters, 31 tokens', 'phonemes, 50 tokens' or 'subword pieces, 256 tokens', for the log and data report."""
+    kind = ("phonemes" if isinstance(tokenizer, Wav2Vec2PhonemeCTCTokenizer) else
+            "characters" if is_character_tokenizer(tokenizer) else "subword pieces")
+    return f"{kind}, {len(tokenizer):,} tokens"
+
+
+def choose_tokenizer(raw, model_args, data_args, training_args):
+    """Pick the tokenizer and normalise the transcripts for it: the tokenizer given, else the checkpoint's own when it
+    covers the normalised training text (returned), else None: build_tokenizer makes a vocabulary from the text."""
+    tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
+    shipped = shipped_tokenizer(model_args, data_args, training_args) if tokenizer is None else None
+    case = vocabulary_case((tokenizer or shipped).get_vocab()) if (tokenizer or shipped) is not None else "lower"
+    text = normalize_transcripts(raw, data_args, training_args, case)
+    if shipped is not None:
+        share = unknown_token_share(shipped, transcripts(text["train"]))
+        if share <= KEEP_TOKENIZER_MAX_UNK:
+            logger.info(f"Tokenizer: the checkpoint's own ({len(shipped):,} tokens, {share:.2%} of the training labels "
+                        "unknown), kept with its CTC head")
+            return shipped, text
+        logger.info(f"Tokenizer: the checkpoint's own leaves {share:.1%} of the training labels unknown; building a new "
+                    "vocabulary from the transcripts (and a new CTC head)")
+        if case != "lower":
+            text = normalize_transcripts(raw, data_args, training_args, "lower")
+    return tokenizer, text
+
+
+def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, pad_token: str):
+    """A SentencePiece-style `kind` ('bpe' or 'unigram') vocabulary of about `size` pieces trained on the transcripts
+    with the tokenizers library: words marked by `▁`, unk first, pad (the CTC blank) second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    alphabet = {c for text in texts for c in text if c != " "} | {"▁"}
+    if size < len(alphabet) + 2:
+        raise UserError(f"--vocab_size {size} is under the text's {len(alphabet)} characters (with ▁) plus unk and pad: "
+                        f"pass at least {len(alphabet) + 2}, or --vocab_type char.")
+    special = [unk_token, pad_token]
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
+        trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=special, initial_alphabet=sorted(alphabet),
+                                      show_progress=False)
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=special, unk_token=unk_token,
+                                          initial_alphabet=sorted(alphabet), show_progress=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
+    """--vocab_type bpe/unigram: train the vocabulary once (main process), save it in output_dir, load it everywhere.
+
+    It is wrapped as a ParakeetTokenizer: a CTC tokenizer (repeats merged, pad dropped as the blank) that
+    AutoTokenizer and AutoProcessor load back from output_dir. An existing one there is reused, as vocab.json is.
+    """
+    path = os.path.join(training_args.output_dir, SUBWORD_FILE)
+    special = {"unk_token": data_args.unk_token, "pad_token": data_args.pad_token}
+    with training_args.main_process_first(desc="vocabulary"):
+        if training_args.should_save and not os.path.isfile(path):
+            texts = [t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]) if t]
+            size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
+            trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
+            lowered = "" if trained.get_vocab_size() >= size else f" (lowered from {size:,}: the text supports no more)"
+            transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(training_args.output_dir)
+            logger.info(f"Vocabulary: {data_args.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
+                        f"{len(texts):,} transcripts{'' if data_args.vocab_size else ' (the default --vocab_size)'}, "
+                        f"written to {path}")
+        else:
+            logger.info(f"Vocabulary: reusing {path}")
+    return AutoTokenizer.from_pretrained(training_args.output_dir)
+
+
+def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetDict):
+    """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused.
+    With --target_language the vocab.json holds one vocabulary per language (the checkpoint's, or output_dir's)."""
+    if data_args.vocab_type != "char":
+        return build_subword_tokenizer(data_args, training_args, raw)
+    special = {
+        "word_delimiter_token": data_args.word_delimiter_token,
+        "unk_token": data_args.unk_token,
+        "pad_token": data_args.pad_token,
+    }
+    vocab_path = os.path.join(training_args.output_dir, VOCAB_FILE)
+    language = data_args.target_language
+    with training_args.main_process_first(desc="vocabulary"):
+        if training_args.should_save and language:
+            hub = hub_kwargs(model_args, data_args)
+            languages = (language_vocabularies(vocab_path, hub) if os.path.isfile(vocab_path)
+                         else language_vocabularies(model_args.model_name_or_path, hub))
+            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
+            languages, done = add_language_vocab(languages, language, build_vocab(texts, **special),
+                                                 data_args.overwrite_lang_vocab)
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(vocab_path, "w", encoding="utf-8") as f:
+                json.dump(languages, f, ensure_ascii=False, indent=1)
+            logger.info(f"Vocabulary: {done} ({len(languages[language]):,} tokens), {len(languages):,} language(s) in "
+                        f"{vocab_path}")
+        elif training_args.should_save and not os.path.isfile(vocab_path):
+            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
+            vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(vocab_path, "w", encoding="utf-8") as f:
+                json.dump(vocab, f, ensure_ascii=False, indent=1)
+            logger.info(f"Vocabulary: {len(vocab):,} tokens built from the transcripts, written to {vocab_path}")
+        else:
+            logger.info(f"Vocabulary: reusing {vocab_path}")
+    if data_args.phoneme_language:  # phonemizes raw text itself when used elsewhere; decoding needs no phonemizer
+        return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=data_args.phoneme_language)
+    # The CTC character tokenizer does not depend on the model type (upstream has none for WavLM and SEW).
+    return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
+
+
+def text_report(raw: datasets.DatasetDict, tokenizer, data_args) -> dict:
+    """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
+    vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
+    counts = {
+        k: Counter(u for t in transcripts(ds) for u in text_units(t, data_args.word_delimiter_token, phonemes))
+        for k, ds in raw.items()
+    }
+    if "train" in counts and "eval" in counts:
+        eval_only = sorted(set(counts["eval"]) - set(counts["train"]))
+        if eval_only:
+            logger.warning(f"Characters only in the eval text (never trained): {' '.join(eval_only)}")
+    stats = {}
+    for key, counter in counts.items():
+        if is_character_tokenizer(tokenizer):
+            unknown = Counter({c: n for c, n in counter.items() if c not in vocab})
+            share = sum(unknown.values()) / max(sum(counter.values()), 1)
+        else:  # a subword tokenizer: the share of label tokens that come out unknown, and the characters to blame
+            unknown = Counter({c: n for c, n in counter.items()
+                               if c != data_args.word_delimiter_token and unknown_token_share(tokenizer, [c]) > 0})
+            share = unknown_token_share(tokenizer, transcripts(raw[key]))
+        stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
+                      "unknown_character_share": round(share, 4), "vocabulary": describe_vocabulary(tokenizer)}
+        if share > data_args.max_unk_share:
+            worst = " ".join(c for c, _ in unknown.most_common(10))
+            raise UserError(
+                f"{share:.1%} of the {key} labels are unknown to the tokenizer (most frequent: {worst}); "
+                "use a tokenizer that covers them, add them to --chars_to_ignore, or raise --max_unk_share."
+            )
+    return stats
