@@ -28,7 +28,6 @@ import logging
 import mimetypes
 import os
 import pathlib
-import sys
 import time
 import urllib.parse
 from collections import Counter
@@ -38,12 +37,15 @@ import jiwer
 from matplotlib.figure import Figure  # a Figure without pyplot never opens a window or touches a global backend
 from matplotlib.ticker import MaxNLocator
 
+from ctc_finetune.columns import PREDICTION_COLUMNS, PREDICTIONS_FILES
+from ctc_finetune.faults import exit_on_user_error
+from ctc_finetune.metrics import clip_error
+
 logger = logging.getLogger("report")
 
 REPORT_FILE = "report.html"
-PREDICTION_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # split -> what the script writes
-REQUIRED_COLUMNS = ("clip_id", "reference", "hypothesis")
-SCORE_COLUMNS = ("wer", "cer", "seconds", "hypothesis_lm", "wer_lm")  # the script's other columns; the rest are extras
+REQUIRED_COLUMNS = PREDICTION_COLUMNS[:3]  # clip_id, reference, hypothesis
+SCORE_COLUMNS = PREDICTION_COLUMNS[3:]  # the script's other columns; the rest are extras (speaker, accent, ...)
 MAX_CATEGORIES = 50  # an extra column with at most this many distinct values gets its own breakdown table
 DURATION_EDGES = (2, 5, 10, 20)  # seconds: buckets < 2, 2-5, 5-10, 10-20, >= 20
 TOP_ERRORS = 20  # rows in each most-frequent-errors table
@@ -67,7 +69,7 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Reading the run's files
 def load_json(path: str) -> Optional[dict]:
     """A JSON object written by the run, or None when it is missing or unreadable (the page leaves that part out)."""
@@ -101,11 +103,6 @@ def to_float(value) -> Optional[float]:
         return None
 
 
-def clip_error(measure: Callable, ref: str, hyp: str) -> float:
-    """WER or CER of one clip, as the training script scores it: an empty reference scores 1 for any output."""
-    return measure(ref, hyp) if ref.strip() else float(bool(hyp.strip()))
-
-
 def read_predictions(path: str) -> tuple[list[dict], list[str]]:
     """The clips of a predictions CSV, worst first, and its extra columns (passed through from the manifest)."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -130,7 +127,7 @@ def read_predictions(path: str) -> tuple[list[dict], list[str]]:
     return rows, extras
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Scoring: corpus-level rates per group of clips, and the most frequent errors
 def corpus_scores(refs: list[str], hyps: list[str], cer: bool = True) -> dict:
     """WER and CER over some clips: all errors / all reference words (characters), not a mean of clip rates.
@@ -207,7 +204,7 @@ def frequent_errors(refs: list[str], hyps: list[str]) -> dict[str, Counter]:
     return counts
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Rendering: small HTML pieces, every data string through esc()
 def pct(rate: Optional[float], digits: int = 1) -> str:
     return "–" if rate is None else f"{100 * rate:.{digits}f} %"
@@ -339,7 +336,7 @@ def alignment_cell(ref_word: str, hyp_word: str, kind: Optional[str]) -> str:
             f'<span class="op">{letter}</span></span>')
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The page's sections, in page order
 def headline_html(output_dir: str, config: Optional[dict], results: Optional[dict], splits: dict,
                   state: Optional[dict]) -> str:
@@ -355,7 +352,8 @@ def headline_html(output_dir: str, config: Optional[dict], results: Optional[dic
             if not isinstance(value, (int, float)) and key in ("wer", "cer"):
                 value = overall[key]  # no all_results.json: the predictions file's own corpus-level score
             if isinstance(value, (int, float)):
-                tiles.append(f'<div class="tile"><div class="v">{pct(value, 2)}</div><div class="k">{name}</div></div>')
+                tiles.append(f'<div class="tile"><div class="v">{pct(value, 2)}</div>'
+                             f'<div class="k">{name}</div></div>')
         parts.append(f'<h3>{esc(split)} split · {len(rows):,} clips</h3><div class="tiles">{"".join(tiles)}</div>')
     facts = []
     if isinstance(results.get("train_runtime"), (int, float)):
@@ -534,7 +532,7 @@ del { text-decoration-thickness: 2px; } ins { text-decoration-thickness: 2px; te
 """
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def build_report(output_dir: str, clips: int = 50, embed_audio: bool = False) -> str:
     """Write output_dir/report.html from the run's files and return its path.
 
@@ -545,10 +543,10 @@ def build_report(output_dir: str, clips: int = 50, embed_audio: bool = False) ->
     if not os.path.isdir(output_dir):
         raise ReportError(f"{output_dir} is not a directory; pass the output_dir of a run of "
                           "run_speech_recognition_ctc.py")
-    found = {split: os.path.join(output_dir, name) for split, name in PREDICTION_FILES.items()
+    found = {split: os.path.join(output_dir, name) for split, name in PREDICTIONS_FILES.items()
              if os.path.isfile(os.path.join(output_dir, name))}
     if not found:
-        raise ReportError(f"{output_dir} has no {' or '.join(PREDICTION_FILES.values())}; run "
+        raise ReportError(f"{output_dir} has no {' or '.join(PREDICTIONS_FILES.values())}; run "
                           f"run_speech_recognition_ctc.py with --do_eval or --do_predict into it first")
     splits = {}
     for split, path in found.items():
@@ -591,7 +589,7 @@ def main(argv=None) -> str:
     try:
         path = build_report(args.output_dir, clips=args.report_clips, embed_audio=args.report_embed_audio)
     except ReportError as e:
-        sys.exit(f"error: {e}")
+        exit_on_user_error(e)
     print(path)  # the command's output, for scripts: the page's path
     return path
 

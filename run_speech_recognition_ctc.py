@@ -7,8 +7,9 @@ A reproduction of the Hugging Face `run_speech_recognition_ctc.py` example (same
 that runs on transformers 5.x, reads corpora from disk, decodes audio without FFmpeg and scores WER/CER locally.
 
 One GPU:
-    python run_speech_recognition_ctc.py --dataset_name DATA_DIR_OR_HUB_ID --model_name_or_path facebook/wav2vec2-base \
-        --output_dir out --do_train --do_eval --per_device_train_batch_size 16 --learning_rate 3e-4 \
+    python run_speech_recognition_ctc.py --dataset_name DATA_DIR_OR_HUB_ID \
+        --model_name_or_path facebook/wav2vec2-base --output_dir out --do_train --do_eval \
+        --per_device_train_batch_size 16 --learning_rate 3e-4 \
         --num_train_epochs 15 --fp16 --group_by_length --text_column_name sentence
 
 Several GPUs (one node):
@@ -34,8 +35,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
 
 Where to change what:
     text normalisation   text.normalize_text (case, ignored characters), applied by text.normalize_transcripts
-    filtering clips      preprocessing.drop_reasons (duration limits, CTC feasibility; preprocessing.scan_and_filter
-                         sets the limits), preprocessing.scan_batch (missing, unreadable, empty files),
+    filtering clips      preprocessing.drop_reasons (duration limits, CTC feasibility; preprocessing.clip_limits
+                         sets the limits), audio.read_header (missing, unreadable, empty files),
                          preprocessing.featurize_batch (undecodable, truncated audio)
     vocabulary           text.build_vocab (characters), vocabulary.train_subword_vocab (bpe/unigram),
                          vocabulary.build_tokenizer (vocab.json, one per language), vocabulary.choose_tokenizer (the
@@ -71,11 +72,19 @@ from transformers.trainer_utils import is_main_process
 
 from ctc_finetune.adapters import DEFAULT_ADAPTER_DIM, save_language_adapter
 from ctc_finetune.batching import DataCollatorCTCWithPadding
-from ctc_finetune.checkpoints import check_output_dir
+from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, PREDICTIONS_FILES
 from ctc_finetune.corpora import load_splits
 from ctc_finetune.families import blank_token_id, encoder_config, has_channel_axis, processor_class
-from ctc_finetune.faults import REQUEUE_EXIT, StopOnSignal, Stopped, UserError
+from ctc_finetune.faults import (
+    INTERRUPTED_EXIT,
+    REQUEUE_EXIT,
+    USER_ERROR_EXIT,
+    StopOnSignal,
+    Stopped,
+    UserError,
+    exit_on_user_error,
+)
 from ctc_finetune.lm import build_lm_decoder, check_lm_tools
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
@@ -87,21 +96,30 @@ from ctc_finetune.metrics import (
 )
 from ctc_finetune.modeling import load_model
 from ctc_finetune.phonemes import check_phonemizer, phonemize_transcripts
-from ctc_finetune.preprocessing import data_report, featurize, log_cache_files, log_samples, save_json, scan_and_filter
-from ctc_finetune.shards import is_stream, log_stream
+from ctc_finetune.preprocessing import (
+    LabelEncoder,
+    clip_limits,
+    data_report,
+    featurize,
+    log_cache_files,
+    log_samples,
+    save_json,
+    scan_and_filter,
+)
+from ctc_finetune.shards import decode_stream, is_stream, log_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, reuse_cpu_memory
 from ctc_finetune.vocabulary import DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, text_report
 
 
 logger = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Constants
 USAGE = ("usage: python run_speech_recognition_ctc.py [--flags ... | ARGS.json]; try the demo: python "
          "run_speech_recognition_ctc.py examples/demo.json; --help lists every flag.")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Arguments
 @dataclass
 class ModelArguments:
@@ -113,19 +131,22 @@ class ModelArguments:
     )
     config_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Train from scratch: directory (or hub id) of a model config plus feature extractor config."},
+        metadata={"help": "Train from scratch: directory (or hub id) of a model config plus feature extractor "
+                          "config."},
     )
     tokenizer_name_or_path: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub id or local directory of an existing CTC tokenizer; by default one is built from the data."},
+        metadata={"help": "Hub id or local directory of an existing CTC tokenizer; by default one is built from the "
+                          "data."},
     )
     cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where to cache models, tokenizers and datasets downloaded from the hub."}
     )
     freeze_feature_encoder: bool = field(
         default=True,
-        metadata={"help": "Freeze the front end that turns audio into encoder frames: the convolutional feature encoder "
-                          "(wav2vec2-style models) or the subsampling stack (Parakeet, LASR); see the README table."},
+        metadata={"help": "Freeze the front end that turns audio into encoder frames: the convolutional feature "
+                          "encoder (wav2vec2-style models) or the subsampling stack (Parakeet, LASR); see the README "
+                          "table."},
     )
     # Regularisation and CTC settings written into the model config. Left unset, wav2vec2-era models get upstream's
     # defaults (as upstream writes them) and the newer families keep their checkpoint's own values.
@@ -139,15 +160,19 @@ class ModelArguments:
         default=None, metadata={"help": "Dropout ratio on the projected features (0.0)."}
     )
     hidden_dropout: Optional[float] = field(
-        default=None, metadata={"help": "Dropout ratio of the embeddings, encoder and pooler fully connected layers (0.0)."}
+        default=None,
+        metadata={"help": "Dropout ratio of the embeddings, encoder and pooler fully connected layers (0.0)."},
     )
     final_dropout: Optional[float] = field(default=None, metadata={"help": "Dropout ratio before the CTC head (0.0)."})
     mask_time_prob: Optional[float] = field(
         default=None, metadata={"help": "Probability of each feature frame starting a SpecAugment time mask (0.05)."}
     )
-    mask_time_length: Optional[int] = field(default=None, metadata={"help": "Length of each time mask, in frames (10)."})
+    mask_time_length: Optional[int] = field(
+        default=None, metadata={"help": "Length of each time mask, in frames (10)."}
+    )
     mask_feature_prob: Optional[float] = field(
-        default=None, metadata={"help": "Probability of each feature channel starting a SpecAugment feature mask (0.0)."}
+        default=None,
+        metadata={"help": "Probability of each feature channel starting a SpecAugment feature mask (0.0)."},
     )
     mask_feature_length: Optional[int] = field(
         default=None, metadata={"help": "Length of each feature mask, in channels (10)."}
@@ -164,7 +189,8 @@ class ModelArguments:
         metadata={"help": "Zero infinite CTC losses (labels longer than the audio allows); upstream default False."},
     )
     add_adapter: bool = field(
-        default=False, metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."}
+        default=False,
+        metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."},
     )
     adapter_attn_dim: Optional[int] = field(
         default=None,
@@ -176,6 +202,7 @@ class ModelArguments:
         metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
                           "'flash_attention_2'."},
     )
+
     def __post_init__(self):
         if (self.model_name_or_path is None) == (self.config_name is None):
             raise UserError("pass exactly one of --model_name_or_path (fine-tune) and --config_name (from scratch).")
@@ -190,7 +217,8 @@ class DataTrainingArguments:
     # Which corpus and splits
     dataset_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub dataset id, or a local corpus directory (split folders, Common Voice, LibriSpeech, saved)."},
+        metadata={"help": "Hub dataset id, or a local corpus directory (split folders, Common Voice, LibriSpeech, "
+                          "saved)."},
     )
     dataset_config_name: Optional[str] = field(
         default=None, metadata={"help": "Configuration of the dataset (e.g. a language code such as 'tr')."}
@@ -214,7 +242,9 @@ class DataTrainingArguments:
     audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (or its path)."})
     text_column_name: str = field(default="text", metadata={"help": "Column holding the transcript."})
     # Preprocessing
-    overwrite_cache: bool = field(default=False, metadata={"help": "Redo the preprocessing instead of using its cache."})
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Redo the preprocessing instead of using its cache."}
+    )
     preprocessing_num_workers: Optional[int] = field(
         default=None, metadata={"help": "Number of processes that decode audio and extract features."}
     )
@@ -228,7 +258,8 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Characters deleted from transcripts, e.g. --chars_to_ignore , ? . ! - ; :"}
     )
     eval_metrics: list[str] = field(
-        default_factory=lambda: ["wer"], metadata={"help": "Metrics computed at evaluation: 'wer', 'cer', 'per' (phoneme mode)."}
+        default_factory=lambda: ["wer"],
+        metadata={"help": "Metrics computed at evaluation: 'wer', 'cer', 'per' (phoneme mode)."},
     )
     max_duration_in_seconds: float = field(
         default=20.0, metadata={"help": "Training clips this long or longer are dropped (counted); eval keeps all."}
@@ -270,22 +301,23 @@ class DataTrainingArguments:
     )
     target_language: Optional[str] = field(
         default=None,
-        metadata={"help": "Train an MMS language adapter for this language (ISO 639-3, e.g. tur): the base model stays "
-                          "frozen, vocab.json keeps one vocabulary per language, adapter.LANG.safetensors is saved."},
+        metadata={"help": "Train an MMS language adapter for this language (ISO 639-3, e.g. tur): the base model "
+                          "stays frozen, vocab.json keeps one vocabulary per language, adapter.LANG.safetensors is "
+                          "saved."},
     )
     overwrite_lang_vocab: bool = field(
         default=False, metadata={"help": "With --target_language: rebuild that language's vocabulary if it exists."}
     )
     phoneme_language: Optional[str] = field(
         default=None,
-        metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the default "
-                          "metric becomes per."},
+        metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the "
+                          "default metric becomes per."},
     )
     # n-gram language model (optional: pyctcdecode + KenLM, see tools/install_extras.sh)
     lm_text: Optional[str] = field(
         default=None,
-        metadata={"help": "Build an n-gram LM from this text file (one sentence per line), or 'train' for the training "
-                          "transcripts; eval and predict then also score beam search with it."},
+        metadata={"help": "Build an n-gram LM from this text file (one sentence per line), or 'train' for the "
+                          "training transcripts; eval and predict then also score beam search with it."},
     )
     lm_order: int = field(default=3, metadata={"help": "Order n of the n-gram LM."})
     lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
@@ -312,7 +344,8 @@ class DataTrainingArguments:
             raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
         unknown = [m for m in self.eval_metrics if m not in SUPPORTED_METRICS]
         if unknown:
-            raise UserError(f"--eval_metrics {' '.join(unknown)} is not supported; choose from {' '.join(SUPPORTED_METRICS)}.")
+            raise UserError(f"--eval_metrics {' '.join(unknown)} is not supported; "
+                            f"choose from {' '.join(SUPPORTED_METRICS)}.")
         if not 0.0 <= self.max_unk_share <= 1.0:
             raise UserError(f"--max_unk_share must be between 0 and 1, got {self.max_unk_share}.")
         if self.lm_text not in (None, "train") and not os.path.isfile(self.lm_text):
@@ -327,8 +360,8 @@ class DataTrainingArguments:
         if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
             raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
         if self.target_language and (self.phoneme_language or self.vocab_type != "char"):
-            raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it does "
-                            "not go with --phoneme_language or --vocab_type bpe/unigram.")
+            raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it "
+                            "does not go with --phoneme_language or --vocab_type bpe/unigram.")
 
 
 @dataclass
@@ -336,10 +369,12 @@ class TrainingArguments(transformers.TrainingArguments):
     """transformers.TrainingArguments plus the flags of the example's published command lines."""
 
     remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep False: the collator picks its columns and group_by_length reads lengths."}
+        default=False,
+        metadata={"help": "Keep False: the collator picks its columns and group_by_length reads lengths."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start afresh in a non-empty output_dir: rebuild the vocabulary, drop checkpoints."}
+        default=False,
+        metadata={"help": "Start afresh in a non-empty output_dir: rebuild the vocabulary, drop checkpoints."},
     )
     reuse_cpu_memory: bool = field(
         default=True,
@@ -352,7 +387,9 @@ class TrainingArguments(transformers.TrainingArguments):
                           "--per_device_train_batch_size: batches of similar-length clips, little padding."},
     )
     # Legacy form (transformers 4.x), mapped to today's argument with a warning
-    group_by_length: bool = field(default=False, metadata={"help": "Old form of --train_sampling_strategy group_by_length."})
+    group_by_length: bool = field(
+        default=False, metadata={"help": "Old form of --train_sampling_strategy group_by_length."}
+    )
 
     def __post_init__(self):
         if self.group_by_length:
@@ -420,8 +457,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
             try:
                 args = json.load(f) if argv[0].endswith(".json") else yaml.safe_load(f)
             except (ValueError, yaml.YAMLError) as e:
-                raise UserError(f"argument file {argv[0]} is not valid {'JSON' if argv[0].endswith('.json') else 'YAML'}"
-                                f": {str(e).splitlines()[0]}") from e
+                raise UserError(f"argument file {argv[0]} is not valid "
+                                f"{'JSON' if argv[0].endswith('.json') else 'YAML'}: {str(e).splitlines()[0]}") from e
         if not isinstance(args, dict):
             raise UserError(f"argument file {argv[0]} must hold a mapping of flag names to values.")
         for old, new in LEGACY_RENAMES.items():
@@ -434,10 +471,12 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
     hide_tokens(parsed[1], parsed[2])
     if parsed[1].vocab_type != "char" and parsed[0].tokenizer_name_or_path:
         raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
+    if parsed[0].adapter_attn_dim and not parsed[1].target_language:
+        raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
     return parsed
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Run setup (step 0): logging, the checks that can fail before any work, distributed settings
 def setup_logging(training_args: TrainingArguments) -> None:
     """INFO on the main process, WARNING on the others, for this script and the package."""
@@ -491,7 +530,7 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
     check_report_to(training_args)
     check_lm_tools(data_args, training_args)
     check_phonemizer(data_args.phoneme_language)
-    return check_output_dir(training_args, keep_vocab=bool(data_args.target_language))
+    return resume_or_clear_output_dir(training_args, keep_vocab=bool(data_args.target_language))
 
 
 def configure_distributed(config, training_args: TrainingArguments) -> None:
@@ -510,31 +549,41 @@ def configure_distributed(config, training_args: TrainingArguments) -> None:
             logger.info("DDP: --layerdrop > 0, so ddp_find_unused_parameters=True (non-reentrant checkpointing)")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The steps of main(), in its order; each hands its work to the package ctc_finetune
-
-
-def prepare_text(raw, model_args, data_args, training_args):
+def prepare_text(splits, model_args, data_args, training_args):
     """The transcripts normalised (or phonemized) for the tokenizer, the tokenizer (given, the checkpoint's own, or
-    built from the text), and the text report. Returns (tokenizer, transcripts, text_stats)."""
-    tokenizer, raw = choose_tokenizer(raw, model_args, data_args, training_args)
+    built from the text), and the text report. Returns (tokenizer, the splits with their transcripts, text_stats)."""
+    tokenizer, splits = choose_tokenizer(splits, model_args, data_args, training_args)
     if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
         # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
         delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
-        raw = phonemize_transcripts(raw, data_args, training_args, delimiter)
+        splits = phonemize_transcripts(splits, data_args, training_args, delimiter)
     if tokenizer is None:
-        tokenizer = build_tokenizer(model_args, data_args, training_args, raw)
-    return tokenizer, raw, text_report(raw, tokenizer, data_args)
+        tokenizer = build_tokenizer(model_args, data_args, training_args, splits)
+    return tokenizer, splits, text_report(splits, tokenizer, data_args)
 
 
-def preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args):
-    """scan_and_filter, then featurize: the model's inputs per split (evaluation splits longest first), and the clips
-    dropped per split and reason. Logs three training examples as the model will see them."""
+def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args, data_args, training_args):
+    """The model's inputs per split (evaluation splits longest first), the clips dropped per split and reason, and
+    the data report. Read splits are scanned and filtered, then featurized (cached); a streamed one (tar shards) is
+    set up to be decoded and checked as training reads it. Logs three training examples as the model will see them."""
     cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
-    kept, dropped = scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root)
+    rate = feature_extractor.sampling_rate
+    encode = LabelEncoder(tokenizer, phonemes=bool(data_args.phoneme_language))
+    frames, limits = clip_limits(model, feature_extractor, data_args)
+    streamed = [k for k, ds in splits.items() if is_stream(ds)]
+    read = datasets.DatasetDict({k: ds for k, ds in splits.items() if k not in streamed})
+    kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args)
     vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
-    log_samples(vectorized, tokenizer, feature_extractor.sampling_rate, training_args.seed)
-    return vectorized, dropped
+    log_samples(vectorized, tokenizer, rate, training_args.seed)
+    report = data_report(vectorized, dropped, text_stats, rate)
+    for key in streamed:
+        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits)
+        dropped[key], report[key] = {}, stream_report(splits[key], key, text_stats[key])
+    in_order = list(splits)  # train, eval, predict
+    return (datasets.DatasetDict({k: vectorized[k] for k in in_order}), {k: dropped[k] for k in in_order},
+            {k: report[k] for k in in_order})
 
 
 def save_processor(model, feature_extractor, tokenizer, training_args: TrainingArguments):
@@ -656,7 +705,7 @@ def finish_run(trainer, model_args, data_args, training_args) -> None:
         trainer.create_model_card(**card)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # main: the pipeline, step by step
 def main(argv: Optional[list[str]] = None) -> dict:
     """Fine-tune and/or evaluate; returns the metrics written to all_results.json."""
@@ -668,10 +717,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
         set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
         # 1. Load the data: audio references and transcripts, nothing decoded yet
-        raw = load_splits(data_args, training_args, model_args.cache_dir)
+        splits = load_splits(data_args, training_args, model_args.cache_dir)
 
         # 2. Text: normalised (or phonemized) transcripts and the tokenizer (given, the checkpoint's, or built)
-        tokenizer, raw, text_stats = prepare_text(raw, model_args, data_args, training_args)
+        tokenizer, splits, text_stats = prepare_text(splits, model_args, data_args, training_args)
 
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train)
@@ -679,8 +728,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"
-        vectorized, dropped = preprocess(raw, model, feature_extractor, tokenizer, model_args, data_args, training_args)
-        report = data_report(vectorized, dropped, text_stats, feature_extractor.sampling_rate)
+        vectorized, dropped, report = preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args,
+                                                 data_args, training_args)
         save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:
             return log_cache_files(vectorized)
@@ -693,7 +742,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         results = train(trainer, last_checkpoint, stop, data_args, training_args) if training_args.do_train else {}
 
         # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
-        lm = build_lm_decoder(raw, model.config, processor.tokenizer, data_args, training_args)
+        lm = build_lm_decoder(splits, model.config, processor.tokenizer, data_args, training_args)
 
         # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
         stop.phase = "evaluating"
@@ -707,27 +756,25 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return results
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 def cli() -> None:
-    """Run main(); user mistakes end with one line on stderr (set CTC_DEBUG=1 for the traceback), a stop signal with
-    one line and REQUEUE_EXIT, a second Ctrl-C with 130."""
+    """Run main(); a user mistake ends with one line on stderr and USER_ERROR_EXIT (set CTC_DEBUG=1 for the
+    traceback), a stop signal with one line and REQUEUE_EXIT, a second Ctrl-C with INTERRUPTED_EXIT."""
     if len(sys.argv) == 1:
         print(USAGE, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
     try:
         main()
     except UserError as e:
-        if os.environ.get("CTC_DEBUG"):
-            raise
-        sys.exit(f"error: {e}")
+        exit_on_user_error(e)
     except Stopped as e:
         print(e, file=sys.stderr)
         sys.exit(REQUEUE_EXIT)
     except KeyboardInterrupt:
         print("interrupted (a second Ctrl-C): stopped at once; rerun to resume from the last checkpoint",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
 
 
 if __name__ == "__main__":

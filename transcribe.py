@@ -28,8 +28,8 @@ import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from ctc_finetune.adapters import ADAPTER_FILE
-from ctc_finetune.audio import load_audio
-from ctc_finetune.batching import DataCollatorCTCWithPadding
+from ctc_finetune.audio import AUDIO_EXTENSIONS, load_audio
+from ctc_finetune.batching import DataCollatorCTCWithPadding, duration_batches
 from ctc_finetune.columns import LENGTH_COLUMN
 from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, read_table
 from ctc_finetune.families import (
@@ -41,14 +41,12 @@ from ctc_finetune.families import (
     model_input_names,
     output_frames,
 )
-from ctc_finetune.faults import UserError
+from ctc_finetune.faults import UserError, exit_on_user_error
 from ctc_finetune.lm import LM_DIR, LM_INSTALL
 
 logger = logging.getLogger("transcribe")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")  # what a directory search picks up
 MANIFEST_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
-USER_ERROR_EXIT_CODE = 2  # as argparse uses for a bad flag
 LM_PACKAGES = ("pyctcdecode", "pygtrie", "kenlm")  # pygtrie is a pyctcdecode dependency that --no-deps skips
 
 
@@ -61,7 +59,8 @@ def parse_args(argv):
                         help="Seconds of padded audio per forward pass (default 60); lower it if memory runs out.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available.")
     parser.add_argument("--lm", action="store_true", help="Beam search with the n-gram LM saved in model_dir.")
-    parser.add_argument("--language", help="An MMS model's language (ISO 639-3, e.g. tur): its adapter and vocabulary.")
+    parser.add_argument("--language",
+                        help="An MMS model's language (ISO 639-3, e.g. tur): its adapter and vocabulary.")
     parser.add_argument("--beam_width", type=int, default=100,
                         help="Beams kept with --lm (default 100, as pyctcdecode).")
     args = parser.parse_args(argv)
@@ -175,14 +174,10 @@ def read_durations(paths: list[str]) -> dict[int, float]:
 
 
 def length_batches(durations: dict[int, float], batch_seconds: float) -> list[list[int]]:
-    """Clip indices, longest first, grouped so that each batch's padded length stays under `batch_seconds`."""
-    batches = []
-    for index in sorted(durations, key=lambda i: -durations[i]):
-        if batches and durations[batches[-1][0]] * (len(batches[-1]) + 1) <= batch_seconds:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
+    """Clip indices in batches of similar length whose padded length stays under `batch_seconds`, longest first."""
+    indices = sorted(durations)
+    batches = duration_batches([durations[i] for i in indices], batch_seconds)
+    return [[indices[j] for j in batch] for batch in reversed(batches)]
 
 
 @torch.inference_mode()
@@ -265,16 +260,13 @@ def main(argv=None) -> list[tuple[str, str]]:
 
 
 def cli() -> None:
-    """Run main(); a user mistake ends with one `error:` line and exit code 2 (CTC_DEBUG=1 shows the traceback)."""
+    """Run main(); a user mistake ends with one `error:` line and USER_ERROR_EXIT (CTC_DEBUG=1 shows the traceback)."""
     logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
     transformers.utils.logging.disable_progress_bar()  # stderr carries only our lines and real warnings
     try:
         main()
     except UserError as e:
-        if os.environ.get("CTC_DEBUG"):
-            raise
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(USER_ERROR_EXIT_CODE)
+        exit_on_user_error(e)
 
 
 if __name__ == "__main__":

@@ -125,12 +125,18 @@ def setup_args(name: str, data: str, out: str, clips: int, batch_seconds: float,
 
 
 def child(argv: list[str], report: str) -> None:
-    """Run the training script in this process and record its peak memory."""
+    """Run the training command in this process (as `python run_speech_recognition_ctc.py ARGS` would) and record
+    its peak memory."""
+    import runpy
+
     import torch
 
-    import run_speech_recognition_ctc as ctc
-
-    ctc.main(argv)
+    sys.argv = [os.path.join(ROOT, "run_speech_recognition_ctc.py"), *argv]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:  # the command's exit: only a failure is one
+        if e.code:
+            raise
     peak = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     if torch.cuda.is_available():
         peak["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30

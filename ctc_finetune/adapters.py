@@ -40,7 +40,41 @@ def add_language_vocab(languages: dict, language: str, vocab: dict, overwrite: b
     (unless `overwrite`); the other languages untouched. Returns it and what happened, for the log."""
     if language in languages and not overwrite:
         return languages, f"kept the existing {language} vocabulary (--overwrite_lang_vocab to rebuild it)"
-    return {**languages, language: vocab}, f"{'rebuilt' if language in languages else 'added'} the {language} vocabulary"
+    return ({**languages, language: vocab},
+            f"{'rebuilt' if language in languages else 'added'} the {language} vocabulary")
+
+
+def write_language_vocab(vocab_path: str, language: str, vocab: dict, checkpoint: Optional[str], hub: dict,
+                         overwrite: bool) -> None:
+    """Write `language`'s vocabulary into the MMS-style vocab.json at `vocab_path`, beside the other languages there
+    (or, on a first run, the checkpoint's)."""
+    languages = (language_vocabularies(vocab_path, hub) if os.path.isfile(vocab_path)
+                 else language_vocabularies(checkpoint, hub))
+    languages, done = add_language_vocab(languages, language, vocab, overwrite)
+    os.makedirs(os.path.dirname(os.path.abspath(vocab_path)), exist_ok=True)
+    with open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(languages, f, ensure_ascii=False, indent=1)
+    logger.info(f"Vocabulary: {done} ({len(languages[language]):,} tokens), {len(languages):,} language(s) in "
+                f"{vocab_path}")
+
+
+def set_tokenizer_language(tokenizer, language: str, source: str) -> None:
+    """Point an MMS-style tokenizer (one vocabulary per language) at `language`; stop if it has none for it."""
+    languages = getattr(tokenizer, "vocab", {})
+    if language not in languages or not hasattr(tokenizer, "set_target_lang"):
+        known = ", ".join(sorted(languages)[:40]) if isinstance(languages, dict) else ""
+        raise UserError(f"--target_language {language}: the tokenizer of {source} has no vocabulary for it "
+                        f"(it has: {known or 'one vocabulary, no languages'}).")
+    tokenizer.set_target_lang(language)
+
+
+def configure_language_adapter(config, language: str, adapter_attn_dim: Optional[int], training: bool) -> None:
+    """Check that the family has MMS adapters, and size new ones (--adapter_attn_dim, the checkpoint's, or 16)."""
+    if not hasattr(config, "adapter_attn_dim"):
+        raise UserError(f"--target_language: {config.model_type} models have no language adapters (MMS adapters are "
+                        "a wav2vec2 feature, e.g. facebook/mms-1b-all); fine-tune without --target_language.")
+    if training:
+        config.adapter_attn_dim = adapter_attn_dim or config.adapter_attn_dim or DEFAULT_ADAPTER_DIM
 
 
 def adapter_weights(model) -> dict:

@@ -1,5 +1,6 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""Batching (step 5): padding clips into tensors, and duration-capped batches of similar-length clips."""
+"""Batching (step 5): padding clips into tensors, and duration-capped batches of similar-length clips (for
+training, and for transcribe.py)."""
 
 import logging
 from dataclasses import dataclass
@@ -12,6 +13,20 @@ from .families import model_input_names
 
 logger = logging.getLogger(__name__)
 
+
+def duration_batches(lengths, max_total: float) -> list[list[int]]:
+    """Clip indices in batches of similar length, each at most `max_total` long once padded (its longest clip times
+    its size; a clip longer than that makes a batch alone), from the shortest batch to the longest."""
+    lengths = np.asarray(lengths)
+    batches, batch = [], []
+    for i in np.argsort(lengths, kind="stable"):  # ascending: each new clip is the batch's longest
+        if batch and lengths[i] * (len(batch) + 1) > max_total:
+            batches.append(batch)
+            batch = []
+        batch.append(int(i))
+    return batches + [batch] if batch else batches
+
+
 class DurationBatchSampler:
     """Batches of similar-length clips, each holding at most `max_samples` samples of padded audio.
 
@@ -21,15 +36,7 @@ class DurationBatchSampler:
     """
 
     def __init__(self, lengths, max_samples: float, seed: int):
-        lengths = np.asarray(lengths)
-        self.batches, batch = [], []
-        for i in np.argsort(lengths, kind="stable"):  # ascending: each new clip is the batch's longest
-            if batch and lengths[i] * (len(batch) + 1) > max_samples:
-                self.batches.append(batch)
-                batch = []
-            batch.append(int(i))
-        if batch:
-            self.batches.append(batch)
+        self.batches = duration_batches(lengths, max_samples)
         self.seed, self.epoch = seed, 0
         # Under DDP accelerate wraps this in a BatchSamplerShard, which has no set_epoch; accelerate's loader then
         # passes the epoch to the wrapped batch sampler's `.sampler` only.

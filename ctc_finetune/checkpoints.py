@@ -76,9 +76,10 @@ def last_complete_checkpoint(out: str, remove_incomplete: bool) -> Optional[str]
     return None
 
 
-def check_output_dir(training_args, keep_vocab: bool = False) -> Optional[str]:
-    """Return the checkpoint to resume from, clear output_dir when asked, or refuse foreign content. `keep_vocab`: a
-    per-language vocab.json (--target_language) survives --overwrite_output_dir, as do the adapters."""
+def resume_or_clear_output_dir(training_args, keep_vocab: bool = False) -> Optional[str]:
+    """The checkpoint to resume from (None for a fresh start). With --overwrite_output_dir, first deletes output_dir's
+    checkpoints and vocabulary (`keep_vocab`: a per-language vocab.json of --target_language stays, as do the
+    adapters); refuses an output_dir holding other files and no checkpoint."""
     out = training_args.output_dir
     if not os.path.isdir(out) or not training_args.do_train:
         return None

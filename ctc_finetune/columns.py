@@ -21,6 +21,11 @@ CACHE_VERSION = 3  # bump when the preprocessing functions change what they writ
 DATA_REPORT_FILE = "data_report.json"
 PREDICTIONS_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # every clip scored, worst first
 PREDICTION_COLUMNS = (CLIP_ID_COLUMN, "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
+# Every column the steps read or add, and the predictions file's: a corpus's other columns (speaker, accent, ...) are
+# passed through to the predictions file.
+OWN_COLUMNS = frozenset({AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENGTH_COLUMN, SOURCE_RATE_COLUMN,
+                         CHANNELS_COLUMN, MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LABELS_COLUMN,
+                         *PREDICTION_COLUMNS})
 
 
 def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:

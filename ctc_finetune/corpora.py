@@ -10,19 +10,7 @@ from typing import Optional
 
 import datasets
 
-from .columns import (
-    AUDIO_COLUMN,
-    CHANNELS_COLUMN,
-    CLIP_ID_COLUMN,
-    DROP_COLUMN,
-    LABELS_COLUMN,
-    LENGTH_COLUMN,
-    MIN_FRAMES_COLUMN,
-    PREDICTION_COLUMNS,
-    RAW_TEXT_COLUMN,
-    SOURCE_RATE_COLUMN,
-    TARGET_TEXT_COLUMN,
-)
+from .columns import AUDIO_COLUMN, OWN_COLUMNS, RAW_TEXT_COLUMN
 from .faults import UserError
 from .shards import is_stream, load_shards, this_process_stream
 
@@ -159,7 +147,8 @@ def shard_split_files(data_dir: str, expression: str) -> list[str]:
         found = sorted(glob.glob(os.path.join(data_dir, split, "*.tar")))
         if not found:
             splits = sorted(d for d in os.listdir(data_dir) if glob.glob(os.path.join(data_dir, d, "*.tar")))
-            raise UserError(f"split {split!r}: no {data_dir}/{split}/*.tar; the shard splits are: {', '.join(splits)}.")
+            raise UserError(f"split {split!r}: no {data_dir}/{split}/*.tar; the shard splits are: "
+                            f"{', '.join(splits)}.")
         tars += found
     return tars
 
@@ -220,17 +209,16 @@ def resolve_column(ds: datasets.Dataset, wanted: str, default: str, aliases: tup
 def passthrough_columns(ds, used=()) -> list[str]:
     """The scalar columns of an eval/predict split besides audio and text (speaker, gender, accent, ...): carried to
     its predictions file, where report.html breaks the error rates down by them."""
-    ours = {AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN,
-            MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LABELS_COLUMN, *PREDICTION_COLUMNS, *used}
+    ours = {*OWN_COLUMNS, *used}
     scalar = ("string", "large_string", "int8", "int16", "int32", "int64", "bool")
     return [c for c, f in (ds.features or {}).items()
             if c not in ours and isinstance(f, datasets.Value) and f.dtype in scalar]
 
 
 def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
-    """Load the train, eval and/or predict split with the columns `audio` (path or bytes) and the raw transcript `text`,
-    plus, in eval and predict splits, the manifest's scalar columns (passthrough_columns)."""
-    raw = datasets.DatasetDict()
+    """Load the train, eval and/or predict split with the columns `audio` (path or bytes) and the raw transcript
+    `text`, plus, in eval and predict splits, the manifest's scalar columns (passthrough_columns)."""
+    splits = datasets.DatasetDict()
     wanted = []
     if training_args.do_train:
         wanted.append(("train", data_args.train_split_name, data_args.train_file, data_args.max_train_samples))
@@ -249,7 +237,7 @@ def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
             ds = ds.take(max_samples) if is_stream(ds) else ds.select(range(min(max_samples, len(ds))))
         ds = ds.select_columns([audio, text, *([] if key == "train" else passthrough_columns(ds, (audio, text)))])
         ds = ds.rename_columns({c: n for c, n in ((audio, AUDIO_COLUMN), (text, RAW_TEXT_COLUMN)) if c != n})
-        raw[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
+        splits[key] = this_process_stream(ds, training_args) if is_stream(ds) else ds
     logger.info("Loaded: " + ", ".join(f"{k} {'a stream' if is_stream(ds) else f'{len(ds):,} clips'}"
-                                       for k, ds in raw.items()))
-    return raw
+                                       for k, ds in splits.items()))
+    return splits

@@ -52,13 +52,15 @@ def encoder_config(config):
 
 
 def model_input_names(feature_extractor) -> tuple[str, str]:
-    """The model's input (`input_values`: samples, `input_features`: frames) and mask names (OmniASR: `padding_mask`)."""
+    """The model's input (`input_values`: samples, `input_features`: frames) and mask names (OmniASR:
+    `padding_mask`)."""
     names = feature_extractor.model_input_names
     return names[0], names[1] if len(names) > 1 else "attention_mask"
 
 
 def extract_features(feature_extractor, audio: np.ndarray) -> np.ndarray:
-    """One clip's model input, time first ([samples] or [frames, features]), cut to the frames the extractor marks valid."""
+    """One clip's model input, time first ([samples] or [frames, features]), cut to the frames the extractor marks
+    valid."""
     name, mask_name = model_input_names(feature_extractor)
     inputs = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, return_attention_mask=True)
     values = np.asarray(inputs[name][0], dtype=np.float32)
@@ -72,7 +74,8 @@ def has_channel_axis(feature_extractor) -> bool:
     """Whether the model reads the waveform with a channel axis ([batch, 1, samples]), as OmniASR does."""
     name, _ = model_input_names(feature_extractor)
     rate = feature_extractor.sampling_rate
-    return name == WAVEFORM_INPUT and np.ndim(feature_extractor(np.zeros(rate // 10), sampling_rate=rate)[name][0]) == 2
+    return (name == WAVEFORM_INPUT
+            and np.ndim(feature_extractor(np.zeros(rate // 10), sampling_rate=rate)[name][0]) == 2)
 
 
 def feature_frames(feature_extractor, samples) -> np.ndarray:

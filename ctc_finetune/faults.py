@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 
 import torch
@@ -14,12 +15,23 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
+USER_ERROR_EXIT = 2  # exit status of a user mistake (a flag, a file, the data), in every command: argparse's own
+INTERRUPTED_EXIT = 130  # exit status after a second Ctrl-C: the shell's for SIGINT
 REQUEUE_EXIT = 75  # exit status of a run a signal stopped at a checkpoint: sysexits' EX_TEMPFAIL, "run it again"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")  # schedulers' preemption warnings, and Ctrl-C (a second one: at once)
 
 
 class UserError(Exception):
     """A mistake in the arguments or the data: reported as one line, without a traceback."""
+
+
+def exit_on_user_error(error: Exception) -> None:
+    """End a command on a user mistake: one `error:` line on stderr and USER_ERROR_EXIT; CTC_DEBUG=1 re-raises it,
+    for the traceback."""
+    if os.environ.get("CTC_DEBUG"):
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
 
 
 class Stopped(Exception):

@@ -73,7 +73,7 @@ def ctc_alphabet(tokenizer, size: int, blank_id: int) -> list[str]:
     return ["" if i == blank_id else " " if t == delimiter else t or f"<{i}>" for i, t in enumerate(labels)]
 
 
-def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, training_args):
+def build_lm_decoder(splits: datasets.DatasetDict, config, tokenizer, data_args, training_args):
     """With --lm_text: estimate the n-gram on the main process and save the decoder to output_dir; every process loads
     it. Returns the beam search (one clip's logits -> text), or None without --lm_text."""
     if not data_args.lm_text:
@@ -81,7 +81,7 @@ def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, tr
     from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
     out, blank_id = training_args.output_dir, blank_token_id(config, tokenizer)
-    train_texts = transcripts(raw["train"]) if "train" in raw else []
+    train_texts = transcripts(splits["train"]) if "train" in splits else []
     with training_args.main_process_first(desc="n-gram language model"):
         if training_args.should_save:
             sentences = lm_sentences(data_args.lm_text, train_texts, chars_to_ignore_regex(data_args.chars_to_ignore),
@@ -90,7 +90,8 @@ def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, tr
                 raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 decoder = build_ctcdecoder(
-                    ctc_alphabet(tokenizer, config.vocab_size, blank_id), estimate_ngram(sentences, data_args.lm_order, tmp),
+                    ctc_alphabet(tokenizer, config.vocab_size, blank_id),
+                    estimate_ngram(sentences, data_args.lm_order, tmp),
                     # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
                     unigrams=sorted({w for t in sentences for w in t.split()}),
                     alpha=data_args.lm_alpha, beta=data_args.lm_beta,
@@ -98,6 +99,6 @@ def build_lm_decoder(raw: datasets.DatasetDict, config, tokenizer, data_args, tr
                 shutil.rmtree(os.path.join(out, LM_DIR), ignore_errors=True)  # a previous run's
                 decoder.save_to_dir(out)
             words = sum(len(t.split()) for t in sentences)
-            logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences ({words:,} words) "
-                        f"of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
+            logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences "
+                        f"({words:,} words) of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
     return functools.partial(BeamSearchDecoderCTC.load_from_dir(out).decode, beam_width=data_args.lm_beam_width)

@@ -68,8 +68,9 @@ def transcribe_split(trainer, ds: datasets.Dataset, key: str, metric_names, lm=N
 
 
 def clip_error(measure, ref: str, hyp: str) -> float:
-    """WER or CER of one clip; an empty reference scores 1 for any output, 0 for none."""
-    return round(measure(ref, hyp), 4) if ref else float(bool(hyp))
+    """WER or CER of one clip (jiwer's `measure`), to 4 places; an empty reference scores 1 for any output, 0 for
+    none. report.py scores a predictions file by it too."""
+    return round(measure(ref, hyp), 4) if ref.strip() else float(bool(hyp.strip()))
 
 
 def prediction_rows(ds: datasets.Dataset, texts: dict, sampling_rate: int) -> list[dict]:

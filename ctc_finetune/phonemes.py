@@ -28,7 +28,8 @@ def check_phonemizer(language: Optional[str]) -> None:
     if not EspeakBackend.is_available():
         raise UserError(f"--phoneme_language needs espeak-ng (apt-get install espeak-ng): run `{PHONEME_INSTALL}`.")
     if language not in EspeakBackend.supported_languages():
-        raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; `espeak-ng --voices` lists codes.")
+        raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; "
+                        "`espeak-ng --voices` lists codes.")
 
 
 def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optional[str]) -> dict:
@@ -43,7 +44,8 @@ def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optiona
     return {TARGET_TEXT_COLUMN: [" ".join(p.split()) for p in phones]}
 
 
-def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
+def phonemize_transcripts(splits, data_args, training_args,
+                          word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
     """Phoneme mode: replace the normalised transcripts by phonemes, once (cached) and in parallel."""
     phonemize = functools.partial(
         phonemize_batch, language=data_args.phoneme_language, word_delimiter_token=word_delimiter_token
@@ -53,9 +55,9 @@ def phonemize_transcripts(raw, data_args, training_args, word_delimiter_token: O
             key: map_text(ds, phonemize, f"phonemizing {key} text",
                           [data_args.phoneme_language, word_delimiter_token, CACHE_VERSION], batch_size=500,
                           num_proc=data_args.preprocessing_num_workers)
-            for key, ds in raw.items()
+            for key, ds in splits.items()
         })
     for key, ds in out.items():
-        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(raw[key])[0]!r} -> "
+        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(splits[key])[0]!r} -> "
                     f"{transcripts(ds)[0]!r}")
     return out

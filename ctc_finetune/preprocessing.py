@@ -13,11 +13,10 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute
-import soundfile as sf
 import torch
 from transformers import Wav2Vec2CTCTokenizer
 
-from .audio import AUDIO_ERRORS, TRUNCATION_TOLERANCE, audio_source, load_audio
+from .audio import AUDIO_ERRORS, TRUNCATION_TOLERANCE, audio_source, load_audio, read_header
 from .columns import (
     AUDIO_COLUMN,
     CACHE_VERSION,
@@ -33,12 +32,12 @@ from .columns import (
 )
 from .families import decode_labels, extract_features, model_input_names, output_frames
 from .faults import DiskFull, UserError, is_disk_full
-from .shards import is_stream
 
 logger = logging.getLogger(__name__)
 
 CTC_INFEASIBLE = "transcript too long for the audio (CTC)"  # the drop reason of labels needing more output frames
-MAX_INFEASIBLE_SHARE = 0.2  # stop when more of the training clips than this are CTC-infeasible: the vocabulary is wrong
+# stop when more of the training clips than this are CTC-infeasible: the vocabulary is wrong
+MAX_INFEASIBLE_SHARE = 0.2
 NUM_LOGGED_SAMPLES = 3  # random training examples logged before training
 
 
@@ -49,46 +48,37 @@ def ctc_min_frames(label_ids: list[int]) -> int:
 
 def encode_labels(tokenizer, text: str, phonemes: bool = False) -> list[int]:
     """Label ids of a transcript: its phonemes, or what the tokenizer makes of it, without special tokens (no </s>)."""
-    return tokenizer.convert_tokens_to_ids(text.split()) if phonemes else tokenizer(text, add_special_tokens=False).input_ids
+    return (tokenizer.convert_tokens_to_ids(text.split()) if phonemes
+            else tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def label_encoder(tokenizer, phonemes: bool = False):
+class LabelEncoder:
     """encode_labels for one tokenizer, as a function of the text. For our character tokenizer it is a dictionary
     lookup per character, which is what Wav2Vec2CTCTokenizer does, 40 times faster (the header scan of a large corpus
-    spent most of its time there); texts holding a multi-character token such as [UNK] go through the tokenizer."""
-    if type(tokenizer) is not Wav2Vec2CTCTokenizer or tokenizer.do_lower_case or phonemes:
-        return functools.partial(encode_labels, tokenizer, phonemes=phonemes)
-    ids = {**tokenizer.encoder, **tokenizer.added_tokens_encoder}
-    unk, delimiter = tokenizer.encoder.get(tokenizer.unk_token), tokenizer.word_delimiter_token
-    long_tokens = [t for t in ids if len(t) > 1]
+    spent most of its time there); texts holding a multi-character token such as [UNK] go through the tokenizer.
+    A class rather than a closure, so that datasets can send it to its worker processes."""
 
-    def encode(text: str) -> list[int]:
-        if any(t in text for t in long_tokens):
-            return encode_labels(tokenizer, text)
-        return [ids.get(c, unk) for c in text.replace(" ", delimiter)]
+    def __init__(self, tokenizer, phonemes: bool = False):
+        self.tokenizer, self.phonemes = tokenizer, phonemes
+        self.lookup = type(tokenizer) is Wav2Vec2CTCTokenizer and not tokenizer.do_lower_case and not phonemes
+        if self.lookup:
+            self.ids = {**tokenizer.encoder, **tokenizer.added_tokens_encoder}
+            self.unk, self.delimiter = tokenizer.encoder.get(tokenizer.unk_token), tokenizer.word_delimiter_token
+            self.long_tokens = [t for t in self.ids if len(t) > 1]
 
-    return encode
+    def __call__(self, text: str) -> list[int]:
+        if not self.lookup or any(t in text for t in self.long_tokens):
+            return encode_labels(self.tokenizer, text, self.phonemes)
+        return [self.ids.get(c, self.unk) for c in text.replace(" ", self.delimiter)]
 
 
-def scan_batch(batch: dict, *, tokenizer, sampling_rate: int, phonemes: bool = False) -> dict:
-    """datasets.map function: facts from each file's header (no decoding) and label ids; bad clips get a reason.
-    With `phonemes`, transcripts are already space-separated phonemes."""
+def scan_batch(batch: dict, *, encode, sampling_rate: int) -> dict:
+    """datasets.map function: facts from each file's header (no decoding) and label ids (`encode`: a LabelEncoder);
+    bad clips get a reason."""
     out = {LENGTH_COLUMN: [], SOURCE_RATE_COLUMN: [], CHANNELS_COLUMN: [], LABELS_COLUMN: [], MIN_FRAMES_COLUMN: [],
            DROP_COLUMN: [], CLIP_ID_COLUMN: []}
-    encode = label_encoder(tokenizer, phonemes)
     for cell, text in zip(batch[AUDIO_COLUMN], batch[TARGET_TEXT_COLUMN]):
-        frames, rate, channels, reason = 0, 0, 0, ""
-        source = audio_source(cell)
-        if source is None or (isinstance(source, str) and not os.path.isfile(source)):
-            reason = "missing file"
-        else:
-            try:
-                with sf.SoundFile(source) as f:  # the header only (sf.info also formats descriptions: 2x slower)
-                    frames, rate, channels = f.frames, f.samplerate, f.channels
-            except AUDIO_ERRORS:
-                reason = "unreadable audio"
-        if not reason and frames <= 0:
-            reason = "empty audio"
+        frames, rate, channels, reason = read_header(audio_source(cell))
         if not reason and not text:
             reason = "empty transcript"
         labels = encode(text) if text else []
@@ -108,7 +98,8 @@ def empty_features(feature_extractor) -> np.ndarray:
 
 
 def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False) -> dict:
-    """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a reason."""
+    """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a
+    reason."""
     if one_thread:  # a forked worker: torch's OpenMP pool, copied mid-state from the parent, would deadlock
         torch.set_num_threads(1)
     rate = feature_extractor.sampling_rate
@@ -173,21 +164,6 @@ def drop_reasons(scanned: dict, output_frames: np.ndarray, *, train: bool, min_l
     return reasons
 
 
-def decode_stream_batch(batch: dict, *, feature_extractor, tokenizer, phonemes: bool, frames, limits: dict) -> dict:
-    """Stream map function (tar shards, run in the DataLoader workers): what scan_batch, featurize_batch and
-    drop_reasons make of each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count.
-    `frames(samples, before_adapter)` is output_frames for the model."""
-    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=feature_extractor.sampling_rate, phonemes=phonemes)
-    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
-                              feature_extractor=feature_extractor)
-    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
-    scanned.update(decoded, **{DROP_COLUMN: reasons})
-    lengths = scanned[LENGTH_COLUMN]
-    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
-                           **limits)
-    return {**scanned, DROP_COLUMN: reasons.tolist()}
-
-
 def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int) -> None:
     """Stop before training when the model's frame rate cannot align a large share of the training transcripts."""
     too_long = int((reasons == CTC_INFEASIBLE).sum())
@@ -195,10 +171,10 @@ def check_ctc_fit(reasons: np.ndarray, frames_per_second: float, vocab_size: int
     if usable and too_long / usable > MAX_INFEASIBLE_SHARE:
         raise UserError(
             f"{too_long:,} of {usable:,} training clips ({too_long / usable:.0%}) have transcripts too long for this "
-            f"model's {frames_per_second:g} output frames per second with a {vocab_size:,}-token vocabulary (CTC needs "
-            "a frame per token); training on the rest would not learn the task. Use fewer, longer tokens: a subword "
-            "vocabulary (--vocab_type bpe), or the checkpoint's own subword tokenizer (--tokenizer_name_or_path); or "
-            "a model with more output frames per second."
+            f"model's {frames_per_second:g} output frames per second with a {vocab_size:,}-token vocabulary "
+            "(CTC needs a frame per token); training on the rest would not learn the task. Use fewer, longer tokens: "
+            "a subword vocabulary (--vocab_type bpe), or the checkpoint's own subword tokenizer "
+            "(--tokenizer_name_or_path); or a model with more output frames per second."
         )
 
 
@@ -235,7 +211,8 @@ def cached_map(ds: datasets.Dataset, function, key_parts: list, name: str, cache
     except Exception as e:
         if is_disk_full(e):
             raise DiskFull("the preprocessing cache in", cache_root, needed_bytes,
-                           "free some space, point --cache_dir at a bigger disk, or use --preprocess_on_the_fly") from e
+                           "free some space, point --cache_dir at a bigger disk, or use "
+                           "--preprocess_on_the_fly") from e
         raise
 
 
@@ -265,8 +242,6 @@ def check_drops(kept: datasets.DatasetDict, dropped: dict, data_args) -> None:
     """Stop when a split is empty, or (--strict_data) when any clip was dropped for bad input."""
     for key, ds in kept.items():
         summary = ", ".join(f"{n:,} {r}" for r, n in dropped[key].items()) or "none"
-        if is_stream(ds):  # its drops are counted as it is read (StreamBatches)
-            continue
         if len(ds) == 0:
             raise UserError(
                 f"no {key} clips left (dropped: {summary}); check the audio paths, the transcript column and "
@@ -283,27 +258,24 @@ def sort_longest_first(ds: datasets.Dataset) -> datasets.Dataset:
     return ds.select(np.argsort(-scan_column(ds, LENGTH_COLUMN), kind="stable"))
 
 
-def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tokenizer, cache_root):
-    """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not."""
+def clip_limits(model, feature_extractor, data_args) -> tuple:
+    """What drop_reasons checks training clips against: `frames(samples, before_adapter=False)`, the model's output
+    frames for clips of so many samples, and the duration and SpecAugment limits (in samples and frames)."""
     rate = feature_extractor.sampling_rate
-    scan = functools.partial(
-        scan_batch, tokenizer=tokenizer, sampling_rate=rate, phonemes=bool(data_args.phoneme_language)
-    )
-    key_parts = [tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
-    frames = functools.partial(output_frames, model, feature_extractor)
     spec_augment = getattr(model.config, "mask_time_prob", 0) > 0
     limits = {"min_len": data_args.min_duration_in_seconds * rate, "max_len": data_args.max_duration_in_seconds * rate,
               "mask_time_frames": model.config.mask_time_length if spec_augment else 0}
+    return functools.partial(output_frames, model, feature_extractor), limits
+
+
+def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, data_args, training_args):
+    """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not.
+    `encode`: the LabelEncoder; `frames` and `limits`: from clip_limits; `rate`: the model's sampling rate."""
+    key_parts = [encode.tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
+    scan = functools.partial(scan_batch, encode=encode, sampling_rate=rate)
     kept, dropped = datasets.DatasetDict(), {}
     with training_args.main_process_first(desc="scanning audio headers"):
-        for key, ds in raw.items():
-            if is_stream(ds):  # nothing read now: each clip is scanned, decoded and checked as training reads it
-                kept[key] = ds.map(functools.partial(
-                    decode_stream_batch, feature_extractor=feature_extractor, tokenizer=tokenizer, frames=frames,
-                    phonemes=bool(data_args.phoneme_language), limits=limits,
-                ), batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
-                dropped[key] = {}
-                continue
+        for key, ds in splits.items():
             scanned = cached_map(ds, scan, key_parts, f"scan-{key}", cache_root, data_args, 1000 * len(ds))
             columns = scanned.select_columns([LENGTH_COLUMN, MIN_FRAMES_COLUMN, DROP_COLUMN]).to_dict()
             lengths = columns[LENGTH_COLUMN]
@@ -311,29 +283,28 @@ def scan_and_filter(raw, data_args, training_args, model, feature_extractor, tok
                                    train=key == "train", **limits)
             dropped[key] = log_drops(key, reasons, scanned, "Scanned")
             if key == "train":
-                check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(tokenizer))
+                check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(encode.tokenizer))
             kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
     check_drops(kept, dropped, data_args)
     return kept, dropped
 
 
-def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root) -> tuple[datasets.DatasetDict, dict]:
+def featurize(kept, data_args, training_args, feature_extractor, dropped,
+              cache_root) -> tuple[datasets.DatasetDict, dict]:
     """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time.
-    Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to decode."""
+    Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to
+    decode."""
     dropped = {key: dict(reasons) for key, reasons in dropped.items()}
     if data_args.preprocess_on_the_fly:
         transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
-        return datasets.DatasetDict({k: ds if is_stream(ds) else (ds if k == "train" else sort_longest_first(ds))
-                                     .with_transform(transform) for k, ds in kept.items()}), dropped
+        return datasets.DatasetDict({k: (ds if k == "train" else sort_longest_first(ds)).with_transform(transform)
+                                     for k, ds in kept.items()}), dropped
     featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
                                      one_thread=(data_args.preprocessing_num_workers or 1) > 1)
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
     vectorized = datasets.DatasetDict()
     with training_args.main_process_first(desc="decoding audio"):
         for key, ds in kept.items():
-            if is_stream(ds):  # decoded as training reads it (decode_stream_batch)
-                vectorized[key] = ds
-                continue
             samples = float(scan_column(ds, LENGTH_COLUMN).sum())  # float32 features: about 4 bytes per sample
             ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args, 4 * samples)
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
@@ -352,13 +323,14 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
 def log_samples(vectorized: datasets.DatasetDict, tokenizer, sampling_rate: int, seed: int) -> None:
     """Three random training examples as the model will see them: duration and the decoded label."""
     ds = vectorized.get("train")
-    if ds is None or is_stream(ds):
+    if ds is None:
         return
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(ds), size=min(NUM_LOGGED_SAMPLES, len(ds)), replace=False)
     scanned = scan_table(ds.select(picked), LABELS_COLUMN, LENGTH_COLUMN).to_pydict()
     for i, labels, length in zip(picked, scanned[LABELS_COLUMN], scanned[LENGTH_COLUMN]):
-        logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, label {decode_labels(tokenizer, labels)!r}")
+        logger.info(f"Sample {int(i)} of train: {length / sampling_rate:.2f} s, "
+                    f"label {decode_labels(tokenizer, labels)!r}")
 
 
 def save_json(obj: dict, name: str, training_args) -> None:
@@ -373,11 +345,6 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
     """Log one compact line per split (clips, hours, durations, rates, channels, characters, drops); return it all."""
     report = {}
     for key, ds in ds_dict.items():
-        if is_stream(ds):
-            report[key] = {"streamed_shards": ds.n_shards, **text_stats[key]}
-            logger.info(f"Data [{key}]: streamed from {ds.n_shards:,} tar shards per process; clips, hours and drops are "
-                        f"counted as training reads them; {text_stats[key]['vocabulary']}")
-            continue
         columns = scan_table(ds, LENGTH_COLUMN, SOURCE_RATE_COLUMN, CHANNELS_COLUMN, LABELS_COLUMN)
         seconds = columns[LENGTH_COLUMN].to_numpy() / sampling_rate
         label_tokens = pa.compute.sum(pa.compute.list_value_length(columns[LABELS_COLUMN])).as_py() or 0
@@ -404,6 +371,6 @@ def data_report(ds_dict: datasets.DatasetDict, dropped: dict, text_stats: dict, 
 
 def log_cache_files(vectorized: datasets.DatasetDict) -> dict:
     """--preprocessing_only: where the features are cached (a later run with the same settings reuses them)."""
-    logger.info("Preprocessing done; cache files: "
-                f"{ {k: ds.cache_files for k, ds in vectorized.items() if not is_stream(ds)} }")
+    files = {k: ds.cache_files for k, ds in vectorized.items() if isinstance(ds, datasets.Dataset)}
+    logger.info(f"Preprocessing done; cache files: {files}")
     return {}

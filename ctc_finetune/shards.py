@@ -1,7 +1,9 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""WebDataset tar shards (step 1) and the streamed training split they give: one shard set per process, and
-the batches the DataLoader workers build from it (step 6)."""
+"""WebDataset tar shards and the streamed training split they give: reading them (step 1), one shard set per
+process, each clip scanned, decoded and checked as training reads it (step 4), and the batches the DataLoader workers
+build from it (step 6). The recipe's preprocess step sends a streamed split here instead of to preprocessing."""
 
+import functools
 import itertools
 import json
 import logging
@@ -15,12 +17,14 @@ import pyarrow as pa
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from .columns import AUDIO_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, RAW_TEXT_COLUMN
+from .audio import AUDIO_EXTENSIONS
+from .columns import AUDIO_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LENGTH_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN
 from .faults import UserError
+from .preprocessing import drop_reasons, featurize_batch, scan_batch
 
 logger = logging.getLogger(__name__)
 
-SHARD_AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")  # the audio members of a WebDataset tar shard
+SHARD_AUDIO_EXTENSIONS = tuple(e[1:] for e in AUDIO_EXTENSIONS)  # a shard's audio members: KEY.flac, KEY.wav, ...
 STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
 STREAM_SHUFFLE_BUFFER = 1_000  # clips a streamed split is shuffled within (after its shards are shuffled)
 
@@ -48,7 +52,8 @@ def shard_fields(tar_path: str) -> tuple[str, str, Optional[dict]]:
     if not audio or not text:
         raise UserError(
             f"{tar_path}: its first clip {key!r} has members {', '.join(sorted(fields)) or 'none'}; a shard pairs "
-            f"KEY.{'|'.join(SHARD_AUDIO_EXTENSIONS)} with KEY.txt or KEY.json (write shards with tools/make_shards.py)."
+            f"KEY.{'|'.join(SHARD_AUDIO_EXTENSIONS)} with KEY.txt or KEY.json "
+            "(write shards with tools/make_shards.py)."
         )
     return audio[0], text[0], parsed
 
@@ -105,6 +110,37 @@ def this_process_stream(ds: datasets.IterableDataset, training_args) -> datasets
     return ds.shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
 
 
+def decode_stream_batch(batch: dict, *, feature_extractor, encode, frames, limits: dict) -> dict:
+    """Stream map function (run in the DataLoader workers): what scan_batch, featurize_batch and drop_reasons make of
+    each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count. `encode`, `frames` and
+    `limits` are those of preprocessing (LabelEncoder, clip_limits)."""
+    scanned = scan_batch(batch, encode=encode, sampling_rate=feature_extractor.sampling_rate)
+    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
+                              feature_extractor=feature_extractor)
+    reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
+    scanned.update(decoded, **{DROP_COLUMN: reasons})
+    lengths = scanned[LENGTH_COLUMN]
+    reasons = drop_reasons(scanned, frames(lengths), masked_frames=frames(lengths, before_adapter=True), train=True,
+                           **limits)
+    return {**scanned, DROP_COLUMN: reasons.tolist()}
+
+
+def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict):
+    """The streamed split as training reads it: nothing is read now; each clip is scanned, decoded and checked
+    (decode_stream_batch) when a DataLoader worker reaches it."""
+    decode = functools.partial(decode_stream_batch, feature_extractor=feature_extractor, encode=encode,
+                               frames=frames, limits=limits)
+    return ds.map(decode, batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
+
+
+def stream_report(ds: datasets.IterableDataset, key: str, text_stats: dict) -> dict:
+    """The data report of a streamed split: its shards and text (clips, hours and drops are counted as training reads
+    them, by StreamBatches and log_stream)."""
+    logger.info(f"Data [{key}]: streamed from {ds.n_shards:,} tar shards per process; clips, hours and drops are "
+                f"counted as training reads them; {text_stats['vocabulary']}")
+    return {"streamed_shards": ds.n_shards, **text_stats}
+
+
 class StreamBatches(torch.utils.data.IterableDataset):
     """Training batches from a streamed split (tar shards), without end: epoch after epoch, each reshuffled, until
     --max_steps. Clips the stream marked for dropping are left out; each batch carries `stream`: its clip ids and the
@@ -140,7 +176,8 @@ def log_stream(streamed: dict, training_args) -> dict:
     """One line per process on what its training stream gave: clips, shards, drops; returns this process's counts."""
     dropped = dict(streamed["dropped"])
     summary = ", ".join(f"{n:,} {r}" for r, n in dropped.items()) or "none"
-    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "  # all print it
+    # all print it
+    logger.warning(f"Streamed [train] process {training_args.process_index}/{training_args.world_size}: "
                    f"{streamed['clips']:,} clips trained on from shards {', '.join(sorted(streamed['shards']))}; "
                    f"dropped: {summary}")
     return {"train_samples": streamed["clips"], "train_clips_dropped": sum(dropped.values())}

@@ -14,6 +14,7 @@ from .shards import STREAM_TEXT_CLIPS, is_stream
 
 logger = logging.getLogger(__name__)
 
+
 def chars_to_ignore_regex(chars: Optional[list[str]]) -> Optional[str]:
     """A regex character class matching each given character literally (upstream forgot to escape them)."""
     if not chars:
@@ -50,7 +51,8 @@ def transcripts(ds) -> list[str]:
     if not is_stream(ds):
         return ds[TARGET_TEXT_COLUMN]
     texts = [row[TARGET_TEXT_COLUMN] for row in ds.select_columns([TARGET_TEXT_COLUMN]).take(STREAM_TEXT_CLIPS)]
-    logger.info(f"Read the transcripts of the first {len(texts):,} streamed clips (for the vocabulary and text report)")
+    logger.info(f"Read the transcripts of the first {len(texts):,} streamed clips "
+                "(for the vocabulary and text report)")
     return texts
 
 

@@ -5,7 +5,6 @@ throughput counter, and CPU memory reuse."""
 import ctypes
 import logging
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -27,6 +26,8 @@ from .shards import StreamBatches, is_stream
 logger = logging.getLogger(__name__)
 
 MALLOC_MMAP_MAX, MALLOC_TRIM_THRESHOLD = -4, -1  # glibc mallopt parameters (malloc.h)
+CHECKPOINT_DISK_FULL_FIX = ("free some space, keep fewer checkpoints (--save_total_limit), or choose another "
+                            "--output_dir; then run the same command: it resumes from the previous checkpoint")
 
 
 def reuse_cpu_memory(training_args) -> None:
@@ -35,7 +36,8 @@ def reuse_cpu_memory(training_args) -> None:
     Each step allocates activations of hundreds of MB; glibc hands blocks that big back to the kernel when freed,
     and the kernel zeroes fresh pages again at the next step: measured here, a third of the step time went there.
     """
-    if not training_args.reuse_cpu_memory or training_args.device.type != "cpu" or not sys.platform.startswith("linux"):
+    if (not training_args.reuse_cpu_memory or training_args.device.type != "cpu"
+            or not sys.platform.startswith("linux")):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -129,7 +131,8 @@ class CTCTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         lengths = scan_column(train_dataset or self.train_dataset, LENGTH_COLUMN).tolist()
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=lengths)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         stream = inputs.pop("stream", None)
@@ -175,20 +178,20 @@ class CTCTrainer(Trainer):
             if not is_disk_full(e):
                 raise
             raise DiskFull("the model to", output_dir or self.args.output_dir, self.model_bytes(),
-                           "free some space or choose another --output_dir") from e
+                           CHECKPOINT_DISK_FULL_FIX if self.is_in_train else "free some space or choose another "
+                           "--output_dir") from e
 
-    def _save_checkpoint(self, model, trial):
-        # A full disk mid-checkpoint: remove the partial folder, so resuming never picks it.
+    def train(self, *args, **kwargs):
+        # A full disk while a checkpoint is written (its weights, optimizer or scheduler state): one line. The partial
+        # folder has no trainer_state.json, which the Trainer writes last, so a rerun skips and removes it and resumes
+        # from the checkpoint before (checkpoints.last_complete_checkpoint).
         try:
-            super()._save_checkpoint(model, trial)
+            return super().train(*args, **kwargs)
         except Exception as e:
-            if not (isinstance(e, DiskFull) or is_disk_full(e)):
+            if isinstance(e, DiskFull) or not is_disk_full(e):
                 raise
-            path = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            if self.args.should_save:  # never resumed from: the previous checkpoint stays the newest
-                shutil.rmtree(path, ignore_errors=True)
-            raise DiskFull("checkpoint", path, self.model_bytes(), "free some space, keep fewer checkpoints "
-                           "(--save_total_limit), or choose another --output_dir; the previous checkpoint is kept") from e
+            path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+            raise DiskFull("checkpoint", path, self.model_bytes(), CHECKPOINT_DISK_FULL_FIX) from e
 
     def _get_eval_sampler(self, eval_dataset):
         # The split's own order (sort_longest_first); with --group_by_length the Trainer would shuffle it in groups.

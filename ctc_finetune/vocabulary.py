@@ -11,7 +11,7 @@ import datasets
 import transformers
 from transformers import AutoConfig, AutoTokenizer, Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
-from .adapters import add_language_vocab, language_vocabularies
+from .adapters import set_tokenizer_language, write_language_vocab
 from .families import is_character_tokenizer
 from .faults import UserError
 from .text import build_vocab, normalize_transcripts, text_units, transcripts, vocabulary_case
@@ -22,7 +22,8 @@ VOCAB_FILE = "vocab.json"
 SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
 VOCAB_TYPES = ("char", "bpe", "unigram")
 DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
-KEEP_TOKENIZER_MAX_UNK = 0.001  # a checkpoint's tokenizer is kept when at most this share of training labels is unknown
+# a checkpoint's tokenizer is kept when at most this share of training labels is unknown
+KEEP_TOKENIZER_MAX_UNK = 0.001
 
 
 def hub_kwargs(model_args, data_args) -> dict:
@@ -45,13 +46,8 @@ def load_existing_tokenizer(model_args, data_args, training_args):
             "or --do_train to build a vocabulary from the data."
         ) from e
     language = data_args.target_language
-    if language:  # an MMS-style tokenizer: one vocabulary per language
-        languages = getattr(tokenizer, "vocab", {})
-        if language not in languages or not hasattr(tokenizer, "set_target_lang"):
-            known = ", ".join(sorted(languages)[:40]) if isinstance(languages, dict) else ""
-            raise UserError(f"--target_language {language}: the tokenizer of {source} has no vocabulary for it "
-                            f"(it has: {known or 'one vocabulary, no languages'}).")
-        tokenizer.set_target_lang(language)
+    if language:
+        set_tokenizer_language(tokenizer, language, source)
     logger.info(f"Tokenizer: reused from {source} ({len(tokenizer):,} tokens{f', {language}' if language else ''})")
     return tokenizer
 
@@ -74,15 +70,16 @@ def shipped_tokenizer(model_args, data_args, training_args):
         if not has_ctc_head(AutoConfig.from_pretrained(source, **hub)):
             return None
         return AutoTokenizer.from_pretrained(source, **hub)
-    except (OSError, ValueError, TypeError):  # no tokenizer files (a bare encoder), or no config at all (load_model says)
-        return None
+    except (OSError, ValueError, TypeError):
+        return None  # no tokenizer files (a bare encoder), or no config at all (load_model says)
 
 
 def unknown_token_share(tokenizer, texts) -> float:
     """The share of label tokens the tokenizer encodes as unknown (0 for tokenizers without an unknown token)."""
     texts = [t for t in texts if t]
     ids = [i for row in tokenizer(texts, add_special_tokens=False).input_ids for i in row] if texts else []
-    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1) if tokenizer.unk_token_id is not None else 0.0
+    return (sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1)
+            if tokenizer.unk_token_id is not None else 0.0)
 
 
 def describe_vocabulary(tokenizer) -> str:
@@ -102,11 +99,11 @@ def choose_tokenizer(raw, model_args, data_args, training_args):
     if shipped is not None:
         share = unknown_token_share(shipped, transcripts(text["train"]))
         if share <= KEEP_TOKENIZER_MAX_UNK:
-            logger.info(f"Tokenizer: the checkpoint's own ({len(shipped):,} tokens, {share:.2%} of the training labels "
-                        "unknown), kept with its CTC head")
+            logger.info(f"Tokenizer: the checkpoint's own ({len(shipped):,} tokens, {share:.2%} of the training "
+                        "labels unknown), kept with its CTC head")
             return shipped, text
-        logger.info(f"Tokenizer: the checkpoint's own leaves {share:.1%} of the training labels unknown; building a new "
-                    "vocabulary from the transcripts (and a new CTC head)")
+        logger.info(f"Tokenizer: the checkpoint's own leaves {share:.1%} of the training labels unknown; building a "
+                    "new vocabulary from the transcripts (and a new CTC head)")
         if case != "lower":
             text = normalize_transcripts(raw, data_args, training_args, "lower")
     return tokenizer, text
@@ -119,8 +116,8 @@ def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, 
 
     alphabet = {c for text in texts for c in text if c != " "} | {"▁"}
     if size < len(alphabet) + 2:
-        raise UserError(f"--vocab_size {size} is under the text's {len(alphabet)} characters (with ▁) plus unk and pad: "
-                        f"pass at least {len(alphabet) + 2}, or --vocab_type char.")
+        raise UserError(f"--vocab_size {size} is under the text's {len(alphabet)} characters (with ▁) plus unk and "
+                        f"pad: pass at least {len(alphabet) + 2}, or --vocab_type char.")
     special = [unk_token, pad_token]
     if kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
@@ -136,7 +133,7 @@ def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, 
     return tokenizer
 
 
-def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict):
+def build_subword_tokenizer(data_args, training_args, splits: datasets.DatasetDict):
     """--vocab_type bpe/unigram: train the vocabulary once (main process), save it in output_dir, load it everywhere.
 
     It is wrapped as a ParakeetTokenizer: a CTC tokenizer (repeats merged, pad dropped as the blank) that
@@ -146,11 +143,14 @@ def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict)
     special = {"unk_token": data_args.unk_token, "pad_token": data_args.pad_token}
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(path):
-            texts = [t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]) if t]
+            texts = [t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]) if t]
             size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
             trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
-            lowered = "" if trained.get_vocab_size() >= size else f" (lowered from {size:,}: the text supports no more)"
-            transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(training_args.output_dir)
+            lowered = ("" if trained.get_vocab_size() >= size
+                       else f" (lowered from {size:,}: the text supports no more)")
+            transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(
+                training_args.output_dir
+            )
             logger.info(f"Vocabulary: {data_args.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
                         f"{len(texts):,} transcripts{'' if data_args.vocab_size else ' (the default --vocab_size)'}, "
                         f"written to {path}")
@@ -159,11 +159,11 @@ def build_subword_tokenizer(data_args, training_args, raw: datasets.DatasetDict)
     return AutoTokenizer.from_pretrained(training_args.output_dir)
 
 
-def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetDict):
+def build_tokenizer(model_args, data_args, training_args, splits: datasets.DatasetDict):
     """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused.
     With --target_language the vocab.json holds one vocabulary per language (the checkpoint's, or output_dir's)."""
     if data_args.vocab_type != "char":
-        return build_subword_tokenizer(data_args, training_args, raw)
+        return build_subword_tokenizer(data_args, training_args, splits)
     special = {
         "word_delimiter_token": data_args.word_delimiter_token,
         "unk_token": data_args.unk_token,
@@ -173,19 +173,11 @@ def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetD
     language = data_args.target_language
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and language:
-            hub = hub_kwargs(model_args, data_args)
-            languages = (language_vocabularies(vocab_path, hub) if os.path.isfile(vocab_path)
-                         else language_vocabularies(model_args.model_name_or_path, hub))
-            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
-            languages, done = add_language_vocab(languages, language, build_vocab(texts, **special),
-                                                 data_args.overwrite_lang_vocab)
-            os.makedirs(training_args.output_dir, exist_ok=True)
-            with open(vocab_path, "w", encoding="utf-8") as f:
-                json.dump(languages, f, ensure_ascii=False, indent=1)
-            logger.info(f"Vocabulary: {done} ({len(languages[language]):,} tokens), {len(languages):,} language(s) in "
-                        f"{vocab_path}")
+            texts = (t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]))
+            write_language_vocab(vocab_path, language, build_vocab(texts, **special), model_args.model_name_or_path,
+                                 hub_kwargs(model_args, data_args), data_args.overwrite_lang_vocab)
         elif training_args.should_save and not os.path.isfile(vocab_path):
-            texts = (t for key in ("train", "eval") if key in raw for t in transcripts(raw[key]))
+            texts = (t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]))
             vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
             with open(vocab_path, "w", encoding="utf-8") as f:
@@ -199,12 +191,13 @@ def build_tokenizer(model_args, data_args, training_args, raw: datasets.DatasetD
     return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
 
 
-def text_report(raw: datasets.DatasetDict, tokenizer, data_args) -> dict:
-    """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many unknown."""
+def text_report(splits: datasets.DatasetDict, tokenizer, data_args) -> dict:
+    """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many
+    unknown."""
     vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
     counts = {
         k: Counter(u for t in transcripts(ds) for u in text_units(t, data_args.word_delimiter_token, phonemes))
-        for k, ds in raw.items()
+        for k, ds in splits.items()
     }
     if "train" in counts and "eval" in counts:
         eval_only = sorted(set(counts["eval"]) - set(counts["train"]))
@@ -218,7 +211,7 @@ def text_report(raw: datasets.DatasetDict, tokenizer, data_args) -> dict:
         else:  # a subword tokenizer: the share of label tokens that come out unknown, and the characters to blame
             unknown = Counter({c: n for c, n in counter.items()
                                if c != data_args.word_delimiter_token and unknown_token_share(tokenizer, [c]) > 0})
-            share = unknown_token_share(tokenizer, transcripts(raw[key]))
+            share = unknown_token_share(tokenizer, transcripts(splits[key]))
         stats[key] = {"characters": (" " if phonemes else "").join(sorted(counter)), "distinct": len(counter),
                       "unknown_character_share": round(share, 4), "vocabulary": describe_vocabulary(tokenizer)}
         if share > data_args.max_unk_share:

@@ -1,6 +1,7 @@
 """Shared fixtures: offline hub, real audio fixtures, tiny random checkpoints, and a way to run the script."""
 
 import atexit
+import csv
 import json
 import os
 import shutil
@@ -21,7 +22,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ctc-tests-hf-")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
+import jiwer  # noqa: E402
+import torch  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402
+from transformers import AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer  # noqa: E402
+
+from ctc_finetune.audio import load_audio  # noqa: E402
+from ctc_finetune.text import build_vocab  # noqa: E402
 
 DATA_DIR = os.path.join(HERE, "fixtures", "commands")  # 12 train MP3, 4 validation and 4 test FLAC clips
 SCRIPT = os.path.join(ROOT, "run_speech_recognition_ctc.py")
@@ -75,3 +82,60 @@ def copy_fixture_with_audio_column(dst: str, column: str) -> str:
         with open(meta, "w", encoding="utf-8") as f:
             f.write(text.replace("file_name", column, 1))
     return dst
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def step_losses(out) -> dict[int, float]:
+    """The training loss logged at each step of a run, from its trainer_state.json."""
+    history = read_json(os.path.join(out, "trainer_state.json"))["log_history"]
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+def rescore(out, key: str = "eval", column: str = "hypothesis", measure=jiwer.wer) -> float:
+    """A split's corpus-level WER (or `measure`) recomputed with jiwer from the run's predictions file (clips with an
+    empty reference left out, as the script scores): what the run's {key}_wer must equal."""
+    name = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}[key]
+    rows = [r for r in read_csv(os.path.join(out, name)) if r["reference"].strip()]
+    return measure([r["reference"] for r in rows], [r[column] for r in rows])
+
+
+def transcribe(model_dir: str, paths: list[str]) -> list[str]:
+    """Independent greedy transcription, one clip at a time (no padding anywhere)."""
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForCTC.from_pretrained(model_dir).eval()
+    texts = []
+    for path in paths:
+        audio = load_audio(path, processor.feature_extractor.sampling_rate)
+        inputs = processor(audio, sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
+        with torch.no_grad():
+            ids = model(**inputs).logits.argmax(-1)
+        texts.append(processor.batch_decode(ids)[0])
+    return texts
+
+
+def hypothesis_of(out, clip: str, key: str = "eval") -> str:
+    """What the run's own evaluation transcribed for `clip` (its row in the predictions file, found by file name)."""
+    name = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}[key]
+    (row,) = [r for r in read_csv(os.path.join(out, name)) if os.path.basename(r["clip_id"]) == os.path.basename(clip)]
+    return row["hypothesis"]
+
+
+def make_finetuned(path) -> str:
+    """A random-weight 'fine-tuned' CTC model with its own tokenizer: predictions full of characters."""
+    os.makedirs(path, exist_ok=True)
+    vocab = build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]")
+    with open(os.path.join(path, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
+    make_checkpoint(str(path), "wav2vec2", ctc_vocab_size=len(tokenizer))
+    tokenizer.save_pretrained(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def finetuned_dir(tmp_path_factory):
+    return make_finetuned(tmp_path_factory.mktemp("finetuned"))

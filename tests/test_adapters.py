@@ -79,7 +79,7 @@ def test_two_languages_trained_into_one_folder_both_transcribe(tmp_path, mms):
         assert proc.returncode == 0, proc.stderr[-2000:]
         texts[language] = proc.stdout.split("\t", 1)[1]
     proc = transcribe(out, "--language", "xyz")
-    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith("error: --language xyz")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --language xyz")
     assert "deu" in proc.stderr and "tur" in proc.stderr
 
     # The script evaluates a language of that folder too.

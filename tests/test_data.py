@@ -181,7 +181,7 @@ def test_strict_data_turns_skips_into_an_error(tmp_path, encoder_dir, messy_mani
 
 
 def test_cache_is_reused_and_on_the_fly_decoding_gives_the_same_wer(tmp_path, caplog):
-    from test_train import make_finetuned
+    from conftest import make_finetuned
 
     model = make_finetuned(tmp_path / "model")
     args = dict(do_train=None, preprocessing_num_workers=2, per_device_eval_batch_size=3)

@@ -4,7 +4,9 @@ import csv
 import json
 import os
 
-from conftest import DATA_DIR, ROOT, base_args, read_json
+import pytest
+
+from conftest import DATA_DIR, ROOT, base_args, read_json, rescore
 
 import run_speech_recognition_ctc as ctc
 
@@ -20,7 +22,7 @@ def test_demo_config_runs_shortened_and_can_be_fine_tuned_further(tmp_path, capl
     short.write_text(json.dumps(config))
     with caplog.at_level("INFO"):
         results = ctc.main([str(short)])
-    assert 0.0 <= results["eval_wer"] and results["eval_samples"] == 100
+    assert results["eval_wer"] == pytest.approx(rescore(tmp_path / "demo")) and results["eval_samples"] == 100
     assert "Summary: WER" in caplog.text and "audio hours per hour" in caplog.text
     with open(tmp_path / "demo" / "eval_predictions.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

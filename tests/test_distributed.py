@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 from conftest import DATA_DIR, SCRIPT, base_args, copy_fixture_with_audio_column, read_json
-from test_train import SEED_MULTI_GPU, transcribe
+from conftest import hypothesis_of, transcribe
+from test_train import SEED_MULTI_GPU
 
 from ctc_finetune.batching import DurationBatchSampler
 import run_speech_recognition_ctc as ctc
@@ -29,7 +30,8 @@ def check_outputs(proc, out):
     files = os.listdir(out)
     assert files.count("vocab.json") == 1 and files.count("model.safetensors") == 1
     assert "eval_wer" in read_json(os.path.join(out, "all_results.json"))
-    assert isinstance(transcribe(str(out), [os.path.join(DATA_DIR, "test", "test-00005.flac")])[0], str)
+    clip = os.path.join(DATA_DIR, "test", "test-00005.flac")
+    assert transcribe(str(out), [clip])[0] == hypothesis_of(str(out), clip)  # the saved model is the one evaluated
 
 
 def test_seed_8_gpu_command_through_the_legacy_launcher(tmp_path, encoder_dir):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import DATA_DIR, base_args, read_json
+from conftest import DATA_DIR, base_args, read_csv, read_json
 from tiny_models import ALL_FAMILIES, CYRILLIC_TEXT, NEW_FAMILIES, make_checkpoint, torchaudio_problem
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
@@ -45,11 +45,6 @@ needs_torchaudio = pytest.mark.skipif(torchaudio_problem() is not None, reason=f
 def family_param(arch):
     """A pytest param for a family; Granite Speech needs torchaudio (tools/install_extras.sh granite)."""
     return pytest.param(arch, marks=needs_torchaudio) if arch == "granite_speech5_ctc" else arch
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def fixture_sentences(split: str) -> dict[str, str]:
@@ -191,7 +186,7 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO):
         results = ctc.main(base_args(checkpoints(arch), DATA_DIR, str(out), per_device_eval_batch_size=1))
-    assert np.isfinite(results["train_loss"]) and 0.0 <= results["eval_wer"]
+    assert np.isfinite(results["train_loss"])
     # Audio is counted in seconds whatever the model reads (feature frames are not samples).
     assert 0.004 < results["train_audio_hours"] < 0.02  # 4 steps of 4 clips of 1.3-2.3 s
     if arch == "wav2vec2-bert":
@@ -229,7 +224,8 @@ def test_new_family_fine_tunes_evaluates_reloads_and_transcribes(tmp_path, check
         with pytest.raises(TypeError, match="attention_mask"):
             asr(load_audio(paths[0], RATE))
     else:
-        assert isinstance(asr(load_audio(paths[0], RATE))["text"], str)
+        # Our transcript, then at most what the pipeline decodes of the frames past the clip's end (it does not cut).
+        assert asr(load_audio(paths[0], RATE))["text"].startswith(by_clip[paths[0]])
 
 
 def over_long_manifest(tmp_path) -> str:

@@ -1,6 +1,7 @@
 """What clusters do to a run: signals, full disks, corrupted files, out of memory; each survived or one line."""
 
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, SCRIPT, base_args, read_json
+from conftest import DATA_DIR, SCRIPT, base_args, read_json, step_losses
 
 import transformers
 
@@ -22,11 +23,6 @@ import run_speech_recognition_ctc as ctc
 
 RESUMABLE = dict(max_steps=40, save_strategy="steps", save_steps=100, logging_steps=1, do_eval=None,
                  per_device_train_batch_size=2, learning_rate=3e-4)
-
-
-def step_losses(out) -> dict[int, float]:
-    history = read_json(os.path.join(out, "trainer_state.json"))["log_history"]
-    return {e["step"]: e["loss"] for e in history if "loss" in e}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +139,7 @@ def test_a_signal_during_preprocessing_stops_without_a_partial_cache(tmp_path, e
     assert ctc.main(argv)["train_samples"] == 12
 
 
-def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, encoder_dir, monkeypatch):
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, encoder_dir, monkeypatch, caplog):
     import transformers.modeling_utils
 
     out = tmp_path / "out"
@@ -162,10 +158,15 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", fills_the_disk)
     with pytest.raises(UserError, match=r"no space left on device writing .*checkpoint-4.*free"):
         ctc.main(argv)
-    assert not (out / "checkpoint-4").exists() and (out / "checkpoint-2" / "trainer_state.json").exists()
+    # The partial checkpoint-4 lacks trainer_state.json: the rerun removes it and resumes from checkpoint-2.
+    assert not (out / "checkpoint-4" / "trainer_state.json").exists()
+    assert (out / "checkpoint-2" / "trainer_state.json").exists()
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", real)
-    ctc.main(argv)
+    with caplog.at_level(logging.INFO):
+        ctc.main(argv)
+    assert "incomplete checkpoint" in caplog.text and f"Resuming from {out / 'checkpoint-2'}" in caplog.text
     assert read_json(out / "trainer_state.json")["global_step"] == 4
+    assert read_json(out / "checkpoint-4" / "trainer_state.json")["global_step"] == 4
 
 
 def test_a_full_disk_while_caching_features_is_one_line_with_the_space_needed(tmp_path, encoder_dir, monkeypatch):

@@ -10,7 +10,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from ctc_finetune.audio import load_audio
 from ctc_finetune.batching import DataCollatorCTCWithPadding
-from ctc_finetune.checkpoints import check_output_dir
+from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import (
     AUDIO_COLUMN,
     DROP_COLUMN,
@@ -23,7 +23,7 @@ from ctc_finetune.columns import (
 from ctc_finetune.corpora import parse_split_expression, slice_dataset
 from ctc_finetune.faults import UserError
 from ctc_finetune.metrics import decode_predictions, score
-from ctc_finetune.preprocessing import ctc_min_frames, drop_reasons, featurize_batch, label_encoder, scan_batch
+from ctc_finetune.preprocessing import LabelEncoder, ctc_min_frames, drop_reasons, featurize_batch, scan_batch
 from ctc_finetune.text import build_vocab, chars_to_ignore_regex, normalize_text, vocabulary_case
 from ctc_finetune.vocabulary import text_report
 import run_speech_recognition_ctc as ctc
@@ -146,7 +146,7 @@ def test_scan_and_featurize_mark_bad_clips(tmp_path, tokenizer):
     paths = [good, str(tmp_path / "bad.mp3"), str(tmp_path / "missing.wav"), str(tmp_path / "empty.wav"), good,
              str(tmp_path / "truncated.flac")]
     batch = {AUDIO_COLUMN: paths, TARGET_TEXT_COLUMN: ["hello", "hello", "hello", "hello", "", "hello"]}
-    scanned = scan_batch(batch, tokenizer=tokenizer, sampling_rate=16000)
+    scanned = scan_batch(batch, encode=LabelEncoder(tokenizer), sampling_rate=16000)
     assert scanned[DROP_COLUMN] == ["", "unreadable audio", "missing file", "empty audio", "empty transcript", ""]
     assert abs(scanned[LENGTH_COLUMN][0] - 1.36 * 16000) < 200 and scanned[SOURCE_RATE_COLUMN][0] == 22050
     assert scanned[MIN_FRAMES_COLUMN][0] == 6  # h e l [blank] l o
@@ -219,19 +219,19 @@ def test_bad_arguments_raise_user_errors(tmp_path):
         ctc.parse_args([str(tmp_path / "missing.json")])
 
 
-def test_check_output_dir(tmp_path):
+def test_resume_or_clear_output_dir(tmp_path):
     args = ctc.TrainingArguments(output_dir=str(tmp_path), do_train=True)
-    assert check_output_dir(args) is None  # empty directory
+    assert resume_or_clear_output_dir(args) is None  # empty directory
     (tmp_path / "vocab.json").write_text("{}")
-    assert check_output_dir(args) is None  # only files the script itself writes
+    assert resume_or_clear_output_dir(args) is None  # only files the script itself writes
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="--overwrite_output_dir"):
-        check_output_dir(args)
+        resume_or_clear_output_dir(args)
     (tmp_path / "checkpoint-7").mkdir()
     (tmp_path / "checkpoint-7" / "trainer_state.json").write_text("{}")
-    assert check_output_dir(args).endswith("checkpoint-7")
+    assert resume_or_clear_output_dir(args).endswith("checkpoint-7")
     args = ctc.TrainingArguments(output_dir=str(tmp_path), do_train=True, overwrite_output_dir=True)
-    assert check_output_dir(args) is None
+    assert resume_or_clear_output_dir(args) is None
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # checkpoints and vocabulary cleared, user files kept
 
 
@@ -255,7 +255,7 @@ def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, c
 def test_fast_character_labels_match_the_tokenizer(tokenizer):
     # The header scan's dictionary lookup gives the ids the tokenizer gives, unknown characters, delimiters and
     # multi-character tokens included.
-    encode = label_encoder(tokenizer)
+    encode = LabelEncoder(tokenizer)
     texts = ["hello world", "héllo wörld", "h e l l o", "x[UNK]y", "a|b", "<s>hello</s>", "", "ll  oo", "HELLO"]
     for text in texts:
         assert encode(text) == tokenizer(text, add_special_tokens=False).input_ids, text

@@ -7,7 +7,7 @@ import os
 import jiwer
 import pytest
 from conftest import DATA_DIR, base_args, read_json
-from test_train import transcribe
+from conftest import transcribe
 
 from ctc_finetune.faults import UserError
 from ctc_finetune.metrics import SUPPORTED_METRICS

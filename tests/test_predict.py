@@ -1,6 +1,5 @@
 """--do_predict and the predictions files, and n-gram LM building + beam-search evaluation (--lm_text)."""
 
-import csv
 import importlib.util
 import os
 import subprocess
@@ -8,8 +7,7 @@ import sys
 
 import jiwer
 import pytest
-from conftest import DATA_DIR, ROOT, base_args, read_json
-from test_train import make_finetuned, transcribe
+from conftest import DATA_DIR, ROOT, base_args, read_csv, read_json, rescore, transcribe
 
 from ctc_finetune import lm
 from ctc_finetune.columns import LENGTH_COLUMN
@@ -22,16 +20,6 @@ import run_speech_recognition_ctc as ctc
 LM_READY = (all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie", "kenlm"))
             and all(kenlm_binary(b) for b in ("lmplz", "build_binary")))
 needs_lm = pytest.mark.skipif(not LM_READY, reason=f"LM extras missing (pyctcdecode, kenlm, lmplz): {LM_INSTALL}")
-
-
-@pytest.fixture(scope="module")
-def finetuned_dir(tmp_path_factory):
-    return make_finetuned(tmp_path_factory.mktemp("finetuned"))
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def split_clips(split: str) -> dict[str, str]:
@@ -138,7 +126,9 @@ def test_lm_is_built_evaluated_saved_and_used_by_transcribe(tmp_path, finetuned_
     assert set((out / "language_model" / "unigrams.txt").read_text().split()) == train_words
     for key in ("eval", "predict"):
         metrics = read_json(out / f"{key}_results.json")
-        assert 0 <= metrics[f"{key}_wer_lm"] < 10 and 0 <= metrics[f"{key}_cer_lm"] < 10 and f"{key}_wer" in metrics
+        assert metrics[f"{key}_wer_lm"] == pytest.approx(rescore(out, key, "hypothesis_lm"))
+        assert metrics[f"{key}_cer_lm"] == pytest.approx(rescore(out, key, "hypothesis_lm", jiwer.cer))
+        assert metrics[f"{key}_wer"] == pytest.approx(rescore(out, key))
     # The final evaluation is logged as trainer.evaluate logs it: the model card lists its scores, LM ones included.
     card, scores = (out / "README.md").read_text(), read_json(out / "eval_results.json")
     for name in ("wer", "cer", "wer_lm", "cer_lm"):

@@ -7,7 +7,7 @@ import subprocess
 import warnings
 
 import pytest
-from conftest import DATA_DIR, SCRIPT, read_json
+from conftest import DATA_DIR, SCRIPT, read_json, rescore
 
 import run_speech_recognition_ctc as ctc
 
@@ -137,4 +137,4 @@ def test_recipe_runs_end_to_end_with_local_model_and_audio(tmp_path, encoder_dir
         cwd=tmp_path, MODEL=encoder_dir, DATA_DIR=os.path.relpath(DATA_DIR, tmp_path), OUTPUT_DIR=str(out),
     )  # DATA_DIR relative to the caller's directory, not the repository's
     results = read_json(out / "all_results.json")
-    assert 0.0 <= results["eval_wer"] and results["train_samples"] == 12
+    assert results["eval_wer"] == pytest.approx(rescore(out)) and results["train_samples"] == 12

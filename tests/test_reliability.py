@@ -8,18 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, SCRIPT, base_args, read_json
+from conftest import DATA_DIR, SCRIPT, base_args, read_json, step_losses
 
 import transformers
 
 from ctc_finetune.checkpoints import OWN_OUTPUT_FILES
-from ctc_finetune.faults import UserError
+from ctc_finetune.faults import USER_ERROR_EXIT, UserError
 import run_speech_recognition_ctc as ctc
-
-
-def step_losses(out) -> dict[int, float]:
-    history = read_json(os.path.join(out, "trainer_state.json"))["log_history"]
-    return {e["step"]: e["loss"] for e in history if "loss" in e}
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, encoder_dir):
@@ -50,9 +45,10 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, encoder_dir):
     expected, got = step_losses(reference), step_losses(out)
     assert sorted(got) == sorted(expected) == list(range(1, 31))
     np.testing.assert_allclose([got[s] for s in range(1, 31)], [expected[s] for s in range(1, 31)], rtol=1e-3)
-    from test_train import transcribe
+    from conftest import transcribe
 
-    assert isinstance(transcribe(str(out), [os.path.join(DATA_DIR, "test", "test-00005.flac")])[0], str)
+    clip = os.path.join(DATA_DIR, "test", "test-00005.flac")
+    assert transcribe(str(out), [clip]) == transcribe(str(reference), [clip])  # the same model as without the kill
 
 
 def test_a_run_that_died_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path, encoder_dir):
@@ -122,7 +118,7 @@ def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case):
         overrides = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
         argv = base_args(encoder_dir, DATA_DIR, str(out), **overrides)
     proc = run_cli(argv)
-    assert proc.returncode != 0
+    assert proc.returncode == USER_ERROR_EXIT  # the same status for every user mistake, in every command
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr[-3000:]

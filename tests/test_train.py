@@ -8,33 +8,27 @@ import sys
 import jiwer
 import numpy as np
 import pytest
-import torch
-from conftest import DATA_DIR, SCRIPT, base_args, copy_fixture_with_audio_column, read_json
+from conftest import (
+    DATA_DIR,
+    SCRIPT,
+    base_args,
+    copy_fixture_with_audio_column,
+    hypothesis_of,
+    read_csv,
+    rescore,
+    read_json,
+    transcribe,
+)
 from tiny_models import ARCHITECTURES, make_checkpoint
-from transformers import AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer
+from transformers import Wav2Vec2CTCTokenizer
 
 import transformers
 
-from ctc_finetune.audio import load_audio
 from ctc_finetune.faults import UserError
 from ctc_finetune.text import build_vocab
 import run_speech_recognition_ctc as ctc
 
 TEST_CLIPS = os.path.join(DATA_DIR, "test")
-
-
-def transcribe(model_dir: str, paths: list[str]) -> list[str]:
-    """Independent greedy transcription, one clip at a time (no padding anywhere)."""
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForCTC.from_pretrained(model_dir).eval()
-    texts = []
-    for path in paths:
-        audio = load_audio(path, processor.feature_extractor.sampling_rate)
-        inputs = processor(audio, sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
-        with torch.no_grad():
-            ids = model(**inputs).logits.argmax(-1)
-        texts.append(processor.batch_decode(ids)[0])
-    return texts
 
 
 def test_train_eval_save_reload_transcribe(tmp_path, encoder_dir, caplog):
@@ -53,7 +47,8 @@ def test_train_eval_save_reload_transcribe(tmp_path, encoder_dir, caplog):
                  "all_results.json", "trainer_state.json", "README.md"):
         assert (out / name).exists(), name
     all_results = read_json(out / "all_results.json")
-    assert 0.0 <= all_results["eval_wer"] < 10 and 0.0 <= all_results["eval_cer"] < 10  # random model, 4 steps
+    assert all_results["eval_wer"] == pytest.approx(rescore(out))  # the scores are those of the predictions file
+    assert all_results["eval_cer"] == pytest.approx(rescore(out, measure=jiwer.cer))
     assert all_results["train_samples"] == 12 and all_results["eval_samples"] == 4
     assert np.isfinite(all_results["train_loss"]) and results["eval_wer"] == all_results["eval_wer"]
     vocab = read_json(out / "vocab.json")
@@ -61,28 +56,10 @@ def test_train_eval_save_reload_transcribe(tmp_path, encoder_dir, caplog):
 
     # The saved model and processor, and every checkpoint on its own, reload and transcribe a real file.
     clip = os.path.join(TEST_CLIPS, "test-00005.flac")
-    for model_dir in (out, out / "checkpoint-2", out / "checkpoint-4"):
-        (text,) = transcribe(str(model_dir), [clip])
-        assert isinstance(text, str)
+    texts = {name: transcribe(str(out / name), [clip])[0] for name in ("", "checkpoint-2", "checkpoint-4")}
+    assert texts[""] == texts["checkpoint-4"] == hypothesis_of(str(out), clip)  # the final model is step 4's
     card = (out / "README.md").read_text()
     assert "commands" in card and str(tmp_path) not in card
-
-
-def make_finetuned(path) -> str:
-    """A random-weight 'fine-tuned' CTC model with its own tokenizer: predictions full of characters."""
-    os.makedirs(path, exist_ok=True)
-    vocab = build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]")
-    with open(os.path.join(path, "vocab.json"), "w") as f:
-        json.dump(vocab, f)
-    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
-    make_checkpoint(str(path), "wav2vec2", ctc_vocab_size=len(tokenizer))
-    tokenizer.save_pretrained(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def finetuned_dir(tmp_path_factory):
-    return make_finetuned(tmp_path_factory.mktemp("finetuned"))
 
 
 @pytest.mark.parametrize("eval_batch_size", [1, 3])
@@ -112,7 +89,7 @@ def test_train_only_and_eval_only_runs(tmp_path, encoder_dir):
     vocab_before = (out / "vocab.json").read_text()
     evaluated = tmp_path / "eval"
     ctc.main(base_args(str(out), DATA_DIR, str(evaluated), do_train=None))
-    assert 0.0 <= read_json(evaluated / "eval_results.json")["eval_wer"]
+    assert read_json(evaluated / "eval_results.json")["eval_wer"] == pytest.approx(rescore(evaluated))
     assert (out / "vocab.json").read_text() == vocab_before
 
 
@@ -196,7 +173,9 @@ def test_upper_case_tokenizer_gets_upper_case_text(tmp_path, encoder_dir):
     )
     out = tmp_path / "out"
     ctc.main(base_args(encoder_dir, DATA_DIR, str(out), tokenizer_name_or_path=str(tmp_path / "tok"), max_steps=1))
-    assert 0.0 <= read_json(out / "eval_results.json")["eval_wer"]
+    assert read_json(out / "eval_results.json")["eval_wer"] == pytest.approx(rescore(out))
+    sentences = {r["sentence"] for r in read_csv(os.path.join(DATA_DIR, "test", "metadata.csv"))}
+    assert {r["reference"] for r in read_csv(out / "eval_predictions.csv")} == {s.upper() for s in sentences}
     assert "A" in read_json(out / "vocab.json") and "a" not in read_json(out / "vocab.json")
 
 

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATA_DIR, ROOT, read_json
-from test_train import make_finetuned
-from test_train import transcribe as reference_transcripts  # one clip at a time, no padding anywhere
+from conftest import DATA_DIR, ROOT, make_finetuned, read_json
+from conftest import transcribe as reference_transcripts  # one clip at a time, no padding anywhere
 from tiny_models import make_checkpoint
 
 import transcribe
@@ -155,5 +154,5 @@ def test_lm_decoding_does_not_depend_on_batching(tmp_path, model_dir):
 
     args = [with_lm, TEST_DIR, ONE_FILE, "--lm", "--beam_width", 8]
     alone = run_main(*args, "--batch_seconds", 0.1)  # one clip per batch: no padding at all
-    assert [p for p, _ in alone] == expected_paths()[:5] and all(isinstance(t, str) for _, t in alone)
+    assert [p for p, _ in alone] == expected_paths()[:5] and any(t for _, t in alone)  # the LM's words come out
     assert run_main(*args, "--batch_seconds", 1000) == alone

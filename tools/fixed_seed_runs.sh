@@ -19,6 +19,19 @@ TRAIN="--config_name $HERE/examples/demo_model --train_split_name train --do_tra
   --max_steps 12 --per_device_train_batch_size 4 --learning_rate 0.002 --warmup_steps 2 --logging_steps 2
   --save_strategy no --eval_strategy steps --eval_steps 6 --freeze_feature_encoder false"
 EVAL="--model_name_or_path $FINETUNED --group_by_length --lm_text $OUT/lm.txt"
+# Tiny random checkpoints (seeded: the same weights for both checkouts) and the fixture corpus as tar shards.
+python - "$OUT/models" "$HERE/tests" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from tiny_models import make_checkpoint, make_mms_checkpoint
+make_checkpoint(f"{sys.argv[1]}/wav2vec2", "wav2vec2")
+make_checkpoint(f"{sys.argv[1]}/parakeet", "parakeet_ctc")
+make_mms_checkpoint(f"{sys.argv[1]}/mms")
+PY
+python "$HERE/tools/make_shards.py" --dataset_name "$DATA" --splits train validation test --text_column_name sentence \
+  --clips_per_shard 3 --output_dir "$OUT/shard_data" > /dev/null
+FEATURE="--train_split_name train --do_train --overwrite_output_dir --max_steps 6 --per_device_train_batch_size 4
+  --learning_rate 0.002 --save_strategy no"
 cd "$SRC"
 run() { name=$1; shift; echo "run $name"; python run_speech_recognition_ctc.py $COMMON "$@" --output_dir "$OUT/$name" \
   --cache_dir "$OUT/cache_$name" > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }; }
@@ -26,3 +39,8 @@ run train_lm $TRAIN --group_by_length --lm_text train                  # train, 
 run train_on_the_fly $TRAIN --preprocess_on_the_fly --max_batch_duration 20
 run eval_lm $EVAL                                                       # a trained model: real transcripts, LM
 run eval_lm_on_the_fly $EVAL --preprocess_on_the_fly
+# The optional features, each on its own: tar shards, phonemes, an MMS adapter, a subword vocabulary on a newer family
+run shards $FEATURE --model_name_or_path "$OUT/models/wav2vec2" --dataset_name "$OUT/shard_data" --text_column_name text
+run phonemes $TRAIN --phoneme_language en-us
+run adapter $FEATURE --model_name_or_path "$OUT/models/mms" --target_language tur
+run bpe_parakeet $FEATURE --model_name_or_path "$OUT/models/parakeet" --vocab_type bpe --vocab_size 80

@@ -20,21 +20,20 @@ import tarfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctc_finetune.audio import audio_source
+from ctc_finetune.audio import AUDIO_EXTENSIONS, audio_source  # noqa: E402
 from ctc_finetune.columns import AUDIO_COLUMN, RAW_TEXT_COLUMN
 from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, TEXT_COLUMN_ALIASES, load_split, resolve_column
-from ctc_finetune.faults import UserError  # noqa: E402
-
-AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")
+from ctc_finetune.faults import UserError, exit_on_user_error
 
 
 def clip_bytes(cell) -> tuple[bytes, str]:
     """The audio file's bytes and extension, from a path or datasets' {'path', 'bytes'} cell."""
     source = audio_source(cell)
     name = cell.get("path") if isinstance(cell, dict) else cell
-    extension = os.path.splitext(str(name or ""))[1].lstrip(".").lower()
+    extension = os.path.splitext(str(name or ""))[1].lower()
     if extension not in AUDIO_EXTENSIONS:
-        raise UserError(f"{name}: the shards need a .flac, .wav, .mp3, .ogg or .opus file name to keep its type.")
+        raise UserError(f"{name}: the shards need a {', '.join(AUDIO_EXTENSIONS)} file name to keep its type.")
+    extension = extension[1:]
     if isinstance(source, io.BytesIO):
         return source.getvalue(), extension
     with open(source, "rb") as f:
@@ -103,7 +102,7 @@ def main() -> None:
             paths = write_shards(ds, os.path.join(args.output_dir, split), args.clips_per_shard)
             print(f"{split}: {len(ds):,} clips in {len(paths):,} shards in {os.path.join(args.output_dir, split)}")
     except UserError as e:
-        sys.exit(f"error: {e}")
+        exit_on_user_error(e)
 
 
 if __name__ == "__main__":
