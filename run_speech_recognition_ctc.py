@@ -32,6 +32,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     7 n-gram LM (optional)    lm
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
     9 report and model card   report.py (beside this file)
+    after training            transcribe.py (beside this file): longform (recordings of any length, in windows), words
+                              (word times and confidence), subtitles (SRT, WebVTT, JSON)
 
 Where to change what:
     text normalisation   text.normalize_text (case, ignored characters), applied by text.normalize_transcripts

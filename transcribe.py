@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""Transcribe audio files with a CTC model saved by run_speech_recognition_ctc.py (or any of its checkpoints).
+"""Transcribe audio files of any length with a CTC model saved by run_speech_recognition_ctc.py (or a checkpoint).
 
     python transcribe.py out recordings/ interview.mp3 clips.csv      # prints path<TAB>transcript lines
     python transcribe.py out/checkpoint-500 recordings/ --output transcripts.csv --device cuda --batch_seconds 300
+    python transcribe.py out lecture.flac --output lecture.srt        # subtitles (.srt or .vtt)
+    python transcribe.py out recordings/ --output words.json          # every word with its times and confidence
     python transcribe.py out recordings/ --lm --beam_width 50        # beam search with the saved n-gram LM
+    python transcribe.py out calls/ --hotwords Kubernetes Grafana     # favour these words (beam search)
 
 AUDIO is any mix of audio files, directories (searched recursively for .wav .flac .mp3 .ogg .opus) and manifests
-(.csv .tsv .json .jsonl with an audio column, paths relative to the manifest). Clips run longest first in batches of
-similar length; each prediction is cut at its clip's real length, so batching never changes a transcript. Each clip is
-transcribed whole: split recordings longer than a few minutes first.
+(.csv .tsv .json .jsonl with an audio column, paths relative to the manifest). A recording longer than
+--chunk_seconds is read window by window, each window with --context_seconds of audio on both sides whose output is
+dropped, so memory stays flat however long it is and no word is cut at a window's edge. Short clips run longest
+first in batches of similar length; each prediction is cut at its clip's real length, so batching never changes a
+transcript. --output picks the format by its extension: .tsv/.txt (default) or .csv (path, transcript), .json
+(words with start, end and confidence), .srt or .vtt (with several inputs --output names a folder: one file each).
 """
 
 import argparse
@@ -20,41 +26,55 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from typing import Optional
 
-import soundfile as sf
 import torch
 import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from ctc_finetune.adapters import ADAPTER_FILE
-from ctc_finetune.audio import AUDIO_EXTENSIONS, load_audio
+from ctc_finetune.audio import AUDIO_ERRORS, AUDIO_EXTENSIONS, read_header
 from ctc_finetune.batching import DataCollatorCTCWithPadding, duration_batches
-from ctc_finetune.columns import LENGTH_COLUMN
 from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, read_table
 from ctc_finetune.families import (
     TORCHAUDIO_INSTALL,
     blank_token_id,
     ctc_decode,
-    extract_features,
     has_channel_axis,
-    model_input_names,
     output_frames,
 )
 from ctc_finetune.faults import UserError, exit_on_user_error
-from ctc_finetune.lm import LM_DIR, LM_INSTALL
+from ctc_finetune.lm import LM_DIR, LM_INSTALL, ctc_alphabet
+from ctc_finetune.longform import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_CONTEXT_SECONDS,
+    FileFrames,
+    batches_of_windows,
+    frame_energy,
+    frame_hop,
+    kept_logits,
+    find_pauses,
+    plan_windows,
+    read_window,
+)
+from ctc_finetune.subtitles import SUBTITLE_FORMATS, write_json, write_subtitles
+from ctc_finetune.words import beam_words, greedy_words, pause_cut
 
 logger = logging.getLogger("transcribe")
 
 MANIFEST_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
 LM_PACKAGES = ("pyctcdecode", "pygtrie", "kenlm")  # pygtrie is a pyctcdecode dependency that --no-deps skips
+BEAM_PAUSE_SECONDS = 0.3  # a beam search of a long recording ends a stretch in a pause at least this long
+BEAM_STRETCH_SECONDS = 60.0  # and looks for that pause once this much audio is buffered
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", help="Directory written by the training script, or one of its checkpoint-*.")
     parser.add_argument("audio", nargs="+", help="Audio files, directories and manifests, in any mix.")
-    parser.add_argument("--output", help="Write transcripts here (CSV if the name ends in .csv, else TSV).")
+    parser.add_argument("--output", help="Write here: .csv, .json, .srt, .vtt by the extension, else TSV; a folder for "
+                                         "subtitles of several inputs.")
     parser.add_argument("--batch_seconds", type=float, default=60.0,
                         help="Seconds of padded audio per forward pass (default 60); lower it if memory runs out.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available.")
@@ -62,10 +82,27 @@ def parse_args(argv):
     parser.add_argument("--language",
                         help="An MMS model's language (ISO 639-3, e.g. tur): its adapter and vocabulary.")
     parser.add_argument("--beam_width", type=int, default=100,
-                        help="Beams kept with --lm (default 100, as pyctcdecode).")
+                        help="Beams kept with --lm or --hotwords (default 100, as pyctcdecode).")
+    parser.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+                        help=f"Audio per window of a long recording (default {DEFAULT_CHUNK_SECONDS:g} s).")
+    parser.add_argument("--context_seconds", type=float, default=DEFAULT_CONTEXT_SECONDS,
+                        help=f"Audio read on each side of a window, its output dropped (default "
+                             f"{DEFAULT_CONTEXT_SECONDS:g} s).")
+    parser.add_argument("--hotwords", nargs="+", default=[], metavar="WORD",
+                        help="Words (or phrases) the beam search favours: names, jargon (needs pyctcdecode).")
+    parser.add_argument("--hotwords_file", help="A text file of hotwords, one per line.")
+    parser.add_argument("--hotword_weight", type=float, default=10.0,
+                        help="How much the hotwords are favoured (default 10, as pyctcdecode).")
     args = parser.parse_args(argv)
     if args.batch_seconds <= 0 or args.beam_width < 1:
         parser.error("--batch_seconds must be > 0 and --beam_width >= 1")
+    if args.chunk_seconds <= 0 or args.context_seconds < 0:
+        parser.error("--chunk_seconds must be > 0 and --context_seconds >= 0")
+    if args.hotwords_file:
+        if not os.path.isfile(args.hotwords_file):
+            raise UserError(f"--hotwords_file {args.hotwords_file} does not exist; pass a text file, one hotword a line.")
+        with open(args.hotwords_file, encoding="utf-8") as f:
+            args.hotwords += [line.strip() for line in f if line.strip()]
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
         checkpoints = sorted(os.path.basename(d) for d in glob.glob(os.path.join(args.model_dir, "checkpoint-*")))
         hint = f"; pass one of its checkpoints: {', '.join(checkpoints)}" if checkpoints else ""
@@ -73,6 +110,15 @@ def parse_args(argv):
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise UserError(f"--output {args.output}: its directory does not exist; create it or pick another path.")
     return args
+
+
+def output_kind(output: Optional[str]) -> str:
+    """What --output asks for: 'tsv' (also .txt and stdout), 'csv', 'json', or a subtitle format '.srt'/'.vtt'."""
+    name = (output or "").lower().rstrip("/")
+    for extension in SUBTITLE_FORMATS:
+        if name.endswith(extension):
+            return extension
+    return "csv" if name.endswith(".csv") else "json" if name.endswith(".json") else "tsv"
 
 
 def pick_device(name: str) -> torch.device:
@@ -125,6 +171,25 @@ def load_lm_decoder(model_dir: str):
     return BeamSearchDecoderCTC.load_from_dir(lm_dir)
 
 
+def load_decoder(args):
+    """--lm: the saved LM's beam search. --hotwords alone: None, after checking pyctcdecode is there (the beam
+    search is built once the tokenizer is loaded: plain_beam_search)."""
+    if args.lm:
+        return load_lm_decoder(args.model_dir)
+    if importlib.util.find_spec("pyctcdecode") is None or importlib.util.find_spec("pygtrie") is None:
+        raise UserError(f"--hotwords needs pyctcdecode's beam search, an optional extra: install it with "
+                        f"`{LM_INSTALL}`.")
+    return None
+
+
+def plain_beam_search(model, tokenizer):
+    """A pyctcdecode beam search without a language model (for --hotwords without --lm)."""
+    from pyctcdecode import build_ctcdecoder
+
+    labels = ctc_alphabet(tokenizer, model.config.vocab_size, blank_token_id(model.config, tokenizer))
+    return build_ctcdecoder(labels)
+
+
 def find_audio(inputs: list[str]) -> list[str]:
     """Audio paths in input order: files as given, directories searched recursively, manifests row by row."""
     paths = []
@@ -162,66 +227,157 @@ def manifest_paths(manifest: str) -> list[str]:
     return paths
 
 
-def read_durations(paths: list[str]) -> dict[int, float]:
-    """Seconds per readable clip (from the file header, nothing decoded), keyed by input position."""
-    durations = {}
-    for index, path in enumerate(paths):
-        try:
-            durations[index] = sf.info(path).duration
-        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-            logger.warning(f"warning: skipped {path}: unreadable audio ({e})")
-    return durations
-
-
-def length_batches(durations: dict[int, float], batch_seconds: float) -> list[list[int]]:
-    """Clip indices in batches of similar length whose padded length stays under `batch_seconds`, longest first."""
-    indices = sorted(durations)
-    batches = duration_batches([durations[i] for i in indices], batch_seconds)
-    return [[indices[j] for j in batch] for batch in reversed(batches)]
-
-
-@torch.inference_mode()
-def transcribe_batch(paths: list[str], model, feature_extractor, tokenizer, collate, decoder=None, beam_width=None):
-    """Transcripts for one batch of clips (None for a clip that fails to decode), and the seconds of audio read.
-
-    `collate`: the training script's collator, which pads each clip's own features and builds the mask."""
+def plan(paths: list[str], model, feature_extractor, args, hop: int, skipped: Counter) -> tuple[dict, list]:
+    """Each readable file's (path, source rate, seconds) by input position, and its windows; unreadable, empty and
+    too-short files are skipped with a warning each and counted (nothing is decoded here: headers only)."""
     rate = feature_extractor.sampling_rate
-    name, _ = model_input_names(feature_extractor)
-    features = {}
-    for i, path in enumerate(paths):
-        try:
-            audio = load_audio(path, rate)
-            if output_frames(model, feature_extractor, [len(audio)])[0] < 1:
-                logger.warning(f"warning: skipped {path}: too short for the model ({len(audio) / rate:.3f} s)")
-                continue
-            features[i] = {name: extract_features(feature_extractor, audio), LENGTH_COLUMN: len(audio)}
-        except (RuntimeError, OSError, ValueError) as e:
-            logger.warning(f"warning: skipped {path}: undecodable audio ({e})")
-    texts = [None] * len(paths)
-    if not features:
-        return texts, 0.0
-    batch = collate(list(features.values()))
-    samples = batch.pop("input_lengths")
-    logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()
-    frames = output_frames(model, feature_extractor, samples)  # output frames of each clip's real audio
-    blank = blank_token_id(model.config, tokenizer)
-    for i, clip_logits, n in zip(features, logits, frames):
-        if decoder is not None:
-            texts[i] = decoder.decode(clip_logits[:n].numpy(), beam_width=beam_width)
+    chunk = max(round(args.chunk_seconds * rate / hop), 1) * hop
+    context = round(args.context_seconds * rate / hop) * hop
+    files, windows = {}, []
+    for index, path in enumerate(paths):
+        frames, source_rate, _, reason = read_header(path)
+        samples = round(frames * rate / source_rate) if source_rate else 0
+        if not reason and output_frames(model, feature_extractor, [samples])[0] < 1:
+            reason = f"too short for the model ({samples / rate:.3f} s)"
+        if reason:
+            skip(path, reason, skipped)
+            continue
+        files[index] = (path, source_rate, samples / rate)
+        pauses = find_pauses(*frame_energy(path, source_rate)) if samples > chunk + context else []
+        windows += plan_windows(index, samples, output_frames(model, feature_extractor, [samples])[0], pauses,
+                                chunk, context, hop, rate)
+    return files, windows
+
+
+def skip(path: str, reason: str, skipped: Counter) -> None:
+    logger.warning(f"warning: skipped {path}: {reason}")
+    skipped[reason.split(" (")[0]] += 1
+
+
+def window_batches(windows: list, batch_seconds: float, rate: int) -> list[list]:
+    """Short clips (one window each) longest first in batches of similar length; then the windows of long recordings,
+    each recording's in order."""
+    whole = [w for w in windows if w.whole]
+    batches = duration_batches([w.end - w.start for w in whole], batch_seconds * rate)
+    return ([[whole[i] for i in batch] for batch in reversed(batches)]
+            + batches_of_windows([w for w in windows if not w.whole], batch_seconds, rate))
+
+
+class Decoding:
+    """What a file's frames become: greedy text and words, or (with a beam search) the beam's text and words, decoded
+    stretch by stretch between pauses so that a long recording's logits are never all held."""
+
+    def __init__(self, tokenizer, blank: int, seconds_per_frame: float, decoder=None, beam_width=None,
+                 hotwords=(), hotword_weight=10.0):
+        self.tokenizer, self.blank, self.seconds_per_frame = tokenizer, blank, seconds_per_frame
+        delimiter = getattr(tokenizer, "word_delimiter_token", None)  # character vocabularies' word boundary
+        self.boundary = tokenizer.convert_tokens_to_ids(delimiter) if delimiter else None
+        self.decoder, self.beam = decoder, {"beam_width": beam_width, "hotwords": list(hotwords) or None,
+                                            "hotword_weight": hotword_weight, "prune_history": True}
+        self.pause_frames = max(round(BEAM_PAUSE_SECONDS / seconds_per_frame), 1)
+        self.stretch_frames = round(BEAM_STRETCH_SECONDS / seconds_per_frame)
+
+    def search(self, frames: FileFrames, final: bool) -> None:
+        """Beam-search the buffered logits up to their last pause (all of them at the file's end)."""
+        if self.decoder is None or (not final and frames.buffered() < self.stretch_frames):
+            return
+        ids, probs = frames.frames()
+        start = len(ids) - frames.buffered()
+        cut = None if final else pause_cut(ids[start:], self.blank, self.pause_frames)
+        if not final and cut is None:
+            return
+        logits = frames.take_logits(cut)
+        (text, _, offsets, *_) = self.decoder.decode_beams(logits, **self.beam)[0] if len(logits) else ("", 0, [])
+        frames.texts.append(text)
+        frames.words += beam_words(offsets, ids, probs, self.blank, start, self.seconds_per_frame)
+
+    def record(self, frames: FileFrames) -> dict:
+        """The file's {"path", "text", "duration", "words"}."""
+        ids, probs = frames.frames()
+        if self.decoder is None:
+            text = ctc_decode(self.tokenizer, ids.tolist(), self.blank)
+            words = greedy_words(ids, probs, self.tokenizer, self.blank, self.seconds_per_frame)
         else:
-            texts[i] = ctc_decode(tokenizer, clip_logits[:n].argmax(-1).tolist(), blank)
-    return texts, float(samples.sum()) / rate
+            text, words = " ".join(t for t in frames.texts if t), frames.words
+        return {"path": frames.path, "text": text, "duration": round(frames.seconds, 3), "words": words}
 
 
-def write_transcripts(rows: list[tuple[str, str]], output) -> None:
-    if output is None:
+def transcribe(paths: list[str], model, feature_extractor, tokenizer, args, decoder=None) -> tuple[dict, Counter]:
+    """Every readable file's record (path, text, duration, words) by input position, and the skips by reason."""
+    rate = feature_extractor.sampling_rate
+    hop, skipped = frame_hop(model, feature_extractor), Counter()
+    files, windows = plan(paths, model, feature_extractor, args, hop, skipped)
+    batch_seconds = args.batch_seconds
+    if not feature_extractor.return_attention_mask:  # group-norm models (wav2vec2-base) take padding as signal
+        logger.info("This model takes no attention mask, so each clip runs alone (padding would change its output)")
+        batch_seconds = 0.0
+    collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
+    decoding = Decoding(tokenizer, blank_token_id(model.config, tokenizer), hop / rate, decoder, args.beam_width,
+                        args.hotwords, args.hotword_weight)
+    frames, records, failed = {}, {}, set()
+    for batch in window_batches(windows, batch_seconds, rate):
+        read = []
+        for window in batch:
+            path, source_rate, seconds = files[window.file]
+            if window.file in failed:
+                continue
+            try:
+                read.append((window, *read_window(path, window, source_rate, rate)))
+            except AUDIO_ERRORS as e:
+                failed.add(window.file)
+                frames.pop(window.file, None)
+                skip(path, f"undecodable audio ({e})", skipped)
+        if not read:
+            continue
+        kept = kept_logits([w for w, _, _ in read], [a for _, a, _ in read], [s for _, _, s in read], model,
+                           feature_extractor, collate, hop)
+        for (window, audio, _), (first_frame, window_logits) in zip(read, kept):
+            path, _, seconds = files[window.file]
+            file_frames = frames.setdefault(window.file, FileFrames(path, seconds, decoding.blank, decoding.boundary,
+                                                                    keep_logits=decoder is not None))
+            file_frames.add(first_frame, window_logits, audio)
+            decoding.search(file_frames, final=window.last)
+            if window.last:
+                del frames[window.file]
+                if file_frames.peak == 0.0:
+                    skip(path, "silent audio (every sample is zero)", skipped)
+                else:
+                    records[window.file] = decoding.record(file_frames)
+    return records, skipped
+
+
+def write_outputs(records: list[dict], output: Optional[str], several: bool) -> None:
+    """The transcripts in the format --output's extension names (TSV on stdout without --output)."""
+    kind = output_kind(output)
+    rows = [(r["path"], r["text"]) for r in records]
+    if kind in SUBTITLE_FORMATS:
+        for record, path in zip(records, subtitle_paths(records, output, several)):
+            write_subtitles(path, record["words"])
+    elif kind == "json":
+        write_json(output, records)
+    elif output is None:
         sys.stdout.writelines(f"{path}\t{text}\n" for path, text in rows)
-        return
-    with open(output, "w", newline="", encoding="utf-8") as f:
-        if output.lower().endswith(".csv"):
-            csv.writer(f).writerows([("path", "transcript"), *rows])
-        else:  # plain TSV: read_table reads .tsv files without quote handling
-            f.writelines(f"{path}\t{text}\n" for path, text in [("path", "transcript"), *rows])
+    else:
+        with open(output, "w", newline="", encoding="utf-8") as f:
+            if kind == "csv":
+                csv.writer(f).writerows([("path", "transcript"), *rows])
+            else:  # plain TSV: read_table reads .tsv files without quote handling
+                f.writelines(f"{path}\t{text}\n" for path, text in [("path", "transcript"), *rows])
+
+
+def subtitle_paths(records: list[dict], output: str, several: bool) -> list[str]:
+    """Where each file's subtitles go: --output itself for one input; else --output is a folder, one file per input
+    named after it (numbered when two inputs share a name)."""
+    if not several:
+        return [output]
+    extension = output_kind(output)
+    os.makedirs(output, exist_ok=True)
+    names, paths = Counter(), []
+    for record in records:
+        stem = os.path.splitext(os.path.basename(record["path"]))[0]
+        names[stem] += 1
+        paths.append(os.path.join(output, f"{stem}{extension}" if names[stem] == 1 else f"{stem}-{names[stem]}{extension}"))
+    return paths
 
 
 def main(argv=None) -> list[tuple[str, str]]:
@@ -229,34 +385,28 @@ def main(argv=None) -> list[tuple[str, str]]:
     # 1. Check the inputs (cheap, so mistakes show before the model loads)
     paths = find_audio(args.audio)
     device = pick_device(args.device)
-    decoder = load_lm_decoder(args.model_dir) if args.lm else None
+    decoder = load_decoder(args) if args.lm or args.hotwords else None
     # 2. Load the model
     model, feature_extractor, tokenizer = load_model(args.model_dir, device, args.language)
-    how = f"beam search with the n-gram LM (width {args.beam_width})" if decoder else "greedy decoding"
+    if decoder is None and (args.lm or args.hotwords):
+        decoder = plain_beam_search(model, tokenizer)
+    how = (f"beam search{' with the n-gram LM' if args.lm else ''}{' and hotwords' if args.hotwords else ''} "
+           f"(width {args.beam_width})" if decoder else "greedy decoding")
     logger.info(f"Transcribing {len(paths):,} file(s) with {args.model_dir} on {device}, {how}")
-    # 3. Transcribe, longest clips first, in batches of similar length
+    # 3. Transcribe: short clips longest first in batches of similar length, long recordings window by window
     start = time.perf_counter()
-    durations = read_durations(paths)
-    batch_seconds = args.batch_seconds
-    if not feature_extractor.return_attention_mask:  # group-norm models (wav2vec2-base) take padding as signal
-        logger.info("This model takes no attention mask, so each clip runs alone (padding would change its output)")
-        batch_seconds = 0.0
-    texts, audio_seconds = {}, 0.0
-    collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
-    for batch in length_batches(durations, batch_seconds):
-        batch_texts, seconds = transcribe_batch([paths[i] for i in batch], model, feature_extractor, tokenizer,
-                                                collate, decoder, args.beam_width)
-        texts.update((i, t) for i, t in zip(batch, batch_texts) if t is not None)
-        audio_seconds += seconds
+    records, skipped = transcribe(paths, model, feature_extractor, tokenizer, args, decoder)
     wall = time.perf_counter() - start
-    if not texts:
+    if not records:
         raise UserError(f"none of the {len(paths):,} audio files could be transcribed (see the warnings above).")
     # 4. Write the transcripts in input order, then the speed
-    rows = [(paths[i], texts[i]) for i in sorted(texts)]
-    write_transcripts(rows, args.output)
-    logger.info(f"Transcribed {len(rows):,} clips ({audio_seconds:,.1f} s of audio, {len(paths) - len(rows):,} "
-                f"skipped) in {wall:,.1f} s: real-time factor {wall / audio_seconds:.3f} (wall / audio)")
-    return rows
+    ordered = [records[i] for i in sorted(records)]
+    write_outputs(ordered, args.output, several=len(paths) > 1)
+    audio_seconds = sum(r["duration"] for r in ordered)
+    reasons = "".join(f", {n:,} {reason}" for reason, n in skipped.items())
+    logger.info(f"Transcribed {len(ordered):,} clips ({audio_seconds:,.1f} s of audio, {sum(skipped.values()):,} "
+                f"skipped{reasons}) in {wall:,.1f} s: real-time factor {wall / audio_seconds:.3f} (wall / audio)")
+    return [(r["path"], r["text"]) for r in ordered]
 
 
 def cli() -> None:

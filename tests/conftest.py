@@ -124,14 +124,15 @@ def hypothesis_of(out, clip: str, key: str = "eval") -> str:
     return row["hypothesis"]
 
 
-def make_finetuned(path) -> str:
-    """A random-weight 'fine-tuned' CTC model with its own tokenizer: predictions full of characters."""
+def make_finetuned(path, arch: str = "wav2vec2") -> str:
+    """A random-weight 'fine-tuned' CTC model (of a wav2vec2-era family, or Wav2Vec2-BERT) with its own tokenizer:
+    predictions full of characters."""
     os.makedirs(path, exist_ok=True)
     vocab = build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]")
     with open(os.path.join(path, "vocab.json"), "w") as f:
         json.dump(vocab, f)
     tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
-    make_checkpoint(str(path), "wav2vec2", ctc_vocab_size=len(tokenizer))
+    make_checkpoint(str(path), arch, ctc_vocab_size=len(tokenizer))
     tokenizer.save_pretrained(str(path))
     return str(path)
 

@@ -8,7 +8,6 @@ import sys
 
 TIMING = re.compile(r"runtime|preparation_time|per_second|seconds_to_first_step|total_flos")
 REPORT_NOISE = re.compile(rb"written [0-9-]+ [0-9:]+|trained for [0-9.]+ (s|min)|[#\"][mp][0-9a-f]{10}\b")
-INPUTS = {"models", "shard_data"}  # what fixed_seed_runs.sh builds for the runs (the same for both checkouts)
 
 
 def without_timings(value):
@@ -37,7 +36,7 @@ def comparable(path: str):
 def differences(old: str, new: str) -> list[str]:
     found = []
     for run in sorted(os.listdir(old)):
-        if not os.path.isdir(os.path.join(old, run)) or run.startswith("cache") or run in INPUTS:
+        if not os.path.isdir(os.path.join(old, run)) or run.startswith("cache"):
             continue
         names = {os.path.relpath(os.path.join(root, f), old)
                  for root, _, files in os.walk(os.path.join(old, run)) for f in files}

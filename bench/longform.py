@@ -1,0 +1,169 @@
+"""Long recordings: transcribe.py on clips joined into 10-minute, 1-hour and 4-hour recordings, against the same
+clips one by one and against the transformers pipeline's chunking.
+
+    python bench/longform.py --model outputs/demo          # the demo's trained model (run the demo first)
+    python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline    # a quick look
+
+The recordings join the demo corpus's test clips (voices the demo model never heard), repeated in shuffled order,
+with pauses of 0.3 to 1.0 s of digital silence, written as 16 kHz float WAV block by block (never whole in memory;
+float keeps the clips' own near-silent first samples exactly, which the demo model is sensitive to); a manifest keeps
+where each clip starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). Prints one
+table: WER against the joined references, first-word timing, peak memory and speed per length.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import jiwer
+import numpy as np
+import soundfile as sf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from ctc_finetune.audio import load_audio  # noqa: E402
+
+RATE = 16_000  # Hz, the demo model's rate
+ONSET_THRESHOLD = 0.05  # a 10 ms frame is speech once its RMS passes this share of the clip's loudest frame's
+TIMING_TOLERANCE = 0.15  # seconds: a clip's first word should start this close to its speech onset
+
+
+def speech_onset(audio: np.ndarray) -> float:
+    """Seconds into a clip where speech begins: the first 10 ms frame above the energy threshold."""
+    frame = RATE // 100
+    rms = np.sqrt(np.mean(audio[: len(audio) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    return float(np.argmax(rms > ONSET_THRESHOLD * rms.max())) * frame / RATE
+
+
+def read_clips(corpus: str) -> list[dict]:
+    with open(os.path.join(corpus, "metadata.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    clips = []
+    for row in rows:
+        audio = load_audio(os.path.join(corpus, row["file_name"]), RATE)
+        clips.append({"path": os.path.join(corpus, row["file_name"]), "text": row["sentence"], "audio": audio,
+                      "onset": speech_onset(audio)})
+    return clips
+
+
+def join(clips: list[dict], seconds: float, path: str, seed: int) -> list[dict]:
+    """Write a recording of about `seconds` of the clips, shuffled and repeated, with pauses; return its manifest."""
+    rng = np.random.default_rng(seed)
+    manifest, at = [], 0
+    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, format="WAV", subtype="FLOAT") as out:
+        while at < seconds * RATE:
+            for i in rng.permutation(len(clips)):
+                pause = np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)
+                out.write(pause)
+                at += len(pause)
+                clip = clips[i]
+                manifest.append({"start": at / RATE, "end": (at + len(clip["audio"])) / RATE, "text": clip["text"],
+                                 "onset": at / RATE + clip["onset"]})
+                out.write(clip["audio"])
+                at += len(clip["audio"])
+                if at >= seconds * RATE:
+                    break
+    return manifest
+
+
+def run_transcribe(model: str, audio: list[str], output: str, extra=()) -> dict:
+    """transcribe.py in a subprocess: wall seconds in all and of the transcription alone (its summary line: the
+    model loaded), and peak RSS (GB, from /usr/bin/time)."""
+    command = [sys.executable, os.path.join(ROOT, "transcribe.py"), model, *audio, "--output", output, *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"error: transcribe.py failed: {proc.stderr.strip().splitlines()[-2:]}")
+    transcribing = float(re.search(r"\) in ([\d,.]+) s: real-time factor", proc.stderr)[1].replace(",", ""))
+    return {"wall": wall, "transcribing": transcribing, "rss_gb": int(proc.stderr.strip().splitlines()[-1]) / 2**20}
+
+
+def first_word_errors(manifest: list[dict], words: list[dict]) -> np.ndarray:
+    """Per clip of the recording: how far (seconds) its first word's start is from its speech onset."""
+    starts = np.array([w["start"] for w in words])
+    errors = []
+    for clip in manifest:
+        inside = np.flatnonzero((starts >= clip["start"] - 0.2) & (starts < clip["end"]))
+        errors.append(abs(starts[inside[0]] - clip["onset"]) if inside.size else np.inf)
+    return np.array(errors)
+
+
+def pipeline_run(model: str, path: str, chunk: float, stride: float) -> tuple[str, float]:
+    """The transformers pipeline's chunked CTC inference on the recording as a numpy array: text, wall seconds."""
+    import transformers
+
+    asr = transformers.pipeline("automatic-speech-recognition", model=model, device="cpu")
+    audio = load_audio(path, RATE)
+    start = time.perf_counter()
+    text = asr(audio, chunk_length_s=chunk, stride_length_s=stride)["text"]
+    return text, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.path.join(ROOT, "outputs", "demo"))
+    parser.add_argument("--corpus", default=os.path.join(ROOT, "examples", "demo_corpus", "test"))
+    parser.add_argument("--lengths", type=float, nargs="+", default=[600, 3600, 14400], help="Seconds per recording.")
+    parser.add_argument("--chunk_seconds", type=float, default=20.0)
+    parser.add_argument("--context_seconds", type=float, default=4.0)
+    parser.add_argument("--skip_pipeline", action="store_true")
+    parser.add_argument("--work_dir", default=None, help="Where the recordings go (default: a temporary folder).")
+    args = parser.parse_args()
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        sys.exit(f"error: {args.model} is no model; run the demo first (python run_speech_recognition_ctc.py "
+                 "examples/demo.json) or pass --model.")
+    work = args.work_dir or tempfile.mkdtemp(prefix="longform-")
+    os.makedirs(work, exist_ok=True)
+    clips = read_clips(args.corpus)
+
+    # Clip by clip: the reference the long-form transcript is held to.
+    alone = run_transcribe(args.model, [c["path"] for c in clips], os.path.join(work, "clips.csv"))
+    with open(os.path.join(work, "clips.csv"), encoding="utf-8") as f:
+        by_clip = {r["path"]: r["transcript"] for r in csv.DictReader(f)}
+    clip_wer = jiwer.wer([c["text"] for c in clips], [by_clip[c["path"]] for c in clips])
+    audio_alone = sum(len(c["audio"]) for c in clips) / RATE
+    print(f"clip by clip: {len(clips)} clips, {audio_alone:.0f} s, WER {clip_wer:.3f}, "
+          f"{audio_alone / alone['transcribing']:.0f} audio s/s")
+
+    flags = ["--chunk_seconds", str(args.chunk_seconds), "--context_seconds", str(args.context_seconds)]
+    rows = []
+    for seconds in args.lengths:
+        path = os.path.join(work, f"joined-{seconds:.0f}s.wav")
+        manifest = join(clips, seconds, path, seed=int(seconds))
+        output = os.path.join(work, f"joined-{seconds:.0f}s.json")
+        run = run_transcribe(args.model, [path], output, flags)
+        with open(output, encoding="utf-8") as f:
+            (record,) = json.load(f)
+        wer = jiwer.wer(" ".join(c["text"] for c in manifest), record["text"])
+        errors = first_word_errors(manifest, record["words"])
+        rows.append({"seconds": record["duration"], "wer": wer, "within": float((errors <= TIMING_TOLERANCE).mean()),
+                     "median_error": float(np.median(errors)), "rss_gb": run["rss_gb"],
+                     "speed": record["duration"] / run["transcribing"]})
+        print(f"{seconds / 60:.0f} min: WER {wer:.3f} (clip by clip {clip_wer:.3f}), first word within "
+              f"{TIMING_TOLERANCE} s of the speech onset for {rows[-1]['within']:.1%} of {len(manifest)} clips "
+              f"(median error {rows[-1]['median_error']:.3f} s), peak RSS {run['rss_gb']:.2f} GB, "
+              f"{rows[-1]['speed']:.0f} audio s/s (transcribing; {run['wall']:.1f} s in all with start-up)", flush=True)
+        if not args.skip_pipeline and seconds == min(args.lengths):
+            text, wall = pipeline_run(args.model, path, args.chunk_seconds + 2 * args.context_seconds,
+                                      args.context_seconds)
+            pipe_wer = jiwer.wer(" ".join(c["text"] for c in manifest), text)
+            print(f"  pipeline(chunk_length_s={args.chunk_seconds + 2 * args.context_seconds:g}, "
+                  f"stride_length_s={args.context_seconds:g}) on the same recording: WER {pipe_wer:.3f}, "
+                  f"{record['duration'] / wall:.0f} audio s/s (the model already loaded, the audio in memory); ours "
+                  f"{rows[-1]['speed'] / (record['duration'] / wall):.2f}x as fast")
+    if len(rows) > 1:
+        print(f"peak RSS longest/shortest: {rows[-1]['rss_gb'] / rows[0]['rss_gb']:.2f}x; speed spread: "
+              f"{(max(r['speed'] for r in rows) - min(r['speed'] for r in rows)) / max(r['speed'] for r in rows):.1%}")
+
+
+if __name__ == "__main__":
+    main()
