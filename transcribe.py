@@ -18,12 +18,17 @@ transcript. --output picks the format by its extension: .tsv/.txt (default) or .
 (words with start, end and confidence), .srt or .vtt (with several inputs --output names a folder: one file each).
 """
 
+import os
+
+# Windows come in many lengths, and oneDNN would keep a compiled kernel for each (1,024 by default), so memory would
+# grow with the recording; a few suffice. Set before torch is imported; a value set by the user stays.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
+
 import argparse
 import csv
 import glob
 import importlib.util
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -56,6 +61,7 @@ from ctc_finetune.longform import (
     kept_logits,
     find_pauses,
     plan_windows,
+    keep_memory_flat,
     read_window,
 )
 from ctc_finetune.subtitles import SUBTITLE_FORMATS, write_json, write_subtitles
@@ -73,8 +79,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", help="Directory written by the training script, or one of its checkpoint-*.")
     parser.add_argument("audio", nargs="+", help="Audio files, directories and manifests, in any mix.")
-    parser.add_argument("--output", help="Write here: .csv, .json, .srt, .vtt by the extension, else TSV; a folder for "
-                                         "subtitles of several inputs.")
+    parser.add_argument("--output", help="Write here: .csv, .json, .srt, .vtt by the extension, else TSV; a folder "
+                                         "for subtitles of several inputs.")
     parser.add_argument("--batch_seconds", type=float, default=60.0,
                         help="Seconds of padded audio per forward pass (default 60); lower it if memory runs out.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available.")
@@ -100,7 +106,8 @@ def parse_args(argv):
         parser.error("--chunk_seconds must be > 0 and --context_seconds >= 0")
     if args.hotwords_file:
         if not os.path.isfile(args.hotwords_file):
-            raise UserError(f"--hotwords_file {args.hotwords_file} does not exist; pass a text file, one hotword a line.")
+            raise UserError(f"--hotwords_file {args.hotwords_file} does not exist; pass a text file, one hotword "
+                            "a line.")
         with open(args.hotwords_file, encoding="utf-8") as f:
             args.hotwords += [line.strip() for line in f if line.strip()]
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
@@ -315,6 +322,7 @@ def transcribe(paths: list[str], model, feature_extractor, tokenizer, args, deco
     decoding = Decoding(tokenizer, blank_token_id(model.config, tokenizer), hop / rate, decoder, args.beam_width,
                         args.hotwords, args.hotword_weight)
     frames, records, failed = {}, {}, set()
+    keep_memory_flat()
     for batch in window_batches(windows, batch_seconds, rate):
         read = []
         for window in batch:
@@ -376,7 +384,8 @@ def subtitle_paths(records: list[dict], output: str, several: bool) -> list[str]
     for record in records:
         stem = os.path.splitext(os.path.basename(record["path"]))[0]
         names[stem] += 1
-        paths.append(os.path.join(output, f"{stem}{extension}" if names[stem] == 1 else f"{stem}-{names[stem]}{extension}"))
+        name = f"{stem}{extension}" if names[stem] == 1 else f"{stem}-{names[stem]}{extension}"
+        paths.append(os.path.join(output, name))
     return paths
 
 

@@ -108,6 +108,25 @@ def pipeline_run(model: str, path: str, chunk: float, stride: float) -> tuple[st
     return text, time.perf_counter() - start
 
 
+def tiny_family_models(work: str) -> dict:
+    """Random tiny checkpoints shaped as the releases of two feature-frame families (tests/tiny_models.py): Parakeet
+    (80 ms frames, its own subword tokenizer) and Wav2Vec2-BERT (20 ms frames, a character tokenizer)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from tiny_models import make_checkpoint
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from ctc_finetune.text import build_vocab
+
+    w2v_bert = os.path.join(work, "w2v-bert")
+    os.makedirs(w2v_bert, exist_ok=True)
+    with open(os.path.join(w2v_bert, "vocab.json"), "w") as f:
+        json.dump(build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]"), f)
+    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(w2v_bert, "vocab.json"))
+    make_checkpoint(w2v_bert, "wav2vec2-bert", ctc_vocab_size=len(tokenizer))
+    tokenizer.save_pretrained(w2v_bert)
+    return {"parakeet_ctc": make_checkpoint(os.path.join(work, "parakeet"), "parakeet_ctc"), "wav2vec2-bert": w2v_bert}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ROOT, "outputs", "demo"))
@@ -116,6 +135,7 @@ def main() -> None:
     parser.add_argument("--chunk_seconds", type=float, default=20.0)
     parser.add_argument("--context_seconds", type=float, default=4.0)
     parser.add_argument("--skip_pipeline", action="store_true")
+    parser.add_argument("--skip_families", action="store_true", help="Skip the Parakeet and Wav2Vec2-BERT runs.")
     parser.add_argument("--work_dir", default=None, help="Where the recordings go (default: a temporary folder).")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -160,6 +180,14 @@ def main() -> None:
                   f"stride_length_s={args.context_seconds:g}) on the same recording: WER {pipe_wer:.3f}, "
                   f"{record['duration'] / wall:.0f} audio s/s (the model already loaded, the audio in memory); ours "
                   f"{rows[-1]['speed'] / (record['duration'] / wall):.2f}x as fast")
+    if not args.skip_families and len(args.lengths) > 1:  # the shortest and the second recording, random weights
+        recordings = [os.path.join(work, f"joined-{seconds:.0f}s.wav") for seconds in args.lengths[:2]]
+        for family, model in tiny_family_models(work).items():
+            runs = [run_transcribe(model, [r], os.path.join(work, "family.json"), flags) for r in recordings]
+            print(f"{family} (random tiny model): peak RSS {runs[0]['rss_gb']:.2f} GB at "
+                  f"{args.lengths[0] / 60:.0f} min, {runs[1]['rss_gb']:.2f} GB at {args.lengths[1] / 60:.0f} min "
+                  f"({runs[1]['rss_gb'] / runs[0]['rss_gb']:.2f}x); "
+                  f"{args.lengths[1] / runs[1]['transcribing']:.0f} audio s/s", flush=True)
     if len(rows) > 1:
         print(f"peak RSS longest/shortest: {rows[-1]['rss_gb'] / rows[0]['rss_gb']:.2f}x; speed spread: "
               f"{(max(r['speed'] for r in rows) - min(r['speed'] for r in rows)) / max(r['speed'] for r in rows):.1%}")

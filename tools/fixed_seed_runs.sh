@@ -3,8 +3,9 @@
 #   bash tools/fixed_seed_runs.sh OLD_CHECKOUT /tmp/runs && mv /tmp/runs /tmp/old
 #   bash tools/fixed_seed_runs.sh .            /tmp/runs
 #   python tools/compare_outputs.py /tmp/old /tmp/runs        # "identical", or the files that differ
-# Both runs write to the same OUT path (paths end up in some outputs) and read the same INPUTS. FINETUNED (default outputs/demo, made by the
-# demo) is a trained model for the evaluation-only runs, whose transcripts are then not empty.
+# Both runs write to the same OUT path (paths end up in some outputs) and read the same INPUTS (built by the first).
+# FINETUNED (default outputs/demo, made by the demo) is a trained model for the evaluation-only runs, whose
+# transcripts are then not empty.
 set -euo pipefail
 SRC=$(cd "$1" && pwd); OUT=$2; HERE=$(cd "$(dirname "$0")/.." && pwd)
 FINETUNED=${FINETUNED:-$HERE/outputs/demo}
