@@ -156,3 +156,11 @@ def test_lm_decoding_does_not_depend_on_batching(tmp_path, model_dir):
     alone = run_main(*args, "--batch_seconds", 0.1)  # one clip per batch: no padding at all
     assert [p for p, _ in alone] == expected_paths()[:5] and any(t for _, t in alone)  # the LM's words come out
     assert run_main(*args, "--batch_seconds", 1000) == alone
+    # The words come from the beam search's word offsets: its text, word by word, with times in order.
+    run_main(*args, "--batch_seconds", 0.1, "--output", tmp_path / "words.json")
+    records = read_json(tmp_path / "words.json")
+    assert [(r["path"], r["text"]) for r in records] == alone
+    for record in records:
+        assert " ".join(w["word"] for w in record["words"]) == record["text"]
+        starts = [w["start"] for w in record["words"]]
+        assert starts == sorted(starts) and all(w["end"] <= record["duration"] + 0.05 for w in record["words"])
