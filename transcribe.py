@@ -244,15 +244,15 @@ def plan(paths: list[str], model, feature_extractor, args, hop: int, skipped: Co
     for index, path in enumerate(paths):
         frames, source_rate, _, reason = read_header(path)
         samples = round(frames * rate / source_rate) if source_rate else 0
-        if not reason and output_frames(model, feature_extractor, [samples])[0] < 1:
+        total_frames = output_frames(model, feature_extractor, [samples])[0] if not reason else 0
+        if not reason and total_frames < 1:
             reason = f"too short for the model ({samples / rate:.3f} s)"
         if reason:
             skip(path, reason, skipped)
             continue
         files[index] = (path, source_rate, samples / rate)
         pauses = find_pauses(*frame_energy(path, source_rate)) if samples > chunk + context else []
-        windows += plan_windows(index, samples, output_frames(model, feature_extractor, [samples])[0], pauses,
-                                chunk, context, hop, rate)
+        windows += plan_windows(index, samples, total_frames, pauses, chunk, context, hop, rate)
     return files, windows
 
 

@@ -229,9 +229,11 @@ class FileFrames:
         self.peak = max(self.peak, float(np.abs(audio).max()) if audio.size else 0.0)
 
     def frames(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every frame's greedy token id and probability, in order."""
-        ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32)
-        return ids, np.concatenate(self.probs) if self.probs else np.zeros(0, np.float32)
+        """Every frame's greedy token id and probability, in order (joined once: a beam search asks again and again)."""
+        if len(self.ids) != 1:
+            self.ids = [np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32)]
+            self.probs = [np.concatenate(self.probs) if self.probs else np.zeros(0, np.float32)]
+        return self.ids[0], self.probs[0]
 
     def take_logits(self, upto: Optional[int] = None) -> np.ndarray:
         """The buffered logits (of frames after the last take) up to frame `upto` of the buffer, removed from it."""
