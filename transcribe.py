@@ -11,8 +11,9 @@
 
 AUDIO is any mix of audio files, directories (searched recursively for .wav .flac .mp3 .ogg .opus) and manifests
 (.csv .tsv .json .jsonl with an audio column, paths relative to the manifest). A recording longer than
---chunk_seconds is read window by window, each window with --context_seconds of audio on both sides whose output is
-dropped, so memory stays flat however long it is and no word is cut at a window's edge. Short clips run longest
+--chunk_seconds is read window by window: a window ends in a pause where there is one (trimmed to the speech, as a
+training clip), else at the chunk's length with --context_seconds of audio on both sides whose output is dropped.
+Memory stays flat however long the recording, and no word is cut at a window's edge. Short clips run longest
 first in batches of similar length; each prediction is cut at its clip's real length, so batching never changes a
 transcript. --output picks the format by its extension: .tsv/.txt (default) or .csv (path, transcript), .json
 (words with start, end and confidence), .srt or .vtt (with several inputs --output names a folder: one file each).
