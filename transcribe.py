@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from typing import Optional
 
+import numpy as np
 import torch
 import transformers
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
@@ -74,6 +75,7 @@ MANIFEST_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
 LM_PACKAGES = ("pyctcdecode", "pygtrie", "kenlm")  # pygtrie is a pyctcdecode dependency that --no-deps skips
 BEAM_PAUSE_SECONDS = 0.3  # a beam search of a long recording ends a stretch in a pause at least this long
 BEAM_STRETCH_SECONDS = 60.0  # and looks for that pause once this much audio is buffered
+GROUP_BATCHES = 8  # a long recording's windows are sorted by length within stretches of this many batches of audio
 
 
 def parse_args(argv):
@@ -251,8 +253,12 @@ def plan(paths: list[str], model, feature_extractor, args, hop: int, skipped: Co
         if reason:
             skip(path, reason, skipped)
             continue
+        try:  # the energy pass decodes the whole file once (block by block)
+            pauses = find_pauses(*frame_energy(path, source_rate)) if samples > chunk + context else []
+        except AUDIO_ERRORS as e:
+            skip(path, f"undecodable audio ({e})", skipped)
+            continue
         files[index] = (path, source_rate, samples / rate)
-        pauses = find_pauses(*frame_energy(path, source_rate)) if samples > chunk + context else []
         windows += plan_windows(index, samples, total_frames, pauses, chunk, context, hop, rate)
     return files, windows
 
@@ -262,13 +268,25 @@ def skip(path: str, reason: str, skipped: Counter) -> None:
     skipped[reason.split(" (")[0]] += 1
 
 
-def window_batches(windows: list, batch_seconds: float, rate: int) -> list[list]:
-    """Short clips (one window each) longest first in batches of similar length; then the windows of long recordings,
-    each recording's in order."""
+def window_groups(windows: list, batch_seconds: float, rate: int) -> list[list[list]]:
+    """The batches to run, in groups whose outputs are joined into their files together. Short clips (one window
+    each): longest first in batches of similar length, a group each. The windows of long recordings: in stretches of
+    about GROUP_BATCHES batches of audio, each stretch sorted by length into batches (little padding), its outputs
+    joined back in file order once it is done."""
     whole = [w for w in windows if w.whole]
     batches = duration_batches([w.end - w.start for w in whole], batch_seconds * rate)
-    return ([[whole[i] for i in batch] for batch in reversed(batches)]
-            + batches_of_windows([w for w in windows if not w.whole], batch_seconds, rate))
+    groups = [[[whole[i] for i in batch]] for batch in reversed(batches)]
+    stretch, audio = [], 0
+    for window in [w for w in windows if not w.whole] + [None]:
+        if window is None or (stretch and audio + window.end - window.start > GROUP_BATCHES * batch_seconds * rate):
+            if stretch:
+                by_length = sorted(stretch, key=lambda w: w.end - w.start)
+                groups.append(batches_of_windows(by_length, batch_seconds, rate))
+            stretch, audio = [], 0
+        if window is not None:
+            stretch.append(window)
+            audio += window.end - window.start
+    return groups
 
 
 class Decoding:
@@ -322,37 +340,70 @@ def transcribe(paths: list[str], model, feature_extractor, tokenizer, args, deco
     collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
     decoding = Decoding(tokenizer, blank_token_id(model.config, tokenizer), hop / rate, decoder, args.beam_width,
                         args.hotwords, args.hotword_weight)
-    frames, records, failed = {}, {}, set()
+    frames, records, failed, short = {}, {}, set(), set()
+    # The fewest samples the model makes a frame of (the same for every window: found once, not per window)
+    counts = output_frames(model, feature_extractor, np.arange(1, rate // 2 + 1))  # up to half a second
+    fewest = 1 + int(np.argmax(counts >= 1)) if (counts >= 1).any() else len(counts) + 1
     keep_memory_flat()
-    for batch in window_batches(windows, batch_seconds, rate):
-        read = []
-        for window in batch:
-            path, source_rate, seconds = files[window.file]
-            if window.file in failed:
-                continue
-            try:
-                read.append((window, *read_window(path, window, source_rate, rate)))
-            except AUDIO_ERRORS as e:
-                failed.add(window.file)
+    for group in window_groups(windows, batch_seconds, rate):
+        done, ends = [], []
+        for batch in group:
+            read = []
+            for window in batch:
+                path, source_rate, seconds = files[window.file]
+                if window.file in failed:
+                    continue
+                try:
+                    audio, start, complete = read_window(path, window, source_rate, rate)
+                except AUDIO_ERRORS as e:
+                    failed.add(window.file)
+                    skip(path, f"undecodable audio ({e})", skipped)
+                    continue
+                if not complete:
+                    short.add(window.file)
+                if len(audio) >= fewest:
+                    read.append((window, audio, start))
+                elif window.last:  # nothing left for the model (a file cut short): the file ends with what it gave
+                    ends.append(window)
+            kept = kept_logits([w for w, _, _ in read], [a for _, a, _ in read], [s for _, _, s in read], model,
+                               feature_extractor, collate, hop) if read else []
+            done += [(window, audio, *out) for (window, audio, _), out in zip(read, kept)]
+        for window, audio, first_frame, window_logits in sorted(done, key=lambda d: (d[0].file, d[0].start)):
+            if window.file in failed:  # a later window of it failed to decode: the file is skipped
                 frames.pop(window.file, None)
-                skip(path, f"undecodable audio ({e})", skipped)
-        if not read:
-            continue
-        kept = kept_logits([w for w, _, _ in read], [a for _, a, _ in read], [s for _, _, s in read], model,
-                           feature_extractor, collate, hop)
-        for (window, audio, _), (first_frame, window_logits) in zip(read, kept):
+                continue
             path, _, seconds = files[window.file]
             file_frames = frames.setdefault(window.file, FileFrames(path, seconds, decoding.blank, decoding.boundary,
                                                                     keep_logits=decoder is not None))
             file_frames.add(first_frame, window_logits, audio)
-            decoding.search(file_frames, final=window.last)
             if window.last:
-                del frames[window.file]
-                if file_frames.peak == 0.0:
-                    skip(path, "silent audio (every sample is zero)", skipped)
-                else:
-                    records[window.file] = decoding.record(file_frames)
+                ends.append(window)
+            else:
+                decoding.search(file_frames, final=False)
+        for window in ends:
+            file_frames = frames.pop(window.file, None)
+            if window.file not in failed:
+                finish(window.file, file_frames, files, decoding, records, skipped, window.file in short)
     return records, skipped
+
+
+def finish(index: int, file_frames: Optional[FileFrames], files: dict, decoding: Decoding, records: dict,
+           skipped: Counter, cut_short: bool) -> None:
+    """A file whose last window is done: its record, or a counted skip when it held no sound at all."""
+    path, _, seconds = files[index]
+    if file_frames is None:  # not one window had audio for the model
+        skip(path, "truncated audio (nothing where its header says)", skipped)
+        return
+    if file_frames.peak == 0.0:
+        skip(path, "silent audio (every sample is zero)", skipped)
+        return
+    decoding.search(file_frames, final=True)
+    if cut_short:
+        held = file_frames.next_frame * decoding.seconds_per_frame
+        logger.warning(f"warning: {path} is cut short: its header says {seconds:,.1f} s, it holds about "
+                       f"{held:,.1f} s; transcribed what it holds")
+        file_frames.seconds = held
+    records[index] = decoding.record(file_frames)
 
 
 def write_outputs(records: list[dict], output: Optional[str], several: bool) -> None:

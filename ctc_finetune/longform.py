@@ -16,7 +16,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from .audio import load_audio
+from .audio import AUDIO_ERRORS, load_audio
 from .columns import LENGTH_COLUMN
 from .families import extract_features, model_input_names, output_frames
 
@@ -29,9 +29,9 @@ QUIET_SHARE = 0.001  # or under this share of its loud level (95th percentile), 
 QUIET_CEILING = 0.5  # but never above half its loud level (steady noise or music has no pauses)
 MIN_WINDOW_SECONDS = 0.3  # a window ends in a pause only after this much audio
 TRAILING_QUIET_SECONDS = 0.15  # quiet kept after a window's last sound (a clip's own trailing silence)
-BLANK_FILL_LOGIT = -30.0
+BLANK_FILL_LOGIT = -30.0  # the other tokens' logits in a frame filled in as blank for the beam search
 MALLOC_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-BIG_BLOCK_BYTES = 4 * 2**20  # blocks this big are mapped and unmapped, never kept in the heap  # the other tokens' logits in a frame filled in as blank for the beam search
+BIG_BLOCK_BYTES = 4 * 2**20  # blocks this big are mapped and unmapped, never kept in the heap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +58,21 @@ def frame_hop(model, feature_extractor) -> int:
 
 
 def frame_energy(path: str, source_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """The RMS and the peak amplitude of every 10 ms of a file, read block by block (a minute at a time)."""
+    """The RMS and the peak amplitude of every 10 ms of a file, read block by block (a second at a time). A file cut
+    short (its data ends before its header says) gives the energy of what it holds; one unreadable from its start
+    raises."""
     frame = max(round(source_rate * ENERGY_FRAME_SECONDS), 1)
     rms, peak = [], []
-    for block in sf.blocks(path, blocksize=frame * 6000, dtype="float32", always_2d=True):
+    blocks = sf.blocks(path, blocksize=frame * 100, dtype="float32", always_2d=True)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except AUDIO_ERRORS:
+            if not rms:
+                raise
+            break  # read_window then finds the same end, and transcribe.py says the file is cut short
         mono = block.mean(axis=1)
         frames = mono[: len(mono) // frame * frame].reshape(-1, frame)
         rms.append(np.sqrt(np.mean(frames ** 2, axis=1)))
@@ -90,10 +101,10 @@ def find_pauses(rms: np.ndarray, peak: np.ndarray) -> list[tuple[float, float, f
 def plan_windows(file: int, samples: int, total_frames: int, pauses: list, chunk: int, context: int, hop: int,
                  rate: int) -> list[Window]:
     """The windows of a file of `samples` samples (at `rate`) with `total_frames` output frames. A window ends in the
-    first pause (find_pauses) after MIN_WINDOW_SECONDS, and the next one starts where that pause ends, so each holds
-    speech as a training clip does; without a pause within `chunk` samples, it ends there, and the cut is read with
-    `context` samples on both sides (kept frames tile the file exactly). A file no longer than a chunk plus its
-    context is one window, the whole file."""
+    middle of the first pause (find_pauses) after MIN_WINDOW_SECONDS and the next starts there; both trim the pause's
+    quiet at that edge (read_window), so each holds speech as a training clip does. Without a pause within `chunk`
+    samples, a window ends there, and the cut is read with `context` samples on both sides (kept frames tile the file
+    exactly). A file no longer than a chunk plus its context is one window, the whole file."""
     if samples <= chunk + context:
         return [Window(file, 0, samples, 0, total_frames, whole=True, last=True)]
     windows, start, keep_start, quiet_before = [], 0, 0, -1.0
@@ -125,15 +136,20 @@ def plan_windows(file: int, samples: int, total_frames: int, pauses: list, chunk
             start, keep_start, quiet_before = cut, cut // hop, -1.0
 
 
-def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple[np.ndarray, int]:
+def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple[np.ndarray, int, bool]:
     """The window's audio, mono float32 at `rate`, read from its own blocks of the file, with the quiet of the pauses
-    at its edges trimmed; and where its audio starts, in samples from the file's start."""
+    at its edges trimmed; where its audio starts, in samples from the file's start; and whether the file held all
+    of it (False: the file is shorter than its header says, and this window got what there is, maybe nothing)."""
     if window.whole:
-        return load_audio(path, rate), 0
+        return load_audio(path, rate), 0, True
     first, stop = round(window.start * source_rate / rate), round(window.end * source_rate / rate)
     with sf.SoundFile(path) as f:
-        f.seek(first)
-        audio = f.read(stop - first, dtype="float32", always_2d=True).mean(axis=1)
+        try:
+            f.seek(first)
+            audio = f.read(stop - first, dtype="float32", always_2d=True).mean(axis=1)
+        except AUDIO_ERRORS:  # past the data's end: a file cut short, whose header promises more
+            return np.zeros(0, np.float32), window.start, False
+    complete = len(audio) == stop - first
     if source_rate != rate:  # each window resampled alone: its edges lie in pauses or in dropped context
         audio = soxr.resample(audio, source_rate, rate).astype(np.float32, copy=False)
     loud = np.abs(audio)
@@ -141,7 +157,7 @@ def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple
     tail = len(audio) - int(np.argmax(loud[::-1] > window.quiet_after)) if window.quiet_after >= 0 and loud.size \
         else len(audio)
     tail = min(len(audio), tail + round(TRAILING_QUIET_SECONDS * rate))
-    return audio[lead:max(tail, lead + 1)], window.start + lead
+    return audio[lead:max(tail, lead + 1)], window.start + lead, complete
 
 
 def batches_of_windows(windows: list[Window], batch_seconds: float, rate: int) -> list[list[Window]]:
@@ -229,7 +245,8 @@ class FileFrames:
         self.peak = max(self.peak, float(np.abs(audio).max()) if audio.size else 0.0)
 
     def frames(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every frame's greedy token id and probability, in order (joined once: a beam search asks again and again)."""
+        """Every frame's greedy token id and probability, in order (joined once: a beam search asks again and
+        again)."""
         if len(self.ids) != 1:
             self.ids = [np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32)]
             self.probs = [np.concatenate(self.probs) if self.probs else np.zeros(0, np.float32)]

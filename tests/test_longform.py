@@ -41,7 +41,8 @@ def joined(tmp_path_factory):
     for i, (path, pause) in enumerate(zip(CLIPS, PAUSES)):
         audio = load_audio(path, RATE)
         loud = np.flatnonzero(np.abs(audio) > 0)
-        clip = np.concatenate([audio[loud[0]:loud[-1] + 1], np.zeros(round(TRAILING_QUIET_SECONDS * RATE), np.float32)])
+        trailing = np.zeros(round(TRAILING_QUIET_SECONDS * RATE), np.float32)
+        clip = np.concatenate([audio[loud[0]:loud[-1] + 1], trailing])
         clips.append(str(folder / f"clip-{i}.wav"))
         sf.write(clips[-1], clip, RATE, subtype="FLOAT")
         parts.append(np.zeros(round(pause * RATE), np.float32))
@@ -192,6 +193,30 @@ def test_bad_files_are_counted_skips_and_the_others_go_on(model_dir, tmp_path, c
     assert all(set(w) == {"word", "start", "end", "confidence"} for w in record["words"])
 
 
+def test_a_recording_cut_short_is_transcribed_as_far_as_it_goes(model_dir, joined, tmp_path, caplog):
+    # A FLAC whose data ends at 60% of what its header says (a copy killed midway): what it holds is transcribed,
+    # with a warning; one cut right after its header (nothing decodable) is a counted skip.
+    _, recording, _ = joined
+    audio, _ = sf.read(recording, dtype="float32")
+    cut, empty = tmp_path / "cut.flac", tmp_path / "header_only.flac"
+    for path, share in ((cut, 0.6), (empty, 0.02)):
+        sf.write(str(path), audio, RATE)
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.truncate(int(size * share))
+    caplog.set_level("INFO", logger="transcribe")
+    out = tmp_path / "out.json"
+    rows = transcribe.main([model_dir, str(cut), str(empty), CLIPS[0], "--output", str(out), *SHORT_WINDOWS])
+    assert [p for p, _ in rows] == [str(cut), CLIPS[0]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cut.flac is cut short" in w and "transcribed what it holds" in w for w in warnings)
+    assert any("header_only.flac" in w and "skipped" in w for w in warnings)
+    assert "1 skipped" in caplog.records[-1].getMessage()
+    record = json.loads(out.read_text())[0]
+    assert 0.4 * len(audio) / RATE < record["duration"] < 0.8 * len(audio) / RATE
+    assert record["words"] and record["words"][-1]["end"] <= record["duration"] + 0.05
+
+
 @pytest.mark.skipif(not HOTWORD_READY, reason="hotwords need pyctcdecode: bash tools/install_extras.sh lm")
 def test_hotwords_pull_the_decode_towards_them(model_dir, joined, tmp_path):
     clips, _, _ = joined
@@ -206,7 +231,8 @@ def test_hotwords_pull_the_decode_towards_them(model_dir, joined, tmp_path):
     (record,) = words_of(model_dir, [clips[0]], tmp_path, "--hotwords", "zeal", "--beam_width", "8")
     assert record["text"] == " ".join(w["word"] for w in record["words"]) == boosted[clips[0]]
     starts = [w["start"] for w in record["words"]]
-    assert starts == sorted(starts) and all(w["end"] > w["start"] and 0 < w["confidence"] <= 1 for w in record["words"])
+    assert starts == sorted(starts)
+    assert all(w["end"] > w["start"] and 0 < w["confidence"] <= 1 for w in record["words"])
     hotwords_file = tmp_path / "hotwords.txt"
     hotwords_file.write_text("zeal\n\n")
     assert dict(transcribe.main([model_dir, *clips, "--hotwords_file", str(hotwords_file), "--beam_width", "8"])) \
