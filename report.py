@@ -37,7 +37,7 @@ import jiwer
 from matplotlib.figure import Figure  # a Figure without pyplot never opens a window or touches a global backend
 from matplotlib.ticker import MaxNLocator
 
-from ctc_finetune.columns import PREDICTION_COLUMNS, PREDICTIONS_FILES
+from ctc_finetune.columns import EVAL_KEY, PREDICTION_COLUMNS, PREDICTIONS_FILES, predictions_file
 from ctc_finetune.faults import exit_on_user_error
 from ctc_finetune.metrics import clip_error
 
@@ -545,6 +545,8 @@ def build_report(output_dir: str, clips: int = 50, embed_audio: bool = False) ->
                           "run_speech_recognition_ctc.py")
     found = {split: os.path.join(output_dir, name) for split, name in PREDICTIONS_FILES.items()
              if os.path.isfile(os.path.join(output_dir, name))}
+    for path in sorted(glob.glob(os.path.join(output_dir, predictions_file(EVAL_KEY + "_*")))):  # several eval sets
+        found[os.path.basename(path)[:-len(predictions_file(""))]] = path
     if not found:
         raise ReportError(f"{output_dir} has no {' or '.join(PREDICTIONS_FILES.values())}; run "
                           f"run_speech_recognition_ctc.py with --do_eval or --do_predict into it first")

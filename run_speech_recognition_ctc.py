@@ -27,8 +27,11 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     2 text and tokenizer      text (normalisation), vocabulary (which tokenizer, new vocabularies), phonemes, adapters
     3 model                   modeling (checkpoint, CTC head), families (what differs between families), adapters
     4 preprocess              preprocessing (scan, filter, decode, cache, data report), audio (decoding)
-    5 processor, trainer      batching (padding, duration batches), trainer (CTCTrainer), columns (shared names)
-    6 train                   trainer, shards (batches of a stream), faults (stop signals)
+    5 processor, trainer      batching (padding, duration batches), trainer (CTCTrainer), columns (shared names),
+                              augment (speed perturbation, noise, reverberation: as batches are made), schedules
+                              (head-first training, tri-stage learning rate), selection (early stopping)
+    6 train                   trainer, shards (batches of a stream), faults (stop signals), selection (keeping the
+                              best checkpoints, averaging them)
     7 n-gram LM (optional)    lm
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
     9 report and model card   report.py (beside this file)
@@ -52,6 +55,10 @@ Where to change what:
                          families.output_frames, families.ctc_head_name, families.blank_token_id); then a tiny
                          checkpoint of it in tests/tiny_models.py
     audio decoding       audio.load_audio (soundfile + soxr; no FFmpeg)
+    augmentation         augment.Augmenter (what is done to a training clip), batching.DataCollatorCTCWithPadding
+                         (where: in the DataLoader workers), augment.fastest_speeds (speeds CTC can still align)
+    model selection      selection.average_checkpoints, selection.KeepBest (which checkpoints stay),
+                         configure_selection (the selection metric, in this file)
 After changing a function whose output is cached (normalisation, scanning, decoding), bump columns.CACHE_VERSION.
 """
 
@@ -73,10 +80,11 @@ from transformers import AutoProcessor, HfArgumentParser, set_seed
 from transformers.trainer_utils import is_main_process
 
 from ctc_finetune.adapters import DEFAULT_ADAPTER_DIM, save_language_adapter
+from ctc_finetune.augment import build_augmenter, check_augmentation
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
-from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, PREDICTIONS_FILES
-from ctc_finetune.corpora import load_splits
+from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, predictions_file
+from ctc_finetune.corpora import eval_set_key, eval_split_names, load_splits
 from ctc_finetune.families import blank_token_id, encoder_config, has_channel_axis, processor_class
 from ctc_finetune.faults import (
     INTERRUPTED_EXIT,
@@ -108,6 +116,8 @@ from ctc_finetune.preprocessing import (
     save_json,
     scan_and_filter,
 )
+from ctc_finetune.schedules import TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, HeadFirst
+from ctc_finetune.selection import EarlyStopping, KeepBest, average_checkpoints
 from ctc_finetune.shards import decode_stream, is_stream, log_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, reuse_cpu_memory
 from ctc_finetune.vocabulary import DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, text_report
@@ -228,7 +238,11 @@ class DataTrainingArguments:
     train_split_name: str = field(
         default="train+validation", metadata={"help": "Training split; '+' joins splits, 'train[:800]' takes a slice."}
     )
-    eval_split_name: str = field(default="test", metadata={"help": "Evaluation split."})
+    eval_split_name: str = field(
+        default="test",
+        metadata={"help": "Evaluation split; a comma list (test,test-other) scores each set on its own "
+                          "(eval_test_wer, eval_test-other_wer, ...); '+' joins splits into one."},
+    )
     train_file: Optional[str] = field(
         default=None, metadata={"help": "Training manifest (CSV, TSV, JSON or JSONL) instead of --dataset_name."}
     )
@@ -282,6 +296,26 @@ class DataTrainingArguments:
         default=0.05,
         metadata={"help": "Stop if more than this share of label characters is unknown to the tokenizer (0 to 1)."},
     )
+    # Augmentation of training clips, as their batches are made (ctc_finetune/augment.py); evaluation never sees it
+    speed_perturbation: Optional[list[float]] = field(
+        default=None,
+        metadata={"help": "Play each training clip at a speed drawn from these factors, e.g. 0.9 1.0 1.1, by "
+                          "resampling (tempo and pitch change together, as in Kaldi and ESPnet)."},
+    )
+    noise_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of noise recordings (e.g. MUSAN) added to training clips (the augment extra)."},
+    )
+    noise_snr_db: list[float] = field(
+        default_factory=lambda: [5.0, 20.0],
+        metadata={"help": "LOW HIGH: the signal-to-noise ratio of --noise_dir's noise, in dB, drawn uniformly."},
+    )
+    noise_prob: float = field(default=0.5, metadata={"help": "Share of training clips that get --noise_dir's noise."})
+    rir_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of room impulse responses training clips are convolved with (the augment extra)."},
+    )
+    rir_prob: float = field(default=0.5, metadata={"help": "Share of training clips --rir_dir reverberates."})
     # Hub access
     token: Optional[str] = field(
         default=None, metadata={"help": "Hub token for private datasets and models (default: the stored login)."}
@@ -364,6 +398,12 @@ class DataTrainingArguments:
         if self.target_language and (self.phoneme_language or self.vocab_type != "char"):
             raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it "
                             "does not go with --phoneme_language or --vocab_type bpe/unigram.")
+        if self.speed_perturbation is not None and not all(0.5 <= s <= 2.0 for s in self.speed_perturbation):
+            raise UserError("--speed_perturbation takes speed factors between 0.5 and 2, e.g. 0.9 1.0 1.1.")
+        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
+            raise UserError(f"--noise_snr_db takes LOW HIGH in dB (e.g. 5 20), got {self.noise_snr_db}.")
+        if not (0.0 <= self.noise_prob <= 1.0 and 0.0 <= self.rir_prob <= 1.0):
+            raise UserError("--noise_prob and --rir_prob are shares of clips, between 0 and 1.")
 
 
 @dataclass
@@ -388,6 +428,29 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "Seconds of padded audio per training batch and device, instead of a fixed "
                           "--per_device_train_batch_size: batches of similar-length clips, little padding."},
     )
+    # Schedules and model selection (ctc_finetune/schedules.py, ctc_finetune/averaging.py)
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "Learning-rate schedule: transformers' (linear, cosine, warmup_stable_decay, ...) or "
+                          "tri_stage (fairseq's: warm-up, hold, decay in the shares of --tri_stage_ratios)."},
+    )
+    tri_stage_ratios: Optional[list[float]] = field(
+        default=None,
+        metadata={"help": "WARMUP HOLD DECAY shares of the steps for --lr_scheduler_type tri_stage (default 0.1 "
+                          "0.4 0.5, as fairseq's wav2vec 2.0 fine-tuning)."},
+    )
+    freeze_encoder_steps: int = field(
+        default=0, metadata={"help": "Train only the CTC head for the first N steps, then the whole encoder."}
+    )
+    average_checkpoints: int = field(
+        default=0,
+        metadata={"help": "At the end, average the N best checkpoints by --metric_for_best_model; the average is the "
+                          "final model only if it beats the best checkpoint. Needs an evaluation at each save."},
+    )
+    early_stopping_patience: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stop when --metric_for_best_model has not improved for N evaluations in a row."},
+    )
     # Legacy form (transformers 4.x), mapped to today's argument with a warning
     group_by_length: bool = field(
         default=False, metadata={"help": "Old form of --train_sampling_strategy group_by_length."}
@@ -401,6 +464,15 @@ class TrainingArguments(transformers.TrainingArguments):
             self.length_column_name = LENGTH_COLUMN
         if self.max_batch_duration is not None and self.max_batch_duration <= 0:
             raise UserError(f"--max_batch_duration must be a number of seconds > 0, got {self.max_batch_duration}.")
+        if self.lr_scheduler_type == TRI_STAGE:  # transformers' warmup_stable_decay, sized by the trainer
+            self.lr_scheduler_type = TRI_STAGE_SCHEDULER
+            self.tri_stage_ratios = self.tri_stage_ratios or list(TRI_STAGE_RATIOS)
+        elif self.tri_stage_ratios:
+            raise UserError("--tri_stage_ratios sets the phases of --lr_scheduler_type tri_stage: add it.")
+        if self.tri_stage_ratios and (len(self.tri_stage_ratios) != 3 or min(self.tri_stage_ratios) < 0):
+            raise UserError("--tri_stage_ratios takes 3 shares, WARMUP HOLD DECAY (e.g. 0.1 0.4 0.5).")
+        if self.greater_is_better is None and (self.metric_for_best_model or "").endswith(SUPPORTED_METRICS):
+            self.greater_is_better = False  # an error rate: lower is better (the Trainer assumes higher)
         super().__post_init__()
 
 
@@ -532,23 +604,51 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
     check_report_to(training_args)
     check_lm_tools(data_args, training_args)
     check_phonemizer(data_args.phoneme_language)
+    check_augmentation(data_args)
+    configure_selection(data_args, training_args)
     return resume_or_clear_output_dir(training_args, keep_vocab=bool(data_args.target_language))
+
+
+def configure_selection(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
+    """Model selection on the eval set(s): --metric_for_best_model wer (or cer, loss) names the first eval set's,
+    'test-other_wer' another's; --average_checkpoints and --early_stopping_patience need it and an evaluation at each
+    checkpoint."""
+    args = training_args
+    if not (args.metric_for_best_model or args.average_checkpoints or args.early_stopping_patience):
+        return
+    if args.eval_strategy == "no" or not args.do_eval:
+        raise UserError("--metric_for_best_model, --average_checkpoints and --early_stopping_patience select on "
+                        "evaluations during training: add --do_eval and --eval_strategy steps (with --eval_steps).")
+    sets = eval_split_names(data_args)
+    metric = (args.metric_for_best_model or data_args.eval_metrics[0]).removeprefix("eval_")
+    if len(sets) > 1 and not any(metric.startswith(eval_set_key(n)[len("eval_"):] + "_") for n in sets):
+        metric = f"{eval_set_key(sets[0])[len('eval_'):]}_{metric}"  # the first eval set's
+    measured = metric.rsplit("_", 1)[-1]
+    if measured not in (*data_args.eval_metrics, "loss"):
+        raise UserError(f"--metric_for_best_model {metric}: {measured} is not computed; add it to --eval_metrics "
+                        f"(now {' '.join(data_args.eval_metrics)}).")
+    args.metric_for_best_model, args.greater_is_better = f"eval_{metric}", False  # error rates and loss: lower wins
+    if args.average_checkpoints and args.save_strategy == "no":
+        raise UserError("--average_checkpoints averages saved checkpoints: add --save_strategy steps (and "
+                        "--save_steps, a multiple of --eval_steps).")
 
 
 def configure_distributed(config, training_args: TrainingArguments) -> None:
     """DDP settings the model needs, and one OpenMP thread per rank unless the user chose otherwise."""
     if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
-    if getattr(encoder_config(config), "layerdrop", 0) > 0 and training_args.ddp_find_unused_parameters is None:
-        # A dropped layer gets no gradient in that step: DDP's reducer must look for unused parameters, which
-        # re-entrant activation checkpointing does not support.
+    unused = getattr(encoder_config(config), "layerdrop", 0) > 0 or training_args.freeze_encoder_steps
+    if unused and training_args.ddp_find_unused_parameters is None:
+        # A dropped layer (or a frozen encoder) gets no gradient in that step: DDP's reducer must look for unused
+        # parameters, which re-entrant activation checkpointing does not support.
         training_args.ddp_find_unused_parameters = True
         if training_args.activation_checkpointing:
             training_args.activation_checkpointing_kwargs = {
                 "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
             }
         if training_args.world_size > 1:
-            logger.info("DDP: --layerdrop > 0, so ddp_find_unused_parameters=True (non-reentrant checkpointing)")
+            logger.info("DDP: --layerdrop > 0 or --freeze_encoder_steps, so ddp_find_unused_parameters=True "
+                        "(non-reentrant checkpointing)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -581,7 +681,7 @@ def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_ar
     log_samples(vectorized, tokenizer, rate, training_args.seed)
     report = data_report(vectorized, dropped, text_stats, rate)
     for key in streamed:
-        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits)
+        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, data_args)
         dropped[key], report[key] = {}, stream_report(splits[key], key, text_stats[key])
     in_order = list(splits)  # train, eval, predict
     return (datasets.DatasetDict({k: vectorized[k] for k in in_order}), {k: dropped[k] for k in in_order},
@@ -602,14 +702,21 @@ def save_processor(model, feature_extractor, tokenizer, training_args: TrainingA
 
 
 def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args, training_args, stop: StopOnSignal):
-    """The CTCTrainer: padding collator, greedy-decoding metrics, and the stop-signal callback."""
+    """The CTCTrainer: padding collator (which augments training clips), greedy-decoding metrics on the eval set(s),
+    and the callbacks: stop signals, head-first training, early stopping, keeping the best checkpoints."""
+    feature_extractor = processor.feature_extractor
+    augmenter = build_augmenter(data_args, feature_extractor.sampling_rate) if training_args.do_train else None
+    eval_sets = {key[len("eval_"):]: ds for key, ds in vectorized.items() if is_eval(key) and key != "eval"}
+    if training_args.average_checkpoints:  # KeepBest rotates the checkpoints instead of the Trainer
+        keep_best = KeepBest(training_args.average_checkpoints, training_args.save_total_limit)
+        training_args.save_total_limit = None
     trainer = CTCTrainer(
         model=model,
         args=training_args,
-        data_collator=DataCollatorCTCWithPadding(processor.feature_extractor,
-                                                 channel_axis=has_channel_axis(processor.feature_extractor)),
+        data_collator=DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor),
+                                                 augmenter=augmenter),
         train_dataset=vectorized.get("train"),
-        eval_dataset=vectorized.get("eval"),
+        eval_dataset=eval_sets or vectorized.get("eval"),
         processing_class=processor,
         compute_metrics=functools.partial(
             compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
@@ -617,6 +724,12 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
         ),
     )
     trainer.add_callback(stop)
+    if training_args.freeze_encoder_steps:
+        trainer.add_callback(HeadFirst(model, training_args.freeze_encoder_steps))
+    if training_args.early_stopping_patience:
+        trainer.add_callback(EarlyStopping(training_args.early_stopping_patience))
+    if training_args.average_checkpoints:
+        trainer.add_callback(keep_best)
     return trainer
 
 
@@ -629,10 +742,13 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, t
         step = trainer.state.global_step
         raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
                       f"{training_args.output_dir}; run the same command to resume")
+    averaged = average_checkpoints(trainer, training_args.average_checkpoints) if training_args.average_checkpoints \
+        else {}
     trainer.save_model()
     if data_args.target_language and training_args.should_save:
         save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
-    metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()}}
+    metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
+               **averaged}
     if is_stream(trainer.train_dataset):
         metrics.update(log_stream(trainer.streamed, training_args))
     else:
@@ -653,7 +769,7 @@ def evaluate_split(trainer, ds: datasets.Dataset, key: str, dropped: dict, lm, d
     if not training_args.should_save:
         return metrics, []
     rows = prediction_rows(ds, texts, trainer.processing_class.feature_extractor.sampling_rate)
-    write_csv(os.path.join(training_args.output_dir, PREDICTIONS_FILES[key]), rows)
+    write_csv(os.path.join(training_args.output_dir, predictions_file(key)), rows)
     return metrics, rows
 
 
@@ -748,7 +864,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
         stop.phase = "evaluating"
-        for key in [k for k in ("eval", "predict") if k in vectorized]:  # the splits --do_eval and --do_predict load
+        for key in [k for k in vectorized if is_eval(k) or k == "predict"]:  # what --do_eval and --do_predict load
             metrics, rows = evaluate_split(trainer, vectorized[key], key, dropped[key], lm, data_args, training_args)
             results.update(metrics)
             log_summary(key, results, rows, report, training_args.output_dir)

@@ -4,12 +4,14 @@ training, and for transcribe.py)."""
 
 import logging
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from .columns import LABELS_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN
-from .families import model_input_names
+from .augment import KINDS
+from .columns import FASTEST_SPEED_COLUMN, LABELS_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN, WAVEFORM_COLUMN
+from .families import extract_features, model_input_names
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,34 @@ class DataCollatorCTCWithPadding:
 
     `input_lengths` (samples per clip, whatever the model reads) rides along so evaluation can cut predictions to each
     clip's real length and training can count padding; CTCTrainer removes it before the forward pass.
+
+    Clips holding a waveform (augmented training clips, see augment) are played through `augmenter` and featurized
+    here, in the DataLoader workers; `augmented` then rides along too: the batch's clips, and how many each kind of
+    augmentation changed (augment.KINDS), for the trainer to count.
     """
 
     feature_extractor: object
     channel_axis: bool = False  # the model reads [batch, 1, samples] (see has_channel_axis)
+    augmenter: Optional[object] = None  # augment.Augmenter
+
+    def play(self, features: list[dict], input_name: str) -> tuple[list[dict], torch.Tensor]:
+        """Waveform rows augmented and featurized; returns them and the counts [clips, *KINDS]."""
+        counts, played = np.zeros(1 + len(KINDS), np.int64), []
+        for f in features:
+            audio = np.asarray(f[WAVEFORM_COLUMN], dtype=np.float32)
+            if len(audio) and self.augmenter is not None:
+                audio, changed = self.augmenter(audio, f.get(FASTEST_SPEED_COLUMN))
+                counts += [1, *(changed[k] for k in KINDS)]
+            inputs = extract_features(self.feature_extractor, audio) if len(audio) else np.zeros(0, np.float32)
+            rest = {k: v for k, v in f.items() if k not in (WAVEFORM_COLUMN, FASTEST_SPEED_COLUMN)}
+            played.append({**rest, input_name: inputs, LENGTH_COLUMN: len(audio)})
+        return played, torch.from_numpy(counts)
 
     def __call__(self, features: list[dict]) -> dict:
         input_name, mask_name = model_input_names(self.feature_extractor)
+        augmented = None
+        if WAVEFORM_COLUMN in features[0]:
+            features, augmented = self.play(features, input_name)
         readable = [f for f in features if len(f[input_name])]
         if len(readable) < len(features):  # only with --preprocess_on_the_fly: a file failed to decode just now
             logger.warning(f"Skipped {len(features) - len(readable)} clip(s) of this batch that failed to decode")
@@ -88,4 +111,6 @@ class DataCollatorCTCWithPadding:
             batch[LABELS_COLUMN] = torch.from_numpy(labels)
         if self.feature_extractor.return_attention_mask:  # group-norm models (e.g. wav2vec2-base) were pretrained on
             batch[mask_name] = (torch.arange(width)[None, :] < frames[:, None]).long()  # zero padding, no mask
+        if augmented is not None:
+            batch["augmented"] = augmented
         return batch

@@ -17,15 +17,30 @@ WAVEFORM_INPUT = "input_values"  # the input name of models that read samples (t
 LABELS_COLUMN = "labels"  # label ids, as the models' forward() takes them
 CLIP_ID_COLUMN = "clip_id"  # the audio file's path (or name in a hub dataset), for predictions.csv
 DROP_COLUMN = "drop_reason"  # why preprocessing rejected a clip ("" when kept)
+WAVEFORM_COLUMN = "waveform"  # a training clip's decoded audio, kept instead of its features when it is augmented
+FASTEST_SPEED_COLUMN = "fastest_speed"  # the fastest --speed_perturbation factor at which CTC still fits the clip
 CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
 DATA_REPORT_FILE = "data_report.json"
 PREDICTIONS_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # every clip scored, worst first
+EVAL_KEY = "eval"  # the eval split's key; one of several eval sets (--eval_split_name "test,test-other") is eval_NAME
 PREDICTION_COLUMNS = (CLIP_ID_COLUMN, "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
 # Every column the steps read or add, and the predictions file's: a corpus's other columns (speaker, accent, ...) are
 # passed through to the predictions file.
 OWN_COLUMNS = frozenset({AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENGTH_COLUMN, SOURCE_RATE_COLUMN,
                          CHANNELS_COLUMN, MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LABELS_COLUMN,
+                         WAVEFORM_COLUMN, FASTEST_SPEED_COLUMN,
                          *PREDICTION_COLUMNS})
+
+
+def is_eval(key: str) -> bool:
+    """Whether a split key is the eval split or one of several eval sets (eval_test, eval_test-other, ...)."""
+    return key == EVAL_KEY or key.startswith(EVAL_KEY + "_")
+
+
+def predictions_file(key: str) -> str:
+    """A split's predictions file: eval_predictions.csv, predictions.csv, or eval_NAME_predictions.csv for one of
+    several eval sets."""
+    return PREDICTIONS_FILES.get(key, f"{key}_predictions.csv")
 
 
 def derived_fingerprint(ds: datasets.Dataset, *parts) -> str:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import datasets
 
-from .columns import AUDIO_COLUMN, OWN_COLUMNS, RAW_TEXT_COLUMN
+from .columns import AUDIO_COLUMN, EVAL_KEY, OWN_COLUMNS, RAW_TEXT_COLUMN
 from .faults import UserError
 from .shards import is_stream, load_shards, this_process_stream
 
@@ -215,6 +215,24 @@ def passthrough_columns(ds, used=()) -> list[str]:
             if c not in ours and isinstance(f, datasets.Value) and f.dtype in scalar]
 
 
+def eval_split_names(data_args) -> list[str]:
+    """The eval split expressions: --eval_split_name's comma list ("test,test-other": scored one by one), or one
+    ('+' joins splits into one, as upstream)."""
+    if data_args.eval_file:
+        return [data_args.eval_file]
+    names = [n.strip() for n in data_args.eval_split_name.split(",")]
+    if not all(names) or len(set(names)) < len(names):
+        raise UserError(f"--eval_split_name {data_args.eval_split_name!r}: give split names separated by commas, "
+                        "each once (e.g. test,test-other).")
+    return names
+
+
+def eval_set_key(name: str) -> str:
+    """The split key of one of several eval sets, which also names its metrics and files: test-other ->
+    eval_test-other (eval_test-other_wer, eval_test-other_predictions.csv); odd characters become _."""
+    return f"{EVAL_KEY}_{re.sub(r'[^0-9A-Za-z.-]+', '_', name).strip('_')}"
+
+
 def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
     """Load the train, eval and/or predict split with the columns `audio` (path or bytes) and the raw transcript
     `text`, plus, in eval and predict splits, the manifest's scalar columns (passthrough_columns)."""
@@ -222,11 +240,14 @@ def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
     wanted = []
     if training_args.do_train:
         wanted.append(("train", data_args.train_split_name, data_args.train_file, data_args.max_train_samples))
-    if training_args.do_eval:
-        wanted.append(("eval", data_args.eval_split_name, data_args.eval_file, data_args.max_eval_samples))
-    if training_args.do_predict:  # the eval split unless told otherwise
+    eval_sets = eval_split_names(data_args)
+    if training_args.do_eval:  # one eval split, or several eval sets, each scored on its own
+        for name in eval_sets:
+            key = EVAL_KEY if len(eval_sets) == 1 else eval_set_key(name)
+            wanted.append((key, name, data_args.eval_file, data_args.max_eval_samples))
+    if training_args.do_predict:  # the (first) eval split unless told otherwise
         own = data_args.predict_file or data_args.predict_split_name
-        wanted.append(("predict", data_args.predict_split_name or data_args.eval_split_name,
+        wanted.append(("predict", data_args.predict_split_name or eval_sets[0],
                        data_args.predict_file if own else data_args.eval_file, None))
     for key, expression, manifest, max_samples in wanted:
         ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")

@@ -10,7 +10,7 @@ import datasets
 import jiwer
 import numpy as np
 
-from .columns import CLIP_ID_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN, PREDICTIONS_FILES
+from .columns import CLIP_ID_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN, predictions_file
 from .corpora import passthrough_columns
 from .families import blank_token_id, ctc_decode, decode_labels
 from .preprocessing import scan_table
@@ -103,7 +103,7 @@ def log_summary(key: str, results: dict, rows: list[dict], report: dict, output_
     that wrote the predictions file, `rows`)."""
     if not rows:
         return
-    path = os.path.join(output_dir, PREDICTIONS_FILES[key])
+    path = os.path.join(output_dir, predictions_file(key))
     scores = {k[len(key) + 1:]: v for k, v in results.items() if k.startswith(key + "_")}
     named = {"wer": "WER", "cer": "CER", "per": "PER", "wer_lm": "WER with LM", "cer_lm": "CER with LM"}
     lines = [", ".join(f"{named[k]} {v:.3f}" for k, v in scores.items() if k in named)

@@ -17,17 +17,20 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer
 
 from .audio import AUDIO_ERRORS, TRUNCATION_TOLERANCE, audio_source, load_audio, read_header
+from .augment import augmenting, fastest_speeds
 from .columns import (
     AUDIO_COLUMN,
     CACHE_VERSION,
     CHANNELS_COLUMN,
     CLIP_ID_COLUMN,
     DROP_COLUMN,
+    FASTEST_SPEED_COLUMN,
     LABELS_COLUMN,
     LENGTH_COLUMN,
     MIN_FRAMES_COLUMN,
     SOURCE_RATE_COLUMN,
     TARGET_TEXT_COLUMN,
+    WAVEFORM_COLUMN,
     derived_fingerprint,
 )
 from .families import decode_labels, extract_features, model_input_names, output_frames
@@ -97,45 +100,48 @@ def empty_features(feature_extractor) -> np.ndarray:
     return extract_features(feature_extractor, np.zeros(feature_extractor.sampling_rate, np.float32))[:0]
 
 
-def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False) -> dict:
-    """datasets.map function: decode, resample and extract each clip's features; truncated or corrupt files get a
-    reason."""
+def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False, waveform: bool = False) -> dict:
+    """datasets.map function: decode, resample and extract each clip's features (`waveform`: keep the decoded audio
+    instead, for augmentation as batches are made); truncated or corrupt files get a reason."""
     if one_thread:  # a forked worker: torch's OpenMP pool, copied mid-state from the parent, would deadlock
         torch.set_num_threads(1)
     rate = feature_extractor.sampling_rate
-    input_name, _ = model_input_names(feature_extractor)
+    input_name = WAVEFORM_COLUMN if waveform else model_input_names(feature_extractor)[0]
     out = {input_name: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
     for cell, expected in zip(batch[AUDIO_COLUMN], batch[LENGTH_COLUMN]):
         reason, audio, features = "", np.zeros(0, dtype=np.float32), None
         try:
             audio = load_audio(audio_source(cell), rate)
-            features = extract_features(feature_extractor, audio)
+            features = audio if waveform else extract_features(feature_extractor, audio)
         except AUDIO_ERRORS:
             reason = "undecodable audio"
         if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
             reason = "truncated audio"
-        out[input_name].append(features if not reason else empty_features(feature_extractor))
+        empty = np.zeros(0, np.float32) if waveform else empty_features(feature_extractor)
+        out[input_name].append(features if not reason else empty)
         out[LENGTH_COLUMN].append(len(audio))
         out[DROP_COLUMN].append(reason)
     return out
 
 
-def featurize_on_access(batch: dict, *, feature_extractor) -> dict:
-    """Dataset transform for --preprocess_on_the_fly: decode in the DataLoader workers, store nothing.
+def featurize_on_access(batch: dict, *, feature_extractor, waveform: bool = False) -> dict:
+    """Dataset transform for --preprocess_on_the_fly: decode in the DataLoader workers, store nothing (`waveform`:
+    give the decoded audio, which the collator augments and featurizes).
 
     A file that fails to decode gives an empty input, which the collator skips with a warning.
     """
     if AUDIO_COLUMN not in batch:  # a read of other columns only
         return batch
     rate = feature_extractor.sampling_rate
-    input_name, _ = model_input_names(feature_extractor)
+    input_name = WAVEFORM_COLUMN if waveform else model_input_names(feature_extractor)[0]
     batch = dict(batch)
     features = []
     for cell in batch.pop(AUDIO_COLUMN):
         try:
-            features.append(extract_features(feature_extractor, load_audio(audio_source(cell), rate)))
+            audio = load_audio(audio_source(cell), rate)
+            features.append(audio if waveform else extract_features(feature_extractor, audio))
         except AUDIO_ERRORS:
-            features.append(empty_features(feature_extractor))
+            features.append(np.zeros(0, np.float32) if waveform else empty_features(feature_extractor))
     batch[input_name] = features
     return batch
 
@@ -284,6 +290,10 @@ def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, 
             dropped[key] = log_drops(key, reasons, scanned, "Scanned")
             if key == "train":
                 check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(encode.tokenizer))
+            if key == "train" and data_args.speed_perturbation:  # per clip, the fastest factor CTC can still align
+                fastest = fastest_speeds(lengths, columns[MIN_FRAMES_COLUMN], frames, limits["mask_time_frames"],
+                                         data_args.speed_perturbation)
+                scanned = scanned.add_column(FASTEST_SPEED_COLUMN, fastest.tolist())
             kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
     check_drops(kept, dropped, data_args)
     return kept, dropped
@@ -295,18 +305,21 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped,
     Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to
     decode."""
     dropped = {key: dict(reasons) for key, reasons in dropped.items()}
+    waveform = {key: key == "train" and augmenting(data_args) for key in kept}  # augmented as batches are made
     if data_args.preprocess_on_the_fly:
-        transform = functools.partial(featurize_on_access, feature_extractor=feature_extractor)
-        return datasets.DatasetDict({k: (ds if k == "train" else sort_longest_first(ds)).with_transform(transform)
-                                     for k, ds in kept.items()}), dropped
-    featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
-                                     one_thread=(data_args.preprocessing_num_workers or 1) > 1)
+        return datasets.DatasetDict({k: (ds if k == "train" else sort_longest_first(ds)).with_transform(
+            functools.partial(featurize_on_access, feature_extractor=feature_extractor, waveform=waveform[k]))
+            for k, ds in kept.items()}), dropped
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
     vectorized = datasets.DatasetDict()
     with training_args.main_process_first(desc="decoding audio"):
         for key, ds in kept.items():
+            featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
+                                             waveform=waveform[key],
+                                             one_thread=(data_args.preprocessing_num_workers or 1) > 1)
             samples = float(scan_column(ds, LENGTH_COLUMN).sum())  # float32 features: about 4 bytes per sample
-            ds = cached_map(ds, featurize_fn, key_parts, f"features-{key}", cache_root, data_args, 4 * samples)
+            name = f"{'waveforms' if waveform[key] else 'features'}-{key}"
+            ds = cached_map(ds, featurize_fn, key_parts, name, cache_root, data_args, 4 * samples)
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
                 dropped[key][reason] = dropped[key].get(reason, 0) + n
@@ -314,8 +327,8 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped,
             if key != "train":
                 ds = sort_longest_first(ds)
             # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
-            vectorized[key] = ds.with_format("numpy", columns=[model_input_names(feature_extractor)[0]],
-                                             output_all_columns=True)
+            column = WAVEFORM_COLUMN if waveform[key] else model_input_names(feature_extractor)[0]
+            vectorized[key] = ds.with_format("numpy", columns=[column], output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized, dropped
 

@@ -16,11 +16,13 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .augment import KINDS
 from .batching import DurationBatchSampler
 from .columns import LABEL_PAD_ID, LENGTH_COLUMN
 from .families import output_frames
 from .faults import DiskFull, UserError, is_disk_full
 from .preprocessing import scan_column
+from .schedules import tri_stage_kwargs, tri_stage_steps
 from .shards import StreamBatches, is_stream
 
 logger = logging.getLogger(__name__)
@@ -50,12 +52,14 @@ def reuse_cpu_memory(training_args) -> None:
 
 class AudioThroughput(TrainerCallback):
     """Counts the audio of each training batch; logs per epoch the hours, padding share and audio seconds per second
-    (of this process), and once how long the process took to its first training step (the set-up cost)."""
+    (of this process), the share of clips each kind of augmentation changed, and once how long the process took to
+    its first training step (the set-up cost)."""
 
     def __init__(self, sampling_rate: int):
         self.rate = sampling_rate
         self.totals = np.zeros(3)  # real samples, padded batch samples, seconds
         self.epoch = np.zeros(3)
+        self.augmented = np.zeros(1 + len(KINDS))  # augmented clips seen, and how many each kind changed
         self.start = time.perf_counter()
         self.first_step = None  # seconds from the process's start to the end of its first training step
 
@@ -66,8 +70,10 @@ class AudioThroughput(TrainerCallback):
             self.first_step = round(time.time() - psutil.Process().create_time(), 1)
             logger.info(f"First training step done {self.first_step:.1f} s after the process started")
 
-    def add(self, real: int, padded: int) -> None:
+    def add(self, real: int, padded: int, augmented=None) -> None:
         self.epoch[:2] += (real, padded)
+        if augmented is not None:
+            self.augmented += augmented.cpu().numpy()
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.epoch[:], self.start = 0, time.perf_counter()
@@ -76,15 +82,24 @@ class AudioThroughput(TrainerCallback):
         self.epoch[2] = time.perf_counter() - self.start
         self.totals += self.epoch
         stats = self.summary(self.epoch)
+        shares = self.augmented_shares()
+        augmented = "".join(f", {kind} {share:.0%}" for kind, share in shares.items())
         logger.info(f"Epoch {state.epoch:.2f}: {stats['audio_hours']:.3f} h of audio, padding "
-                    f"{stats['padding_fraction']:.1%}, {stats['audio_seconds_per_second']:,.1f} audio s/s")
+                    f"{stats['padding_fraction']:.1%}, {stats['audio_seconds_per_second']:,.1f} audio s/s"
+                    + (f"; of {int(self.augmented[0]):,} augmented clips so far{augmented}" if shares else ""))
+
+    def augmented_shares(self) -> dict:
+        """The share of augmented clips each kind changed ({} when nothing is augmented)."""
+        clips = self.augmented[0]
+        return {k: round(float(n / clips), 4) for k, n in zip(KINDS, self.augmented[1:]) if n} if clips else {}
 
     def summary(self, counts=None) -> dict:
         real, padded, seconds = self.totals if counts is None else counts
         return {"audio_hours": round(real / self.rate / 3600, 4),
                 "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
                 "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0,
-                **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {})}
+                **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {}),
+                **({f"augmented_{k}_share": v for k, v in self.augmented_shares().items()} if counts is None else {})}
 
 
 class CTCTrainer(Trainer):
@@ -115,7 +130,10 @@ class CTCTrainer(Trainer):
         if self.args.max_batch_duration is None:
             return super().get_train_dataloader()
         rate = self.processing_class.feature_extractor.sampling_rate
-        sampler = DurationBatchSampler(scan_column(self.train_dataset, LENGTH_COLUMN),
+        # A clip slowed down by speed perturbation grows: batches are sized for the slowest factor
+        augmenter = getattr(self.data_collator, "augmenter", None)
+        slowest = min([1.0, *(augmenter.speeds if augmenter is not None else [])])
+        sampler = DurationBatchSampler(scan_column(self.train_dataset, LENGTH_COLUMN) / slowest,
                                        self.args.max_batch_duration * rate, self.args.seed)
         loader = DataLoader(
             self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
@@ -140,9 +158,9 @@ class CTCTrainer(Trainer):
             self.streamed["clips"] += len(stream["clips"])
             self.streamed["dropped"].update(stream["dropped"])
             self.streamed["shards"].update(clip.split("/")[0] for clip in stream["clips"])
-        lengths = inputs.pop("input_lengths", None)
-        if lengths is not None:
-            self.throughput.add(int(lengths.sum()), lengths.numel() * int(lengths.max()))  # samples, padded as frames
+        lengths, augmented = inputs.pop("input_lengths", None), inputs.pop("augmented", None)
+        if lengths is not None:  # samples, padded as frames
+            self.throughput.add(int(lengths.sum()), lengths.numel() * int(lengths.max()), augmented)
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
         except torch.OutOfMemoryError as e:
@@ -192,6 +210,14 @@ class CTCTrainer(Trainer):
                 raise
             path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise DiskFull("checkpoint", path, self.model_bytes(), CHECKPOINT_DISK_FULL_FIX) from e
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # --lr_scheduler_type tri_stage: warmup_stable_decay with phases in shares of the steps, known only here
+        if self.args.tri_stage_ratios and self.lr_scheduler is None:
+            self.args.warmup_steps = tri_stage_steps(self.args.tri_stage_ratios, num_training_steps)[0]
+            self.args.lr_scheduler_kwargs = {**tri_stage_kwargs(self.args.tri_stage_ratios, num_training_steps),
+                                             **(self.args.lr_scheduler_kwargs or {})}
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_eval_sampler(self, eval_dataset):
         # The split's own order (sort_longest_first); with --group_by_length the Trainer would shuffle it in groups.

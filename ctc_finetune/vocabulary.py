@@ -12,6 +12,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
 from .adapters import set_tokenizer_language, write_language_vocab
+from .columns import is_eval
 from .families import is_character_tokenizer
 from .faults import UserError
 from .text import build_vocab, normalize_transcripts, text_units, transcripts, vocabulary_case
@@ -143,7 +144,7 @@ def build_subword_tokenizer(data_args, training_args, splits: datasets.DatasetDi
     special = {"unk_token": data_args.unk_token, "pad_token": data_args.pad_token}
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(path):
-            texts = [t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]) if t]
+            texts = [t for key in vocabulary_splits(splits) for t in transcripts(splits[key]) if t]
             size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
             trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
             lowered = ("" if trained.get_vocab_size() >= size
@@ -173,11 +174,11 @@ def build_tokenizer(model_args, data_args, training_args, splits: datasets.Datas
     language = data_args.target_language
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and language:
-            texts = (t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]))
+            texts = (t for key in vocabulary_splits(splits) for t in transcripts(splits[key]))
             write_language_vocab(vocab_path, language, build_vocab(texts, **special), model_args.model_name_or_path,
                                  hub_kwargs(model_args, data_args), data_args.overwrite_lang_vocab)
         elif training_args.should_save and not os.path.isfile(vocab_path):
-            texts = (t for key in ("train", "eval") if key in splits for t in transcripts(splits[key]))
+            texts = (t for key in vocabulary_splits(splits) for t in transcripts(splits[key]))
             vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
             with open(vocab_path, "w", encoding="utf-8") as f:
@@ -191,6 +192,11 @@ def build_tokenizer(model_args, data_args, training_args, splits: datasets.Datas
     return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
 
 
+def vocabulary_splits(splits) -> list[str]:
+    """The splits whose transcripts a new vocabulary is built from: train and the eval set(s), as upstream."""
+    return [key for key in splits if key == "train" or is_eval(key)]
+
+
 def text_report(splits: datasets.DatasetDict, tokenizer, data_args) -> dict:
     """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many
     unknown."""
@@ -199,8 +205,9 @@ def text_report(splits: datasets.DatasetDict, tokenizer, data_args) -> dict:
         k: Counter(u for t in transcripts(ds) for u in text_units(t, data_args.word_delimiter_token, phonemes))
         for k, ds in splits.items()
     }
-    if "train" in counts and "eval" in counts:
-        eval_only = sorted(set(counts["eval"]) - set(counts["train"]))
+    evaluated = set().union(*(counts[k] for k in counts if is_eval(k)))
+    if "train" in counts and evaluated:
+        eval_only = sorted(evaluated - set(counts["train"]))
         if eval_only:
             logger.warning(f"Characters only in the eval text (never trained): {' '.join(eval_only)}")
     stats = {}

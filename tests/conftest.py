@@ -28,7 +28,7 @@ from tiny_models import make_checkpoint  # noqa: E402
 from transformers import AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer  # noqa: E402
 
 from ctc_finetune.audio import load_audio  # noqa: E402
-from ctc_finetune.columns import PREDICTIONS_FILES  # noqa: E402
+from ctc_finetune.columns import predictions_file  # noqa: E402
 from ctc_finetune.text import build_vocab  # noqa: E402
 
 DATA_DIR = os.path.join(HERE, "fixtures", "commands")  # 12 train MP3, 4 validation and 4 test FLAC clips
@@ -99,7 +99,7 @@ def step_losses(out) -> dict[int, float]:
 def rescore(out, key: str = "eval", column: str = "hypothesis", measure=jiwer.wer) -> float:
     """A split's corpus-level WER (or `measure`) recomputed with jiwer from the run's predictions file (clips with an
     empty reference left out, as the script scores): what the run's {key}_wer must equal."""
-    name = PREDICTIONS_FILES[key]
+    name = predictions_file(key)
     rows = [r for r in read_csv(os.path.join(out, name)) if r["reference"].strip()]
     return measure([r["reference"] for r in rows], [r[column] for r in rows])
 
@@ -120,7 +120,7 @@ def transcribe(model_dir: str, paths: list[str]) -> list[str]:
 
 def hypothesis_of(out, clip: str, key: str = "eval") -> str:
     """What the run's own evaluation transcribed for `clip` (its row in the predictions file, found by file name)."""
-    name = PREDICTIONS_FILES[key]
+    name = predictions_file(key)
     (row,) = [r for r in read_csv(os.path.join(out, name)) if os.path.basename(r["clip_id"]) == os.path.basename(clip)]
     return row["hypothesis"]
 

@@ -7,8 +7,10 @@
 #            parts only beside a torch that has no matching torchaudio build)
 #   report   Chromium, to check report.html in a real (headless) browser in
 #            tests/test_report.py; report.py itself needs no browser
+#   augment  audiomentations, for --noise_dir and --rir_dir (noise and room
+#            reverberation); --speed_perturbation needs nothing extra
 #
-# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite] [report]   (no argument: all)
+# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite] [report] [augment]   (no argument: all)
 #
 # The environment is $VIRTUAL_ENV when one is active, else the python on PATH.
 # Idempotent: what is already installed is skipped, so a second run only
@@ -17,6 +19,7 @@
 set -euo pipefail
 
 PYCTCDECODE_VERSION=0.5.0
+AUDIOMENTATIONS_VERSION=0.43.1
 KENLM_VERSION=0.3.0
 # Debian packages needed to compile lmplz / build_binary (and, for zlib/bz2/xz,
 # let the kenlm Python module read compressed ARPA files).
@@ -27,16 +30,17 @@ say() { echo "extras: $*"; }
 die() { echo "extras: ERROR: $*" >&2; exit 1; }
 
 # --- which parts ------------------------------------------------------------
-want_lm=0 want_phoneme=0 want_granite=0 want_report=0
-[[ $# -eq 0 ]] && set -- lm phoneme granite report
+want_lm=0 want_phoneme=0 want_granite=0 want_report=0 want_augment=0
+[[ $# -eq 0 ]] && set -- lm phoneme granite report augment
 for part in "$@"; do
   case "$part" in
     lm) want_lm=1 ;;
     phoneme) want_phoneme=1 ;;
     granite) want_granite=1 ;;
     report) want_report=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown part '$part' (expected: lm, phoneme, granite, report)" ;;
+    augment) want_augment=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown part '$part' (expected: lm, phoneme, granite, report, augment)" ;;
   esac
 done
 
@@ -260,8 +264,26 @@ install_report() {
   say "report: OK ($("$bin" --version 2>/dev/null | head -n 1))"
 }
 
+# --- part 5: noise and reverberation ------------------------------------------
+# audiomentations declares soxr<1.0: a normal install would downgrade the soxr we resample with (and so change every
+# resampled clip). It runs fine on soxr 1.x, so install it with --no-deps and add the runtime dependencies it imports
+# by hand (librosa loads its noise and impulse-response files). (`pip check` will keep reporting soxr: expected.)
+install_augment() {
+  if ! has_module librosa || ! has_module numpy_minmax || ! has_module numpy_rms || ! has_module python_stretch; then
+    say "pip install librosa numpy-minmax numpy-rms python-stretch scipy"
+    pip_q librosa "numpy-minmax<1" "numpy-rms<1" "python-stretch<1" scipy
+  fi
+  if ! has_dist audiomentations "$AUDIOMENTATIONS_VERSION"; then
+    say "pip install audiomentations==$AUDIOMENTATIONS_VERSION (--no-deps)"
+    pip_q --no-deps "audiomentations==$AUDIOMENTATIONS_VERSION"
+  fi
+  "$PY" -c "from audiomentations import AddBackgroundNoise, ApplyImpulseResponse" || die "audiomentations does not import"
+  say "augment: OK (audiomentations $AUDIOMENTATIONS_VERSION)"
+}
+
 [[ $want_lm -eq 1 ]] && install_lm
 [[ $want_phoneme -eq 1 ]] && install_phoneme
 [[ $want_granite -eq 1 ]] && install_granite
 [[ $want_report -eq 1 ]] && install_report
+[[ $want_augment -eq 1 ]] && install_augment
 say "done"

@@ -1,0 +1,172 @@
+"""What the WER levers of issue 27 buy at the same compute: the demo's model on the commands corpus.
+
+    python bench/recipe_gain.py [--steps 4800] [--seeds 42 43 44] [--settings baseline speed noise average]
+    python bench/recipe_gain.py --steps 1600          # the demo's budget
+    python bench/recipe_gain.py --throughput 400      # audio s/s trained, with and without augmentation
+
+Each run is the demo's recipe (examples/demo.json: its 0.7M model, batch 8, learning rate 2e-3), trained from
+scratch on the corpus's 2,000 training clips for --steps steps and tested on its test split (250 clips, voices never
+heard in training). The settings add one lever each, cumulatively:
+
+  baseline  today's recipe (SpecAugment only);
+  speed     + --speed_perturbation 0.9 1.0 1.1;
+  noise     + babble and coloured noise at 5-20 dB SNR on half the clips (--noise_dir, made once by make_noise);
+  average   + a checkpoint every 400 steps evaluated on the validation split (other unseen voices: selection never
+            sees the test split), the 5 best averaged (--average_checkpoints 5), kept only if better.
+
+Runs are resumable: a run whose all_results.json exists is read, not rerun, and one cut short resumes from its last
+checkpoint (every 400 steps), so the table can be filled over several sittings. The table gives every run's test WER
+and CER, and per setting the mean, the spread (max - min) over seeds, and the change of the mean against the
+baseline's.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+RATE = 16000
+
+SETTINGS = {
+    "baseline": [],
+    "speed": ["--speed_perturbation", "0.9", "1.0", "1.1"],
+    "noise": ["--noise_dir", "{noise}", "--noise_snr_db", "5", "20", "--noise_prob", "0.5"],
+    "average": ["--eval_split_name", "validation,test", "--metric_for_best_model", "validation_wer",
+                "--eval_strategy", "steps", "--eval_steps", "400", "--save_strategy", "steps", "--save_steps", "400",
+                "--average_checkpoints", "5", "--save_total_limit", "6"],
+}
+ORDER = list(SETTINGS)
+
+
+def make_noise(corpus: str, out: str, seed: int = 0, babble: int = 40, coloured: int = 20) -> str:
+    """A noise folder made here: `babble` files of 20 training clips overlapped over 10 s (about 5 voices at a time),
+    and `coloured` files of white, pink and brown noise (10 s). Returns the folder; made once."""
+    if os.path.isdir(out) and len(os.listdir(out)) == babble + coloured:
+        return out
+    from ctc_finetune.audio import load_audio
+
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    clips = sorted(f for f in os.listdir(os.path.join(corpus, "train")) if f.endswith(".mp3"))
+    length = 10 * RATE
+    for i in range(babble):
+        mix = np.zeros(length, np.float32)
+        for name in rng.choice(clips, size=5 * 4, replace=False):  # 5 voices at a time, over 10 s
+            audio = load_audio(os.path.join(corpus, "train", name), RATE)[:length // 2]
+            start = rng.integers(0, length - len(audio))
+            mix[start:start + len(audio)] += audio
+        sf.write(os.path.join(out, f"babble-{i:02d}.wav"), mix / np.abs(mix).max() * 0.5, RATE)
+    for i in range(coloured):
+        exponent = (0, 1, 2)[i % 3]  # white, pink, brown: power falls as 1/f^exponent
+        spectrum = np.fft.rfft(rng.standard_normal(length))
+        spectrum /= np.maximum(np.fft.rfftfreq(length, 1 / RATE), 1.0) ** (exponent / 2)
+        noise = np.fft.irfft(spectrum, n=length)
+        sf.write(os.path.join(out, f"{('white', 'pink', 'brown')[exponent]}-{i:02d}.wav"),
+                 (noise / np.abs(noise).max() * 0.5).astype(np.float32), RATE)
+    return out
+
+
+def run_args(settings: list[str], corpus: str, out: str, steps: int, seed: int, noise: str) -> list[str]:
+    """The script's flags for a run: the demo's JSON as flags, the corpus and budget, then each setting's levers."""
+    with open(os.path.join(ROOT, "examples", "demo.json")) as f:
+        demo = json.load(f)
+    # A checkpoint every 400 steps and no --overwrite_output_dir: a run cut short resumes where it stopped
+    demo.update(dataset_name=corpus, output_dir=out, max_steps=steps, seed=seed, eval_split_name="test",
+                overwrite_output_dir=False, save_strategy="steps", save_steps=400, save_total_limit=1)
+    args = []
+    for key, value in demo.items():
+        args += [f"--{key}", *map(str, value)] if isinstance(value, list) else [f"--{key}", str(value)]
+    for name in settings:
+        args += [a.format(noise=noise) for a in SETTINGS[name]]
+    return args
+
+
+def run(name: str, args: list[str], out: str, threads: int) -> dict:
+    """Train one run in its own process (or read its results); returns all_results.json plus the wall time."""
+    results = os.path.join(out, "all_results.json")
+    if not os.path.isfile(results):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        start = time.time()
+        with open(out + ".log", "w") as log:
+            subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args], check=True,
+                           env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
+            f.write(f"{time.time() - start:.0f}\n")
+    with open(results) as f:
+        r = json.load(f)
+    wall = os.path.join(out, "wall_seconds.txt")
+    r["wall_seconds"] = float(open(wall).read()) if os.path.isfile(wall) else float("nan")
+    print(f"  {name}: test WER {test_metric(r, 'wer'):.4f}, CER {test_metric(r, 'cer'):.4f}, "
+          f"{r['wall_seconds']:.0f} s", flush=True)
+    return r
+
+
+def test_metric(results: dict, metric: str) -> float:
+    """The test split's figure: eval_test_* when several sets were evaluated, else eval_*."""
+    return results.get(f"eval_test_{metric}", results.get(f"eval_{metric}"))
+
+
+def table(rows: dict) -> None:
+    """Per setting: each seed's test WER, the mean, the spread over seeds and the change against the baseline."""
+    baseline = [test_metric(r, "wer") for r in rows.get("baseline", {}).values()]
+    base = np.mean(baseline) if baseline else None
+    print("\n| setting | test WER per seed | mean WER | spread | mean CER | vs baseline |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in rows.items():
+        wers = [test_metric(r, "wer") for r in runs.values()]
+        cers = [test_metric(r, "cer") for r in runs.values()]
+        change = f"{np.mean(wers) / base - 1:+.1%}" if base else "-"
+        print(f"| {name} | {', '.join(f'{w:.4f}' for w in wers)} | {np.mean(wers):.4f} | "
+              f"{max(wers) - min(wers):.4f} | {np.mean(cers):.4f} | {change} |")
+
+
+def throughput(corpus: str, work: str, steps: int, noise: str, threads: int) -> None:
+    """Audio seconds trained per second over `steps` steps: without augmentation, then with speed perturbation and
+    noise done in the main process (no DataLoader workers) and in one worker."""
+    print(f"throughput, {steps} steps (train_audio_seconds_per_second of the played audio):", flush=True)
+    base = None
+    for name, levers, extra in (("none", [], []), ("speed+noise, 0 workers", ["speed", "noise"], []),
+                                ("speed+noise, 1 worker", ["speed", "noise"], ["--dataloader_num_workers", "1"])):
+        out = os.path.join(work, f"throughput-{steps}-{name.replace(' ', '').replace(',', '-')}")
+        r = run(name, run_args(levers, corpus, out, steps, 42, noise) + extra, out, threads)
+        speed = r["train_audio_seconds_per_second"]
+        base = base or speed
+        print(f"    {speed:.1f} audio s/s ({speed / base - 1:+.1%} against none)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "recipe_gain"))
+    parser.add_argument("--steps", type=int, default=4800)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--settings", nargs="+", default=ORDER, choices=ORDER)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--throughput", type=int, default=0, metavar="STEPS",
+                        help="Only compare training speed with and without augmentation over STEPS steps.")
+    args = parser.parse_args()
+    noise = make_noise(args.corpus, os.path.join(args.work, "noise"))
+    if args.throughput:
+        return throughput(args.corpus, args.work, args.throughput, noise, args.threads)
+    rows = {}
+    for name in args.settings:
+        levers = ORDER[1:ORDER.index(name) + 1]  # cumulative: each setting adds its lever to the ones before it
+        print(f"{name} ({' + '.join(['baseline', *levers])}), {args.steps} steps:", flush=True)
+        for seed in args.seeds:
+            out = os.path.join(args.work, f"{name}-{args.steps}-seed{seed}")
+            flags = run_args(levers, args.corpus, out, args.steps, seed, noise)
+            rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads)
+    table(rows)
+
+
+if __name__ == "__main__":
+    main()
