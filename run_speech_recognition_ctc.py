@@ -25,7 +25,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     0 checks, resume          checkpoints (output_dir, checkpoints cut short), faults (errors, stop signals, full disk)
     1 load the data           corpora (local layouts, manifests, the hub, split expressions), shards (tar shards)
     2 text and tokenizer      text (normalisation), vocabulary (which tokenizer, new vocabularies), phonemes, adapters
-    3 model                   modeling (checkpoint, CTC head), families (what differs between families), adapters
+    3 model                   modeling (checkpoint, CTC head), families (what differs between families), adapters,
+                              lora (LoRA adapters through peft, merged at the end of step 6)
     4 preprocess              preprocessing (scan, filter, decode, cache, data report), audio (decoding)
     5 processor, trainer      batching (padding, duration batches), trainer (CTCTrainer), columns (shared names),
                               augment (speed perturbation, noise, reverberation: as batches are made), schedules
@@ -59,6 +60,8 @@ Where to change what:
                          (where: in the DataLoader workers), augment.fastest_speeds (speeds CTC can still align)
     model selection      selection.average_checkpoints, selection.KeepBest (which checkpoints stay),
                          configure_selection (the selection metric, in this file)
+    big models           lora.LORA_TARGETS (which modules get LoRA adapters), families.ENCODER_LAYERS (what FSDP
+                         wraps), configure_distributed (in this file)
 After changing a function whose output is cached (normalisation, scanning, decoding), bump columns.CACHE_VERSION.
 """
 
@@ -85,7 +88,8 @@ from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, predictions_file
 from ctc_finetune.corpora import eval_set_key, eval_split_names, load_splits
-from ctc_finetune.families import blank_token_id, encoder_config, has_channel_axis, processor_class
+from ctc_finetune.families import (blank_token_id, encoder_config, encoder_layer_classes, has_channel_axis,
+                                   processor_class)
 from ctc_finetune.faults import (
     INTERRUPTED_EXIT,
     REQUEUE_EXIT,
@@ -96,6 +100,7 @@ from ctc_finetune.faults import (
     exit_on_user_error,
 )
 from ctc_finetune.lm import build_lm_decoder, check_lm_tools
+from ctc_finetune.lora import is_lora, merge_lora, unwrap_lora
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
     compute_metrics,
@@ -209,6 +214,17 @@ class ModelArguments:
         metadata={"help": "With --target_language: size of the MMS attention adapters (the checkpoint's, else "
                           f"{DEFAULT_ADAPTER_DIM}); only they and the CTC head train."},
     )
+    # LoRA through peft (ctc_finetune/lora.py): adapters on the encoder, the CTC head trained fully, merged at the end
+    lora_rank: int = field(
+        default=0, metadata={"help": "Train LoRA adapters of this rank (e.g. 16) instead of the whole encoder."}
+    )
+    lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA scaling alpha (default 2 x rank)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
+                          "feed-forward projections, see the README's family table)."},
+    )
     attn_implementation: str = field(
         default="sdpa",
         metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
@@ -220,6 +236,8 @@ class ModelArguments:
             raise UserError("pass exactly one of --model_name_or_path (fine-tune) and --config_name (from scratch).")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise UserError(f"--ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")
+        if self.lora_rank < 0 or not 0 <= self.lora_dropout < 1:
+            raise UserError("--lora_rank must be a positive rank (e.g. 16), --lora_dropout between 0 and 1.")
 
 
 @dataclass
@@ -547,6 +565,11 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
     if parsed[0].adapter_attn_dim and not parsed[1].target_language:
         raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
+    if parsed[0].lora_rank and parsed[1].target_language:
+        raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
+    if parsed[0].lora_rank and parsed[2].average_checkpoints:
+        raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
+                        "one of --average_checkpoints and --lora_rank.")
     return parsed
 
 
@@ -633,11 +656,25 @@ def configure_selection(data_args: DataTrainingArguments, training_args: Trainin
                         "--save_steps, a multiple of --eval_steps).")
 
 
-def configure_distributed(config, training_args: TrainingArguments) -> None:
-    """DDP settings the model needs, and one OpenMP thread per rank unless the user chose otherwise."""
+def configure_distributed(model, training_args: TrainingArguments) -> None:
+    """DDP, FSDP and activation-checkpointing settings the model needs, and one OpenMP thread per rank unless the
+    user chose otherwise."""
     if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
-    unused = getattr(encoder_config(config), "layerdrop", 0) > 0 or training_args.freeze_encoder_steps
+    plugin = training_args.fsdp_plugin_args
+    if plugin and plugin.get("auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and not plugin.get(
+            "transformer_cls_names_to_wrap"):  # FSDP shards each encoder layer on its own
+        layers = encoder_layer_classes(unwrap_lora(model))
+        plugin["transformer_cls_names_to_wrap"] = ",".join(layers)
+        training_args.fsdp_config["transformer_layer_cls_to_wrap"] = layers
+        logger.info(f"FSDP: each encoder layer ({', '.join(layers)}) is wrapped and sharded on its own")
+    if is_lora(model) and training_args.activation_checkpointing:
+        # The frozen base gives the checkpointed layers inputs without gradients: re-entrant checkpointing would
+        # then skip the adapters' backward (peft's usual cure, input embeddings requiring grads, has no speech twin)
+        training_args.activation_checkpointing_kwargs = {
+            "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
+        }
+    unused = getattr(encoder_config(model.config), "layerdrop", 0) > 0 or training_args.freeze_encoder_steps
     if unused and training_args.ddp_find_unused_parameters is None:
         # A dropped layer (or a frozen encoder) gets no gradient in that step: DDP's reducer must look for unused
         # parameters, which re-entrant activation checkpointing does not support.
@@ -744,6 +781,9 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, t
                       f"{training_args.output_dir}; run the same command to resume")
     averaged = average_checkpoints(trainer, training_args.average_checkpoints) if training_args.average_checkpoints \
         else {}
+    if is_lora(trainer.model):  # the adapter saved alone, then merged: a plain model is saved and evaluated
+        trainer.model = trainer.model_wrapped = merge_lora(trainer.model, training_args.output_dir,
+                                                           training_args.should_save)
     trainer.save_model()
     if data_args.target_language and training_args.should_save:
         save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
@@ -842,7 +882,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train)
-        configure_distributed(model.config, training_args)
+        configure_distributed(model, training_args)
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"

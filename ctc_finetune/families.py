@@ -44,6 +44,15 @@ FRONT_ENDS = {
     "omniasr_ctc": "model.audio_tower.subsampling",  # the wav2vec2-style convolutional feature encoder
     "granite_speech5_ctc": None,
 }
+# Where each family keeps its encoder layers (the units FSDP wraps); wav2vec2-era models keep them at
+# {base_model_prefix}.encoder.layers.
+ENCODER_LAYERS = {
+    "sew-d": "sew_d.encoder.encoder.layer",
+    "parakeet_ctc": "encoder.layers",
+    "lasr_ctc": "encoder.layers",
+    "omniasr_ctc": "model.audio_tower.layers",
+    "granite_speech5_ctc": "encoder.layers",
+}
 
 
 def encoder_config(config):
@@ -161,6 +170,13 @@ def blank_token_id(config, tokenizer) -> int:
 def ctc_head_name(model) -> str:
     """Where the CTC projection lives: `lm_head` (wav2vec2-era, Wav2Vec2-BERT) or `ctc_head` (newer families)."""
     return "ctc_head" if hasattr(model, "ctc_head") else "lm_head"
+
+
+def encoder_layer_classes(model) -> list[str]:
+    """The class names of the model's encoder layers (ENCODER_LAYERS), which FSDP's auto-wrap shards one by one. Read
+    from the model, so a config's variant is caught (wav2vec2-large's Wav2Vec2EncoderLayerStableLayerNorm)."""
+    path = ENCODER_LAYERS.get(model.config.model_type, f"{model.base_model_prefix}.encoder.layers")
+    return sorted({type(layer).__name__ for layer in model.get_submodule(path)})
 
 
 def freeze_front_end(model) -> str:

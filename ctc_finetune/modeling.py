@@ -21,6 +21,7 @@ from .families import (
     set_ctc_vocabulary,
 )
 from .faults import UserError
+from .lora import add_lora
 from .vocabulary import has_ctc_head, hub_kwargs
 
 logger = logging.getLogger(__name__)
@@ -147,4 +148,7 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
         frozen = "--freeze_feature_encoder " + (freeze_front_end(model) if model_args.freeze_feature_encoder
                                                 else "froze nothing")
     logger.info(f"Model: {describe_model(model, feature_extractor, frozen)}")
+    if model_args.lora_rank and training:  # LoRA: the encoder frozen, adapters on its projections, the head trained
+        model, lora = add_lora(model, model_args)
+        logger.info(f"Model: {lora}")
     return feature_extractor, model

@@ -38,9 +38,10 @@ class HeadFirst(TrainerCallback):
     than a forward pass. A run resumed past step N never freezes; one resumed before it freezes until N."""
 
     def __init__(self, model, steps: int):
-        head = ctc_head_name(model) + "."
+        head = ctc_head_name(model)
         self.steps = steps
-        self.encoder = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(head)]
+        # (a LoRA-wrapped model's names start base_model.model.: the head is a component of the name)
+        self.encoder = [p for n, p in model.named_parameters() if p.requires_grad and head not in n.split(".")]
         self.frozen = False
 
     def set_frozen(self, frozen: bool, step: int) -> None:

@@ -130,5 +130,5 @@ def average_checkpoints(trainer, n: int) -> dict:
     logger.info(f"Averaging: {len(paths)} best checkpoints ({', '.join(names)}) averaged: {metric} {averaged:.4f}; "
                 f"the best, {os.path.basename(best)}: {best_score:.4f}; the final model is "
                 f"{'the average' if better else 'that checkpoint'}")
-    return {"averaged_checkpoints": ",".join(names), f"averaged_{metric}": averaged, f"best_checkpoint_{metric}": best_score,
-            "final_model": kept}
+    return {"averaged_checkpoints": ",".join(names), f"averaged_{metric}": averaged,
+            f"best_checkpoint_{metric}": best_score, "final_model": kept}

@@ -76,3 +76,23 @@ def test_torchrun_with_duration_batches_gives_every_rank_the_same_batch_count(tm
     assert batches % 2 == 1  # so the even split is exercised
     assert read_json(os.path.join(out, "trainer_state.json"))["global_step"] == 2 * math.ceil(batches / 2)
     assert "padding" in proc.stdout and "audio s/s" in proc.stdout  # per-epoch throughput lines
+
+
+def test_fsdp_wraps_each_encoder_layer_and_matches_ddp_with_and_without_lora(tmp_path, encoder_dir):
+    from safetensors.torch import load_file
+
+    losses = {}
+    for lora in (None, 4):
+        for mode, flags in (("ddp", {}), ("fsdp", {"fsdp": "full_shard auto_wrap"})):
+            out = str(tmp_path / f"{mode}-{lora}")
+            argv = base_args(encoder_dir, DATA_DIR, out, max_steps=4, use_cpu=True, per_device_train_batch_size=2,
+                             learning_rate=3e-3, lora_rank=lora, gradient_checkpointing=lora is not None, **flags)
+            proc = launch(["torchrun"], argv, 29513 + len(losses))
+            check_outputs(proc, out)  # a full model saved, which reloads and transcribes as evaluated
+            assert ("FSDP: each encoder layer (Wav2Vec2EncoderLayerStableLayerNorm) is wrapped" in proc.stdout) \
+                == (mode == "fsdp")
+            weights = load_file(os.path.join(out, "model.safetensors"))
+            assert not any("lora_" in k for k in weights) and weights["lm_head.weight"].shape[1] == 32
+            losses[mode, lora] = read_json(os.path.join(out, "all_results.json"))["eval_loss"]
+    for lora in (None, 4):  # the same training, sharded or replicated
+        assert abs(losses["fsdp", lora] - losses["ddp", lora]) <= 1e-3 * abs(losses["ddp", lora]), losses

@@ -17,9 +17,11 @@ from ctc_finetune.faults import USER_ERROR_EXIT, UserError
 import run_speech_recognition_ctc as ctc
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, encoder_dir):
+@pytest.mark.parametrize("lora", [None, 4], ids=["full", "lora"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, encoder_dir, lora):
+    # A LoRA run's checkpoints hold its adapters and head; it resumes from them as exactly
     args = dict(max_steps=30, save_strategy="steps", save_steps=3, logging_steps=1, do_eval=None,
-                per_device_train_batch_size=2, learning_rate=3e-4)
+                per_device_train_batch_size=2, learning_rate=3e-4 if lora is None else 3e-3, lora_rank=lora)
     reference = tmp_path / "reference"
     ctc.main(base_args(encoder_dir, DATA_DIR, str(reference), **args))
 

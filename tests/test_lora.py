@@ -1,0 +1,95 @@
+"""LoRA through peft: adapters on every family's projections, the head trained in full, a merged plain model saved
+(and the adapter alone beside it); FSDP's auto-wrap finds each family's encoder layer."""
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import DATA_DIR, base_args, hypothesis_of, read_json, transcribe
+from safetensors.torch import load_file
+from tiny_models import ALL_FAMILIES, make_checkpoint
+from transformers import AutoModelForCTC, AutoProcessor
+
+from ctc_finetune.audio import load_audio
+from ctc_finetune.families import ctc_head_name, encoder_layer_classes
+from ctc_finetune.faults import UserError
+from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, add_lora
+import run_speech_recognition_ctc as ctc
+
+CLIP = os.path.join(DATA_DIR, "test", "test-00005.flac")
+LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None)
+
+
+def tiny(tmp_path, family):
+    try:
+        return make_checkpoint(str(tmp_path / family), family, ctc_vocab_size=12)
+    except Exception as e:  # noqa: BLE001 - a family this machine cannot build (Granite without torchaudio)
+        pytest.skip(f"{family}: {e}")
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_every_family_gets_adapters_on_its_projections_and_a_full_head(tmp_path, family):
+    model = AutoModelForCTC.from_pretrained(tiny(tmp_path, family))
+    layers = encoder_layer_classes(model)  # what FSDP wraps: the encoder's own layer class(es)
+    assert layers and all("Layer" in name or "Block" in name for name in layers)
+    targets = LORA_TARGETS[family]
+    expected = {n for n, _ in model.named_modules() if any(n.endswith("." + t) for t in targets)}
+    assert {t for t in targets if any(n.endswith("." + t) for n in expected)} == set(targets)  # each one exists
+    wrapped, text = add_lora(model, LORA)
+    trained = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    adapted = {n.removeprefix("base_model.model.").split(".lora_A")[0] for n in trained if ".lora_A" in n}
+    assert adapted == expected  # every attention and feed-forward projection of every layer, nothing else
+    head = ctc_head_name(wrapped.get_base_model())
+    assert any(f"{head}.modules_to_save" in n for n in trained)  # the CTC head trains in full
+    assert all(".lora_" in n or ".modules_to_save." in n for n in trained)  # and nothing else (but batch norms)
+    assert "parameters trainable" in text
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "parakeet_ctc"])
+def test_a_lora_run_saves_a_merged_model_that_reloads_without_peft(tmp_path, family, caplog):
+    start = make_checkpoint(str(tmp_path / "start"), family)  # wav2vec2: a bare encoder; Parakeet: with its head
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        results = ctc.main(base_args(start, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2))
+    assert "LoRA rank 4 (alpha 8" in caplog.text and "parameters trainable" in caplog.text
+    # A plain checkpoint: no peft keys, loads with AutoModelForCTC, transcribes as the run's own evaluation did
+    merged = load_file(str(out / "model.safetensors"))
+    assert not any("lora_" in k or "modules_to_save" in k for k in merged)
+    assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
+    assert results["eval_samples"] == 4
+    # Outside the LoRA targets and the head, every weight is the starting model's; the targets moved. (Buffers, such
+    # as Parakeet's batch-norm statistics, follow the data as in any training.)
+    base = dict(AutoModelForCTC.from_pretrained(start).named_parameters())
+    model = AutoModelForCTC.from_pretrained(str(out))
+    head = ctc_head_name(model)
+    targets = tuple(f"{t}.weight" for t in LORA_TARGETS[family])
+    norms = tuple(n + "." for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d))  # go with the head
+    kept = [k for k in base if k in merged and not k.startswith((head, *norms)) and not k.endswith(targets)]
+    assert kept and all(torch.equal(merged[k], base[k]) for k in kept)
+    moved = [k for k in base if k.endswith(targets)]
+    assert moved and any(not torch.equal(merged[k], base[k]) for k in moved)
+    # The adapter alone reloads with peft onto the starting model and gives the merged model's logits
+    from peft import PeftModel
+
+    processor = AutoProcessor.from_pretrained(str(out))
+    rate = processor.feature_extractor.sampling_rate
+    inputs = processor(load_audio(CLIP, rate), sampling_rate=rate, return_tensors="pt")
+    fresh = AutoModelForCTC.from_pretrained(start, vocab_size=model.config.vocab_size, ignore_mismatched_sizes=True)
+    adapted = PeftModel.from_pretrained(fresh, str(out / ADAPTER_DIR)).eval()
+    with torch.no_grad():
+        assert torch.allclose(adapted(**inputs).logits, model.eval()(**inputs).logits, atol=1e-4)
+    assert read_json(out / ADAPTER_DIR / "adapter_config.json")["r"] == 4
+
+
+def test_lora_with_gradient_checkpointing_trains(tmp_path, encoder_dir):
+    results = ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), lora_rank=4, max_steps=2,
+                                 gradient_checkpointing=True, do_eval=None))
+    assert results["train_loss"] > 0 and (tmp_path / "out" / ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+
+def test_lora_and_mms_adapters_are_one_error(tmp_path, encoder_dir):
+    with pytest.raises(UserError, match="pick one"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path), lora_rank=4, target_language="tur"))
+    with pytest.raises(UserError, match="lora_target_modules"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path), lora_rank=4, lora_target_modules=["no_such"]))
