@@ -1,0 +1,164 @@
+"""Big models: LoRA's trainable share and memory, FSDP against DDP per rank, and LoRA's quality in a real transfer.
+
+    python bench/big_models.py memory  [--steps 3]
+    python bench/big_models.py quality [--steps 1600] [--start outputs/demo] [--corpus ../shared/corpus/commands]
+
+memory: random-weight models of two real shapes, wav2vec2-large (317M parameters) and Parakeet CTC 0.6B, built from
+configs, trained --steps steps on the fixture corpus (tests/fixtures/commands, 2 clips a batch, fp32, CPU), each
+run in its own process:
+  - full fine-tuning against LoRA rank 16 (--lora_rank 16), one process: trainable share and peak RSS;
+  - wav2vec2-large under torchrun with 2 ranks (gloo): DDP against FSDP (--fsdp "full_shard auto_wrap"), the peak
+    RSS of the largest rank.
+
+quality: the demo's trained model (--start, run `python run_speech_recognition_ctc.py examples/demo.json` first), a
+stand-in for a pretrained checkpoint that has heard only the demo corpus (29 words), fine-tuned on --corpus (57
+words, more voices, and letters the demo never saw, so each run trains a new CTC head) for --steps steps three
+ways: full (the demo's settings), LoRA rank 8 (a 0.7M model: r=16 would be an eighth of its width; twice the
+learning rate, as LoRA usually wants) and the CTC head only (--freeze_encoder_steps = --steps); test WER of each and
+of the start. The share of full fine-tuning's WER gain over the start that LoRA recovers is the figure to watch
+(target: 80% or more).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "commands")
+DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+SCRIPT = os.path.join(ROOT, "run_speech_recognition_ctc.py")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+
+def make_models(root: str) -> dict:
+    """Config folders (config + feature extractor) of the two shapes: wav2vec2-large (its published config's sizes)
+    and Parakeet CTC 0.6B (FastConformer, 24 layers of 1024)."""
+    import transformers
+
+    models = {}
+    w2v = transformers.Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                      intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
+                                      conv_bias=True)
+    models["wav2vec2-large shape (315M)"] = (w2v, transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True))
+    encoder = transformers.ParakeetEncoderConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=8,
+                                                 intermediate_size=4096)
+    parakeet = transformers.ParakeetCTCConfig(encoder_config=encoder.to_dict(), vocab_size=1025)
+    models["parakeet-ctc-0.6b shape (609M)"] = (parakeet, transformers.ParakeetFeatureExtractor())
+    paths = {}
+    for name, (config, extractor) in models.items():
+        path = os.path.join(root, re.sub(r"\W+", "-", name))
+        config.save_pretrained(path)
+        extractor.save_pretrained(path)
+        paths[name] = path
+    return paths
+
+
+def measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command in a fresh process tree; return it and the peak RSS (GB) of its largest process."""
+    probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr); "
+             "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)")
+    proc = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, env=ENV)
+    if proc.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{proc.stderr[-3000:]}")
+    return proc, int(re.findall(r"PEAK_KB (\d+)", proc.stdout)[-1]) / 1e6
+
+
+def train_args(config_dir: str, out: str, steps: int) -> list[str]:
+    return ["--config_name", config_dir, "--dataset_name", FIXTURES, "--train_split_name", "train",
+            "--text_column_name", "sentence", "--output_dir", out, "--overwrite_output_dir", "--do_train",
+            "--max_steps", str(steps), "--per_device_train_batch_size", "2", "--save_strategy", "no",
+            "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
+
+
+def trainable(log: str) -> str:
+    found = re.findall(r"([\d,]+) of ([\d,]+) parameters trainable \(([\d.]+%)\)", log)
+    if found:
+        return f"{found[-1][0]} of {found[-1][1]} ({found[-1][2]})"
+    found = re.findall(r"([\d,]+) parameters \(([\d,]+) trainable", log)
+    n, t = (int(x.replace(",", "")) for x in found[-1])
+    return f"{t:,} of {n:,} ({t / n:.2%})"
+
+
+def memory(steps: int) -> None:
+    work = tempfile.mkdtemp(prefix="big-models-")
+    paths = make_models(work)
+    print("| model | setup | trainable parameters | peak RSS (GB) |\n|---|---|---|---:|", flush=True)
+    for name, path in paths.items():
+        vocab = ["--vocab_type", "bpe"] if "parakeet" in name else []  # 12.5 frames/s: characters do not fit CTC
+        for setup, extra in (("full fine-tuning", []), ("LoRA r=16", ["--lora_rank", "16"])):
+            proc, peak = measured([sys.executable, SCRIPT, *train_args(path, os.path.join(work, "out"), steps),
+                                   *vocab, *extra])
+            print(f"| {name} | {setup}, 1 process | {trainable(proc.stdout)} | {peak:.2f} |", flush=True)
+    name = "wav2vec2-large shape (315M)"
+    for setup, extra in (("DDP", []), ("FSDP full_shard auto_wrap", ["--fsdp", "full_shard auto_wrap"])):
+        command = ["torchrun", "--nproc_per_node", "2", "--master_port", "29561", SCRIPT,
+                   *train_args(paths[name], os.path.join(work, "out"), steps), *extra]
+        proc, peak = measured(command)
+        print(f"| {name} | {setup}, 2 ranks (largest rank) | {trainable(proc.stdout)} | {peak:.2f} |", flush=True)
+
+
+def quality(start: str, corpus: str, steps: int, work: str) -> None:
+    with open(os.path.join(ROOT, "examples", "demo.json")) as f:
+        demo = json.load(f)
+    common = ["--dataset_name", corpus, "--train_split_name", "train", "--eval_split_name", "test",
+              "--text_column_name", "sentence", "--eval_metrics", "wer", "cer", "--report_to", "none",
+              "--per_device_eval_batch_size", "16", "--seed", "42"]
+    tuned = ["--do_train", "--do_eval", "--max_steps", str(steps), "--per_device_train_batch_size", "8",
+             "--learning_rate", str(demo["learning_rate"]), "--warmup_steps", str(demo["warmup_steps"]),
+             "--group_by_length", "--mask_time_length", "5", "--save_strategy", "no", "--logging_steps", "100"]
+    # The start keeps its own tokenizer and head (the corpus's x, y and z are unknown to it); the fine-tuned runs
+    # build the corpus's vocabulary, so each trains a new CTC head
+    runs = {"start (no fine-tuning)": ["--do_eval", "--tokenizer_name_or_path", start, "--max_unk_share", "1"],
+            "full fine-tuning": tuned + ["--freeze_feature_encoder", "False"],
+            "LoRA r=8": tuned + ["--lora_rank", "8", "--learning_rate", str(2 * demo["learning_rate"])],
+            "CTC head only": tuned + ["--freeze_encoder_steps", str(steps)]}
+    results = {}
+    for name, extra in runs.items():
+        out = os.path.join(work, re.sub(r"\W+", "-", name).strip("-"))
+        path = os.path.join(out, "all_results.json")
+        if not os.path.isfile(path):
+            proc, _ = measured([sys.executable, SCRIPT, "--model_name_or_path", start, "--output_dir", out,
+                                "--overwrite_output_dir", *common, *extra])
+            log = proc.stdout
+            with open(out + ".log", "w") as f:
+                f.write(log)
+        with open(path) as f:
+            results[name] = json.load(f)
+        with open(out + ".log") as f:
+            share = trainable(f.read()) if "trainable" in extra or name != "start (no fine-tuning)" else "-"
+        r = results[name]
+        print(f"{name}: test WER {r['eval_wer']:.4f}, CER {r['eval_cer']:.4f}, trainable {share}", flush=True)
+    start_wer, full_wer = results["start (no fine-tuning)"]["eval_wer"], results["full fine-tuning"]["eval_wer"]
+    for name in ("LoRA r=8", "CTC head only"):
+        gain = (start_wer - results[name]["eval_wer"]) / (start_wer - full_wer)
+        print(f"{name} recovers {gain:.0%} of full fine-tuning's WER gain over the start "
+              f"({start_wer:.4f} -> {full_wer:.4f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=["memory", "quality"])
+    parser.add_argument("--steps", type=int, default=None, help="memory: 3; quality: 1600")
+    parser.add_argument("--start", default=os.path.join(ROOT, "outputs", "demo"))
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "big_models"))
+    args = parser.parse_args()
+    if args.part == "memory":
+        memory(args.steps or 3)
+    else:
+        if not os.path.isfile(os.path.join(args.start, "model.safetensors")):
+            sys.exit(f"{args.start} holds no trained model: run `python run_speech_recognition_ctc.py "
+                     "examples/demo.json` first")
+        quality(args.start, args.corpus, args.steps or 1600, args.work)
+
+
+if __name__ == "__main__":
+    main()
