@@ -88,8 +88,8 @@ from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, predictions_file
 from ctc_finetune.corpora import eval_set_key, eval_split_names, load_splits
-from ctc_finetune.families import (blank_token_id, encoder_config, encoder_layer_classes, has_channel_axis,
-                                   processor_class)
+from ctc_finetune.families import (answer_no_input_embeddings, blank_token_id, encoder_config, encoder_layer_classes,
+                                   has_channel_axis, processor_class)
 from ctc_finetune.faults import (
     INTERRUPTED_EXIT,
     REQUEUE_EXIT,
@@ -100,7 +100,7 @@ from ctc_finetune.faults import (
     exit_on_user_error,
 )
 from ctc_finetune.lm import build_lm_decoder, check_lm_tools
-from ctc_finetune.lora import is_lora, merge_lora, unwrap_lora
+from ctc_finetune.lora import is_lora, save_merged_lora, unwrap_lora
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
     compute_metrics,
@@ -125,7 +125,8 @@ from ctc_finetune.schedules import TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDU
 from ctc_finetune.selection import EarlyStopping, KeepBest, average_checkpoints
 from ctc_finetune.shards import decode_stream, is_stream, log_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, reuse_cpu_memory
-from ctc_finetune.vocabulary import DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, text_report
+from ctc_finetune.vocabulary import (DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, hub_kwargs,
+                                     text_report)
 
 
 logger = logging.getLogger(__name__)
@@ -567,6 +568,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
     if parsed[0].lora_rank and parsed[1].target_language:
         raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
+    if parsed[0].lora_rank and parsed[0].config_name:
+        raise UserError("--lora_rank adapts a pretrained model: pass it as --model_name_or_path, not --config_name.")
     if parsed[0].lora_rank and parsed[2].average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")
@@ -665,6 +668,7 @@ def configure_distributed(model, training_args: TrainingArguments) -> None:
     if plugin and plugin.get("auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and not plugin.get(
             "transformer_cls_names_to_wrap"):  # FSDP shards each encoder layer on its own
         layers = encoder_layer_classes(unwrap_lora(model))
+        answer_no_input_embeddings(unwrap_lora(model))  # accelerate's FSDP asks for them
         plugin["transformer_cls_names_to_wrap"] = ",".join(layers)
         training_args.fsdp_config["transformer_layer_cls_to_wrap"] = layers
         logger.info(f"FSDP: each encoder layer ({', '.join(layers)}) is wrapped and sharded on its own")
@@ -770,7 +774,7 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
     return trainer
 
 
-def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, training_args) -> dict:
+def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, data_args, training_args) -> dict:
     """Train (from last_checkpoint when there is one), save the model (and the language's adapter) and
     train_results.json; a stop signal ends here with the checkpoint saved. Returns the training metrics."""
     reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
@@ -781,10 +785,10 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, data_args, t
                       f"{training_args.output_dir}; run the same command to resume")
     averaged = average_checkpoints(trainer, training_args.average_checkpoints) if training_args.average_checkpoints \
         else {}
-    if is_lora(trainer.model):  # the adapter saved alone, then merged: a plain model is saved and evaluated
-        trainer.model = trainer.model_wrapped = merge_lora(trainer.model, training_args.output_dir,
-                                                           training_args.should_save)
-    trainer.save_model()
+    if is_lora(trainer.model):  # the adapter saved alone, and merged: a plain model is saved
+        save_merged_lora(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args))
+    else:
+        trainer.save_model()
     if data_args.target_language and training_args.should_save:
         save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
     metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
@@ -897,7 +901,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         trainer = build_trainer(model, processor, vectorized, data_args, training_args, stop)
 
         # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory), save the model
-        results = train(trainer, last_checkpoint, stop, data_args, training_args) if training_args.do_train else {}
+        results = (train(trainer, last_checkpoint, stop, model_args, data_args, training_args)
+                   if training_args.do_train else {})
 
         # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
         lm = build_lm_decoder(splits, model.config, processor.tokenizer, data_args, training_args)

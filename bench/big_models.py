@@ -1,6 +1,6 @@
 """Big models: LoRA's trainable share and memory, FSDP against DDP per rank, and LoRA's quality in a real transfer.
 
-    python bench/big_models.py memory  [--steps 3]
+    python bench/big_models.py memory  [--steps 3]      # or `ranks`: only DDP against FSDP
     python bench/big_models.py quality [--steps 1600] [--start outputs/demo] [--corpus ../shared/corpus/commands]
 
 memory: random-weight models of two real shapes, wav2vec2-large (317M parameters) and Parakeet CTC 0.6B, built from
@@ -52,9 +52,9 @@ def make_models(root: str) -> dict:
     parakeet = transformers.ParakeetCTCConfig(encoder_config=encoder.to_dict(), vocab_size=1025)
     models["parakeet-ctc-0.6b shape (609M)"] = (parakeet, transformers.ParakeetFeatureExtractor())
     paths = {}
-    for name, (config, extractor) in models.items():
+    for name, (config, extractor) in models.items():  # saved with random weights: LoRA adapts a checkpoint
         path = os.path.join(root, re.sub(r"\W+", "-", name))
-        config.save_pretrained(path)
+        transformers.AutoModelForCTC.from_config(config).save_pretrained(path)
         extractor.save_pretrained(path)
         paths[name] = path
     return paths
@@ -71,8 +71,8 @@ def measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float]:
     return proc, int(re.findall(r"PEAK_KB (\d+)", proc.stdout)[-1]) / 1e6
 
 
-def train_args(config_dir: str, out: str, steps: int) -> list[str]:
-    return ["--config_name", config_dir, "--dataset_name", FIXTURES, "--train_split_name", "train",
+def train_args(model_dir: str, out: str, steps: int) -> list[str]:
+    return ["--model_name_or_path", model_dir, "--dataset_name", FIXTURES, "--train_split_name", "train",
             "--text_column_name", "sentence", "--output_dir", out, "--overwrite_output_dir", "--do_train",
             "--max_steps", str(steps), "--per_device_train_batch_size", "2", "--save_strategy", "no",
             "--report_to", "none", "--use_cpu", "--logging_steps", "1"]
@@ -87,22 +87,33 @@ def trainable(log: str) -> str:
     return f"{t:,} of {n:,} ({t / n:.2%})"
 
 
-def memory(steps: int) -> None:
+def train_peak(out: str) -> float:
+    """The main process's peak RSS up to the end of training (before the model is saved), from train_results.json."""
+    with open(os.path.join(out, "train_results.json")) as f:
+        return json.load(f)["train_peak_rss_gb"]
+
+
+def memory(steps: int, ranks_only: bool = False) -> None:
     work = tempfile.mkdtemp(prefix="big-models-")
     paths = make_models(work)
-    print("| model | setup | trainable parameters | peak RSS (GB) |\n|---|---|---|---:|", flush=True)
-    for name, path in paths.items():
+    print("| model | setup | trainable parameters | peak RSS to the end of training (GB) | peak RSS of the run, with "
+          "loading and saving (GB) |\n|---|---|---|---:|---:|", flush=True)
+    for name, path in ({} if ranks_only else paths).items():
         vocab = ["--vocab_type", "bpe"] if "parakeet" in name else []  # 12.5 frames/s: characters do not fit CTC
         for setup, extra in (("full fine-tuning", []), ("LoRA r=16", ["--lora_rank", "16"])):
             proc, peak = measured([sys.executable, SCRIPT, *train_args(path, os.path.join(work, "out"), steps),
                                    *vocab, *extra])
-            print(f"| {name} | {setup}, 1 process | {trainable(proc.stdout)} | {peak:.2f} |", flush=True)
+            train = train_peak(os.path.join(work, "out"))
+            print(f"| {name} | {setup}, 1 process | {trainable(proc.stdout)} | {train:.2f} | {peak:.2f} |",
+                  flush=True)
     name = "wav2vec2-large shape (315M)"
     for setup, extra in (("DDP", []), ("FSDP full_shard auto_wrap", ["--fsdp", "full_shard auto_wrap"])):
         command = ["torchrun", "--nproc_per_node", "2", "--master_port", "29561", SCRIPT,
                    *train_args(paths[name], os.path.join(work, "out"), steps), *extra]
         proc, peak = measured(command)
-        print(f"| {name} | {setup}, 2 ranks (largest rank) | {trainable(proc.stdout)} | {peak:.2f} |", flush=True)
+        train = train_peak(os.path.join(work, "out"))
+        print(f"| {name} | {setup}, 2 ranks | {trainable(proc.stdout)} | {train:.2f} (rank 0) | {peak:.2f} (largest "
+              "rank) |", flush=True)
 
 
 def quality(start: str, corpus: str, steps: int, work: str) -> None:
@@ -145,14 +156,14 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["memory", "quality"])
+    parser.add_argument("part", choices=["memory", "ranks", "quality"], help="ranks: only DDP against FSDP")
     parser.add_argument("--steps", type=int, default=None, help="memory: 3; quality: 1600")
     parser.add_argument("--start", default=os.path.join(ROOT, "outputs", "demo"))
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "big_models"))
     args = parser.parse_args()
-    if args.part == "memory":
-        memory(args.steps or 3)
+    if args.part in ("memory", "ranks"):
+        memory(args.steps or 3, ranks_only=args.part == "ranks")
     else:
         if not os.path.isfile(os.path.join(args.start, "model.safetensors")):
             sys.exit(f"{args.start} holds no trained model: run `python run_speech_recognition_ctc.py "

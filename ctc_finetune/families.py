@@ -179,6 +179,15 @@ def encoder_layer_classes(model) -> list[str]:
     return sorted({type(layer).__name__ for layer in model.get_submodule(path)})
 
 
+def answer_no_input_embeddings(model) -> None:
+    """Speech models have no input embeddings, and transformers raises when asked for them (wav2vec2, Granite, ...);
+    accelerate's FSDP asks every model (to shard them apart). Make this one answer None instead."""
+    try:
+        model.get_input_embeddings()
+    except NotImplementedError:
+        model.get_input_embeddings = lambda: None
+
+
 def freeze_front_end(model) -> str:
     """--freeze_feature_encoder: freeze the convolutional feature encoder or subsampling stack; say what was frozen."""
     if hasattr(model, "freeze_feature_encoder"):

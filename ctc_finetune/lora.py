@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from .families import ctc_head_name
+from .families import answer_no_input_embeddings, ctc_head_name
 from .faults import UserError
 
 logger = logging.getLogger(__name__)
@@ -57,14 +57,18 @@ def add_lora(model, model_args):
                         lora_dropout=model_args.lora_dropout, target_modules=targets,
                         modules_to_save=[ctc_head_name(model), *norms], bias="none")
     total = sum(p.numel() for p in model.parameters())
+    answer_no_input_embeddings(model)
+    none = model.get_input_embeddings() is None
+    if none:  # peft looks for weights tied to the input embeddings (a module's parameters): an empty module here
+        model.get_input_embeddings = torch.nn.Identity
     try:
-        model.get_input_embeddings()
-    except NotImplementedError:  # peft looks for weights tied to the input embeddings, which speech models lack;
-        model.get_input_embeddings = torch.nn.Identity  # Granite raises instead of answering "none"
-    try:
-        model = get_peft_model(model, config)
+        wrapped = get_peft_model(model, config)
     except ValueError as e:  # no module of the model matches a target
         raise UserError(f"--lora_target_modules {' '.join(targets)}: {str(e).splitlines()[0][:200]}") from e
+    finally:
+        if none:
+            model.get_input_embeddings = lambda: None
+    model = wrapped
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
     with_norms = f" (and {len(norms)} batch norms)" if norms else ""
@@ -82,16 +86,40 @@ def unwrap_lora(model):
     return model.get_base_model() if is_lora(model) else model
 
 
-def merge_lora(model, output_dir: str, should_save: bool):
-    """Save the adapter alone (output_dir/lora_adapter, loadable with peft), then return the base model with the
-    adapters merged into its weights: a plain model, what the run saves and evaluates."""
-    if should_save:
-        model.save_pretrained(os.path.join(output_dir, ADAPTER_DIR))
-    merged = model.merge_and_unload()
+def untie_trained_head(merged):
+    """The merged model, its CTC head saved apart from a module it was tied to (see merge_lora)."""
     head = ctc_head_name(merged)
     if any(k.startswith(head + ".") for k in getattr(merged, "_tied_weights_keys", None) or {}):
         # Granite ties its CTC head to the encoder's mid-layer projection (encoder.out). LoRA trained a copy of the
         # head and left encoder.out as it was, so they are saved apart, as they were trained.
         merged.config.tie_word_embeddings = False
-    logger.info(f"LoRA: adapters merged into the model; the adapter alone is in {output_dir}/{ADAPTER_DIR}")
     return merged
+
+
+def save_merged_lora(trainer, base_source: str, hub: dict) -> None:
+    """The end of a LoRA run: the adapter alone in output_dir/lora_adapter (loadable with peft), and output_dir's
+    model with the adapters merged into its weights, a plain checkpoint.
+
+    Unsharded, the trained model is merged in place and stays the one evaluated. Under FSDP the shards cannot be
+    merged in place: the adapter is gathered and saved, and the main process merges it into the checkpoint it
+    started from (`base_source`); evaluation then runs on the sharded model, the same weights."""
+    args = trainer.args
+    adapter_dir = os.path.join(args.output_dir, ADAPTER_DIR)
+    if not trainer.is_fsdp_enabled:
+        if args.should_save:
+            trainer.model.save_pretrained(adapter_dir)
+        trainer.model = trainer.model_wrapped = untie_trained_head(trainer.model.merge_and_unload())
+        trainer.save_model()
+    else:
+        from peft import PeftModel
+        from transformers import AutoConfig, AutoModelForCTC
+
+        trainer.save_model(adapter_dir)  # every rank gathers its shards
+        if args.should_save:
+            config = AutoConfig.from_pretrained(args.output_dir)
+            base = AutoModelForCTC.from_pretrained(base_source, config=config, ignore_mismatched_sizes=True, **hub)
+            merged = untie_trained_head(PeftModel.from_pretrained(base, adapter_dir).merge_and_unload())
+            merged.save_pretrained(args.output_dir)
+        trainer.accelerator.wait_for_everyone()
+    logger.info(f"LoRA: adapters merged into the model saved in {args.output_dir}; the adapter alone is in "
+                f"{adapter_dir}")

@@ -12,6 +12,7 @@ from collections import Counter
 import datasets
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -62,6 +63,7 @@ class AudioThroughput(TrainerCallback):
         self.augmented = np.zeros(1 + len(KINDS))  # augmented clips seen, and how many each kind changed
         self.start = time.perf_counter()
         self.first_step = None  # seconds from the process's start to the end of its first training step
+        self.peak_rss = None  # GB, this process's peak resident memory up to the end of training (before saving)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.first_step is None:
@@ -69,6 +71,11 @@ class AudioThroughput(TrainerCallback):
 
             self.first_step = round(time.time() - psutil.Process().create_time(), 1)
             logger.info(f"First training step done {self.first_step:.1f} s after the process started")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import resource
+
+        self.peak_rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # Linux: kilobytes
 
     def add(self, real: int, padded: int, augmented=None) -> None:
         self.epoch[:2] += (real, padded)
@@ -99,7 +106,27 @@ class AudioThroughput(TrainerCallback):
                 "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
                 "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0,
                 **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {}),
+                **({"peak_rss_gb": self.peak_rss} if counts is None and self.peak_rss else {}),
                 **({f"augmented_{k}_share": v for k, v in self.augmented_shares().items()} if counts is None else {})}
+
+
+def only_real_norms() -> None:
+    """accelerate's FSDP2 puts the base model's last child whose class name holds "Norm" with the output head in a
+    group of its own, meaning the final layer norm of a language model; in wav2vec2-large-style models that child is
+    the whole encoder (Wav2Vec2EncoderStableLayerNorm), whose input then becomes a hooked view it zeroes in place
+    (failing backward at random). A norm layer has no sub-modules: anything else is not taken for one."""
+    from accelerate.utils import fsdp_utils
+
+    find = getattr(fsdp_utils, "_find_final_norm", None)
+    if find is None or getattr(find, "real_norms_only", False):
+        return
+
+    def find_final_norm(model):
+        norm = find(model)
+        return norm if norm is not None and not any(True for _ in norm.children()) else None
+
+    find_final_norm.real_norms_only = True
+    fsdp_utils._find_final_norm = find_final_norm
 
 
 class CTCTrainer(Trainer):
@@ -120,6 +147,24 @@ class CTCTrainer(Trainer):
         self.add_callback(self.throughput)
         self.streamed = {"clips": 0, "dropped": Counter(), "shards": set()}  # what a streamed training split gave
         self.keep_logits = False  # set by predict_ctc for one prediction pass
+        self.cpu_fsdp = getattr(self, "cpu_fsdp", False)  # FSDP on CPU ranks (see create_accelerator_and_postprocess)
+
+    def create_accelerator_and_postprocess(self):
+        if self.args.fsdp_plugin_args is not None:
+            only_real_norms()
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is not None and getattr(state, "fsdp_plugin", None) is None and \
+                state.distributed_type == DistributedType.MULTI_CPU:
+            # accelerate turns FSDP on for accelerators only and would train CPU ranks as DDP; torch's FSDP2 shards
+            # over gloo as well (so CI tests real sharding, and CPU clusters can use it)
+            from accelerate.utils import FullyShardedDataParallelPlugin
+
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            self.is_fsdp_enabled = self.cpu_fsdp = True
+            logger.info("FSDP on CPU ranks: torch's FSDP2 shards the model over gloo (accelerate alone would train "
+                        "them as DDP)")
 
     def get_train_dataloader(self):
         if is_stream(self.train_dataset):  # this process's shards, batched in its workers; not re-split by accelerate
@@ -191,6 +236,8 @@ class CTCTrainer(Trainer):
 
     def save_model(self, output_dir=None, _internal_call=False):
         try:
+            if self.cpu_fsdp:
+                return self.save_cpu_fsdp_model(output_dir or self.args.output_dir)
             super().save_model(output_dir, _internal_call)
         except Exception as e:
             if not is_disk_full(e):
@@ -198,6 +245,19 @@ class CTCTrainer(Trainer):
             raise DiskFull("the model to", output_dir or self.args.output_dir, self.model_bytes(),
                            CHECKPOINT_DISK_FULL_FIX if self.is_in_train else "free some space or choose another "
                            "--output_dir") from e
+
+    def save_cpu_fsdp_model(self, output_dir: str) -> None:
+        """FSDP on CPU ranks: accelerate's full state dict points into storage FSDP frees again; gather each
+        sharded weight into a tensor of its own (every rank takes part), and the main process saves the model."""
+        from torch.distributed.tensor import DTensor
+
+        state = {k: v.full_tensor() if isinstance(v, DTensor) else v.detach()
+                 for k, v in self.model_wrapped.state_dict().items()}
+        if self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+        self.accelerator.wait_for_everyone()
 
     def train(self, *args, **kwargs):
         # A full disk while a checkpoint is written (its weights, optimizer or scheduler state): one line. The partial

@@ -110,6 +110,17 @@ def test_speed_perturbation_trains_on_played_clips_and_never_touches_evaluation(
     assert slow["eval_samples"] == plain["eval_samples"] == 4
 
 
+def test_duration_batches_are_sized_for_the_slowest_speed(tmp_path, encoder_dir):
+    # Played at half speed, every clip is twice as long: batches of at most 6 s of audio hold half as many clips, so
+    # an epoch has about twice the batches and 2 steps cover half as much of it
+    epochs = {}
+    for name, speeds in (("plain", None), ("slow", [0.5])):
+        results = ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / name), max_batch_duration=6, max_steps=2,
+                                     speed_perturbation=speeds, do_eval=None))
+        epochs[name] = results["epoch"]
+    assert epochs["slow"] == pytest.approx(epochs["plain"] / 2, rel=0.35)
+
+
 # Noise and reverberation -------------------------------------------------------------------------------------------
 @needs_augment
 def test_noise_is_added_at_the_snr_asked_for(tmp_path):
