@@ -87,33 +87,35 @@ def trainable(log: str) -> str:
     return f"{t:,} of {n:,} ({t / n:.2%})"
 
 
-def train_peak(out: str) -> float:
-    """The main process's peak RSS up to the end of training (before the model is saved), from train_results.json."""
+def train_peak(out: str) -> str:
+    """The main process's training state (weights, gradients, optimizer states: its shards under FSDP) and its
+    peak RSS up to the end of training (before the model is saved), from train_results.json."""
     with open(os.path.join(out, "train_results.json")) as f:
-        return json.load(f)["train_peak_rss_gb"]
+        r = json.load(f)
+    return f"{r['train_state_gb']:.2f} | {r['train_peak_rss_gb']:.2f}"
 
 
 def memory(steps: int, ranks_only: bool = False) -> None:
     work = tempfile.mkdtemp(prefix="big-models-")
     paths = make_models(work)
-    print("| model | setup | trainable parameters | peak RSS to the end of training (GB) | peak RSS of the run, with "
-          "loading and saving (GB) |\n|---|---|---|---:|---:|", flush=True)
+    print("| model | setup | trainable parameters | training state: weights, gradients, optimizer (GB) | peak RSS to "
+          "the end of training (GB) | peak RSS of the run, with loading and saving (GB) |", flush=True)
+    print("|---|---|---|---:|---:|---:|", flush=True)
     for name, path in ({} if ranks_only else paths).items():
         vocab = ["--vocab_type", "bpe"] if "parakeet" in name else []  # 12.5 frames/s: characters do not fit CTC
         for setup, extra in (("full fine-tuning", []), ("LoRA r=16", ["--lora_rank", "16"])):
             proc, peak = measured([sys.executable, SCRIPT, *train_args(path, os.path.join(work, "out"), steps),
                                    *vocab, *extra])
             train = train_peak(os.path.join(work, "out"))
-            print(f"| {name} | {setup}, 1 process | {trainable(proc.stdout)} | {train:.2f} | {peak:.2f} |",
-                  flush=True)
+            print(f"| {name} | {setup}, 1 process | {trainable(proc.stdout)} | {train} | {peak:.2f} |", flush=True)
     name = "wav2vec2-large shape (315M)"
     for setup, extra in (("DDP", []), ("FSDP full_shard auto_wrap", ["--fsdp", "full_shard auto_wrap"])):
         command = ["torchrun", "--nproc_per_node", "2", "--master_port", "29561", SCRIPT,
                    *train_args(paths[name], os.path.join(work, "out"), steps), *extra]
         proc, peak = measured(command)
         train = train_peak(os.path.join(work, "out"))
-        print(f"| {name} | {setup}, 2 ranks | {trainable(proc.stdout)} | {train:.2f} (rank 0) | {peak:.2f} (largest "
-              "rank) |", flush=True)
+        print(f"| {name} | {setup}, 2 ranks (rank 0; RSS of the run: the largest rank) | {trainable(proc.stdout)} | "
+              f"{train} | {peak:.2f} |", flush=True)
 
 
 def quality(start: str, corpus: str, steps: int, work: str) -> None:

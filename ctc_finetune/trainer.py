@@ -51,6 +51,19 @@ def reuse_cpu_memory(training_args) -> None:
     logger.info("CPU memory: freed blocks are kept for reuse (--reuse_cpu_memory; higher peak RSS, faster steps)")
 
 
+def training_state_bytes(model, optimizer) -> int:
+    """What this process holds of the training state: its weights, gradients and optimizer states (under FSDP its
+    shards only)."""
+    def local(t):
+        t = getattr(t, "_local_tensor", t)  # a DTensor's shard
+        return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+    total = sum(local(p) + (local(p.grad) if p.grad is not None else 0) for p in model.parameters())
+    if optimizer is not None:
+        total += sum(local(v) for s in optimizer.state.values() for v in s.values())
+    return total
+
+
 class AudioThroughput(TrainerCallback):
     """Counts the audio of each training batch; logs per epoch the hours, padding share and audio seconds per second
     (of this process), the share of clips each kind of augmentation changed, and once how long the process took to
@@ -72,10 +85,11 @@ class AudioThroughput(TrainerCallback):
             self.first_step = round(time.time() - psutil.Process().create_time(), 1)
             logger.info(f"First training step done {self.first_step:.1f} s after the process started")
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         import resource
 
         self.peak_rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # Linux: kilobytes
+        self.state_bytes = training_state_bytes(model, optimizer) if model is not None else None
 
     def add(self, real: int, padded: int, augmented=None) -> None:
         self.epoch[:2] += (real, padded)
@@ -107,6 +121,8 @@ class AudioThroughput(TrainerCallback):
                 "audio_seconds_per_second": round(real / self.rate / seconds, 2) if seconds else 0.0,
                 **({"seconds_to_first_step": self.first_step} if counts is None and self.first_step else {}),
                 **({"peak_rss_gb": self.peak_rss} if counts is None and self.peak_rss else {}),
+                **({"state_gb": round(self.state_bytes / 1e9, 3)} if counts is None and getattr(
+                    self, "state_bytes", None) else {}),
                 **({f"augmented_{k}_share": v for k, v in self.augmented_shares().items()} if counts is None else {})}
 
 
