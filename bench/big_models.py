@@ -1,7 +1,7 @@
 """Big models: LoRA's trainable share and memory, FSDP against DDP per rank, and LoRA's quality in a real transfer.
 
     python bench/big_models.py memory  [--steps 3]      # or `ranks`: only DDP against FSDP
-    python bench/big_models.py quality [--steps 1600] [--start outputs/demo] [--corpus ../shared/corpus/commands]
+    python bench/big_models.py quality [--steps 800] [--start outputs/demo] [--corpus ../shared/corpus/commands]
 
 memory: random-weight models of two real shapes, wav2vec2-large (317M parameters) and Parakeet CTC 0.6B, built from
 configs, trained --steps steps on the fixture corpus (tests/fixtures/commands, 2 clips a batch, fp32, CPU), each
@@ -88,8 +88,8 @@ def trainable(log: str) -> str:
 
 
 def train_peak(out: str) -> str:
-    """The main process's training state (weights, gradients, optimizer states: its shards under FSDP) and its
-    peak RSS up to the end of training (before the model is saved), from train_results.json."""
+    """The main process's training state (weights and optimizer states: its shards under FSDP) and its peak RSS up
+    to the end of training (before the model is saved), from train_results.json."""
     with open(os.path.join(out, "train_results.json")) as f:
         r = json.load(f)
     return f"{r['train_state_gb']:.2f} | {r['train_peak_rss_gb']:.2f}"
@@ -98,8 +98,8 @@ def train_peak(out: str) -> str:
 def memory(steps: int, ranks_only: bool = False) -> None:
     work = tempfile.mkdtemp(prefix="big-models-")
     paths = make_models(work)
-    print("| model | setup | trainable parameters | training state: weights, gradients, optimizer (GB) | peak RSS to "
-          "the end of training (GB) | peak RSS of the run, with loading and saving (GB) |", flush=True)
+    print("| model | setup | trainable parameters | weights + optimizer states at the end of training (GB) | "
+          "peak RSS to the end of training (GB) | peak RSS of the run, with loading and saving (GB) |", flush=True)
     print("|---|---|---|---:|---:|---:|", flush=True)
     for name, path in ({} if ranks_only else paths).items():
         vocab = ["--vocab_type", "bpe"] if "parakeet" in name else []  # 12.5 frames/s: characters do not fit CTC
@@ -159,7 +159,7 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=["memory", "ranks", "quality"], help="ranks: only DDP against FSDP")
-    parser.add_argument("--steps", type=int, default=None, help="memory: 3; quality: 1600")
+    parser.add_argument("--steps", type=int, default=None, help="memory: 3; quality: 800")
     parser.add_argument("--start", default=os.path.join(ROOT, "outputs", "demo"))
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "big_models"))
@@ -170,7 +170,7 @@ def main() -> None:
         if not os.path.isfile(os.path.join(args.start, "model.safetensors")):
             sys.exit(f"{args.start} holds no trained model: run `python run_speech_recognition_ctc.py "
                      "examples/demo.json` first")
-        quality(args.start, args.corpus, args.steps or 1600, args.work)
+        quality(args.start, args.corpus, args.steps or 800, args.work)
 
 
 if __name__ == "__main__":

@@ -342,10 +342,13 @@ def test_layerdrop_in_a_sub_config_turns_on_ddp_unused_parameter_search(tmp_path
     # Parakeet keeps layerdrop (0.1 by default) in encoder_config; DDP must then look for unused parameters.
     args = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     assert args.ddp_find_unused_parameters is None
-    ctc.configure_distributed(transformers.ParakeetCTCConfig(), args)
+    from types import SimpleNamespace  # what configure_distributed reads of a model (a real 0.6B one is too big)
+
+    ctc.configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig()), args)
     assert args.ddp_find_unused_parameters is True
     quiet = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    ctc.configure_distributed(transformers.ParakeetCTCConfig(encoder_config={"layerdrop": 0.0}), quiet)
+    ctc.configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig(encoder_config={"layerdrop": 0.0})),
+                              quiet)
     assert quiet.ddp_find_unused_parameters is None
 
 
