@@ -52,8 +52,8 @@ def reuse_cpu_memory(training_args) -> None:
 
 
 def training_state_bytes(model, optimizer) -> int:
-    """What this process holds of the training state: its weights, gradients and optimizer states (under FSDP its
-    shards only)."""
+    """What this process holds of the training state: its weights and optimizer states, and gradients where still held
+    (the Trainer frees them after each step); under FSDP its shards only."""
     def local(t):
         t = getattr(t, "_local_tensor", t)  # a DTensor's shard
         return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
