@@ -56,12 +56,12 @@ def checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
 
 def average_weights(paths: list[str]) -> dict[str, torch.Tensor]:
     """The element-wise mean of the checkpoints' floating-point weights (others, e.g. counters, from the first)."""
-    total = {k: (v.double() if v.is_floating_point() else v) for k, v in checkpoint_weights(paths[0]).items()}
+    first = checkpoint_weights(paths[0])
+    total = {k: (v.double() if v.is_floating_point() else v) for k, v in first.items()}
     for path in paths[1:]:
         for k, v in checkpoint_weights(path).items():
             if v.is_floating_point():
                 total[k] += v.double()
-    first = checkpoint_weights(paths[0])
     return {k: (v / len(paths)).to(first[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
 
 
