@@ -37,7 +37,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
     9 report and model card   report.py (beside this file)
     after training            transcribe.py (beside this file): longform (recordings of any length, in windows), words
-                              (word times and confidence), subtitles (SRT, WebVTT, JSON)
+                              (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
+                              (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs)
 
 Where to change what:
     text normalisation   text.normalize_text (case, ignored characters), applied by text.normalize_transcripts
@@ -62,6 +63,8 @@ Where to change what:
                          configure_selection (the selection metric, in this file)
     big models           lora.LORA_TARGETS (which modules get LoRA adapters), families.ENCODER_LAYERS (what FSDP
                          wraps), configure_distributed (in this file)
+    deployment           export.export_onnx (which exporter, the check against PyTorch), export.quantize_int8 (what
+                         int8 quantizes), export.OnnxCTCModel (what transcribe.py --onnx runs)
 After changing a function whose output is cached (normalisation, scanning, decoding), bump columns.CACHE_VERSION.
 """
 

@@ -8,6 +8,7 @@
     python transcribe.py out recordings/ --output words.json          # every word with its times and confidence
     python transcribe.py out recordings/ --lm --beam_width 50        # beam search with the saved n-gram LM
     python transcribe.py out calls/ --hotwords Kubernetes Grafana     # favour these words (beam search)
+    python transcribe.py out recordings/ --onnx int8                  # the ONNX export (export_onnx.py --int8)
 
 AUDIO is any mix of audio files, directories (searched recursively for .wav .flac .mp3 .ogg .opus) and manifests
 (.csv .tsv .json .jsonl with an audio column, paths relative to the manifest). A recording longer than
@@ -44,6 +45,7 @@ from ctc_finetune.adapters import ADAPTER_FILE
 from ctc_finetune.audio import AUDIO_ERRORS, AUDIO_EXTENSIONS, read_header
 from ctc_finetune.batching import DataCollatorCTCWithPadding, duration_batches
 from ctc_finetune.corpora import AUDIO_COLUMN_ALIASES, read_table
+from ctc_finetune.export import ONNX_FILES, OnnxCTCModel
 from ctc_finetune.families import (
     TORCHAUDIO_INSTALL,
     blank_token_id,
@@ -102,6 +104,9 @@ def parse_args(argv):
     parser.add_argument("--hotwords_file", help="A text file of hotwords, one per line.")
     parser.add_argument("--hotword_weight", type=float, default=10.0,
                         help="How much the hotwords are favoured (default 10, as pyctcdecode).")
+    parser.add_argument("--onnx", nargs="?", const="fp32", choices=tuple(ONNX_FILES),
+                        help="Run model_dir's ONNX export in onnxruntime on the CPU: fp32 (model.onnx, the default) "
+                             "or int8 (model.int8.onnx); made by export_onnx.py.")
     args = parser.parse_args(argv)
     if args.batch_seconds <= 0 or args.beam_width < 1:
         parser.error("--batch_seconds must be > 0 and --beam_width >= 1")
@@ -117,6 +122,9 @@ def parse_args(argv):
         checkpoints = sorted(os.path.basename(d) for d in glob.glob(os.path.join(args.model_dir, "checkpoint-*")))
         hint = f"; pass one of its checkpoints: {', '.join(checkpoints)}" if checkpoints else ""
         raise UserError(f"{args.model_dir} is not a model directory (no config.json){hint}.")
+    if args.onnx and (args.device == "cuda" or args.language):
+        raise UserError("--onnx runs on the CPU, with the adapter the export was made with: drop --device cuda and "
+                        "--language (or transcribe without --onnx).")
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise UserError(f"--output {args.output}: its directory does not exist; create it or pick another path.")
     return args
@@ -139,9 +147,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(model_dir: str, device: torch.device, language: Optional[str] = None):
+def load_model(model_dir: str, device: torch.device, language: Optional[str] = None, onnx: Optional[str] = None):
     """The CTC model (eval mode, on `device`), its feature extractor and its tokenizer; with `language`, an MMS
-    model's adapter and vocabulary for it."""
+    model's adapter and vocabulary for it; with `onnx` ("fp32" or "int8"), its ONNX export run by onnxruntime."""
     # Feature extractor and tokenizer separately: AutoProcessor would build a Wav2Vec2ProcessorWithLM when an LM
     # was saved beside the model, which fails without pyctcdecode even for greedy decoding.
     try:
@@ -152,6 +160,8 @@ def load_model(model_dir: str, device: torch.device, language: Optional[str] = N
     except ImportError as e:  # Granite Speech's feature extractor needs torchaudio
         raise UserError(f"{model_dir}'s feature extractor needs a missing package ({str(e).splitlines()[0][:160]}); "
                         f"for torchaudio run `{TORCHAUDIO_INSTALL}`.") from e
+    if onnx:
+        return OnnxCTCModel(model_dir, onnx), feature_extractor, tokenizer
     model = AutoModelForCTC.from_pretrained(model_dir)
     if language:
         files = glob.glob(os.path.join(model_dir, ADAPTER_FILE.format("*")))
@@ -445,15 +455,16 @@ def main(argv=None) -> list[tuple[str, str]]:
     args = parse_args(argv)
     # 1. Check the inputs (cheap, so mistakes show before the model loads)
     paths = find_audio(args.audio)
-    device = pick_device(args.device)
+    device = torch.device("cpu") if args.onnx else pick_device(args.device)
     decoder = load_decoder(args) if args.lm or args.hotwords else None
     # 2. Load the model
-    model, feature_extractor, tokenizer = load_model(args.model_dir, device, args.language)
+    model, feature_extractor, tokenizer = load_model(args.model_dir, device, args.language, args.onnx)
     if decoder is None and (args.lm or args.hotwords):
         decoder = plain_beam_search(model, tokenizer)
     how = (f"beam search{' with the n-gram LM' if args.lm else ''}{' and hotwords' if args.hotwords else ''} "
            f"(width {args.beam_width})" if decoder else "greedy decoding")
-    logger.info(f"Transcribing {len(paths):,} file(s) with {args.model_dir} on {device}, {how}")
+    runtime = f" (ONNX {args.onnx}, onnxruntime)" if args.onnx else ""
+    logger.info(f"Transcribing {len(paths):,} file(s) with {args.model_dir}{runtime} on {device}, {how}")
     # 3. Transcribe: short clips longest first in batches of similar length, long recordings window by window
     start = time.perf_counter()
     records, skipped = transcribe(paths, model, feature_extractor, tokenizer, args, decoder)

@@ -9,8 +9,10 @@
 #            tests/test_report.py; report.py itself needs no browser
 #   augment  audiomentations, for --noise_dir and --rir_dir (noise and room
 #            reverberation); --speed_perturbation needs nothing extra
+#   onnx     onnx + onnxruntime + onnxscript, for export_onnx.py (ONNX export,
+#            int8 quantization) and transcribe.py --onnx
 #
-# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite] [report] [augment]   (no argument: all)
+# Usage:  bash tools/install_extras.sh [lm] [phoneme] [granite] [report] [augment] [onnx]   (no argument: all)
 #
 # The environment is $VIRTUAL_ENV when one is active, else the python on PATH.
 # Idempotent: what is already installed is skipped, so a second run only
@@ -20,6 +22,7 @@ set -euo pipefail
 
 PYCTCDECODE_VERSION=0.5.0
 AUDIOMENTATIONS_VERSION=0.43.1
+ONNX_VERSION=1.23.2 ONNXRUNTIME_VERSION=1.32.0 ONNXSCRIPT_VERSION=0.7.2
 KENLM_VERSION=0.3.0
 # Debian packages needed to compile lmplz / build_binary (and, for zlib/bz2/xz,
 # let the kenlm Python module read compressed ARPA files).
@@ -30,8 +33,8 @@ say() { echo "extras: $*"; }
 die() { echo "extras: ERROR: $*" >&2; exit 1; }
 
 # --- which parts ------------------------------------------------------------
-want_lm=0 want_phoneme=0 want_granite=0 want_report=0 want_augment=0
-[[ $# -eq 0 ]] && set -- lm phoneme granite report augment
+want_lm=0 want_phoneme=0 want_granite=0 want_report=0 want_augment=0 want_onnx=0
+[[ $# -eq 0 ]] && set -- lm phoneme granite report augment onnx
 for part in "$@"; do
   case "$part" in
     lm) want_lm=1 ;;
@@ -39,8 +42,9 @@ for part in "$@"; do
     granite) want_granite=1 ;;
     report) want_report=1 ;;
     augment) want_augment=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown part '$part' (expected: lm, phoneme, granite, report, augment)" ;;
+    onnx) want_onnx=1 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown part '$part' (expected: lm, phoneme, granite, report, augment, onnx)" ;;
   esac
 done
 
@@ -281,9 +285,25 @@ install_augment() {
   say "augment: OK (audiomentations $AUDIOMENTATIONS_VERSION)"
 }
 
+# --- part 6: ONNX export -----------------------------------------------------------
+# torch.onnx's exporter needs onnx and onnxscript; onnxruntime runs the graphs and quantizes them to int8.
+install_onnx() {
+  local missing=()
+  has_dist onnx "$ONNX_VERSION" || missing+=("onnx==$ONNX_VERSION")
+  has_dist onnxruntime "$ONNXRUNTIME_VERSION" || missing+=("onnxruntime==$ONNXRUNTIME_VERSION")
+  has_dist onnxscript "$ONNXSCRIPT_VERSION" || missing+=("onnxscript==$ONNXSCRIPT_VERSION")
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    say "pip install ${missing[*]}"
+    pip_q "${missing[@]}"
+  fi
+  "$PY" -c "import onnx, onnxscript, onnxruntime.quantization" || die "onnx/onnxruntime/onnxscript do not import"
+  say "onnx: OK (onnx $ONNX_VERSION, onnxruntime $ONNXRUNTIME_VERSION, onnxscript $ONNXSCRIPT_VERSION)"
+}
+
 [[ $want_lm -eq 1 ]] && install_lm
 [[ $want_phoneme -eq 1 ]] && install_phoneme
 [[ $want_granite -eq 1 ]] && install_granite
 [[ $want_report -eq 1 ]] && install_report
 [[ $want_augment -eq 1 ]] && install_augment
+[[ $want_onnx -eq 1 ]] && install_onnx
 say "done"

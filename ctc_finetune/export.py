@@ -1,0 +1,223 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""ONNX: a CTC model exported to ONNX (fp32, and int8 by onnxruntime's dynamic quantization), and run in
+onnxruntime as if it were the PyTorch model (export_onnx.py writes the files, transcribe.py --onnx runs them).
+
+The graph takes what the feature extractor makes (the waveform normalised, or the filterbank features) and its
+mask, with dynamic batch and time axes, and gives the logits: feature extraction and normalisation stay in Python,
+the same code as under PyTorch. Two exporters are tried in turn: torch.export (dynamo) and, where it fails, the
+TorchScript tracer; an exported graph counts only once onnxruntime reproduces PyTorch's logits at a batch and
+length other than the traced ones (a tracer can bake a length in)."""
+
+import contextlib
+import io
+import logging
+import os
+import re
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForCTC
+
+from .batching import DataCollatorCTCWithPadding
+from .columns import LENGTH_COLUMN
+from .families import extract_features, has_channel_axis, model_input_names
+from .faults import UserError
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+ONNX_FILES = {"fp32": ONNX_FILE, "int8": INT8_FILE}
+ONNX_INSTALL = "bash tools/install_extras.sh onnx"
+INT8_OPS = ("MatMul", "Gemm")  # what --int8 quantizes by default: icefall's advice (a conformer's convolutions lost)
+OPSET = 18
+TRACE_SECONDS = (1.0, 0.7)  # the example batch the graph is traced with
+CHECK_SECONDS = (1.6, 1.3, 0.45)  # and the other batch it must reproduce PyTorch on
+
+
+def require_onnx(packages=("onnx", "onnxruntime", "onnxscript")) -> None:
+    """One error line naming the install command when a package of the export (or, to run one, onnxruntime) is
+    missing."""
+    for package in packages:
+        try:
+            __import__(package)
+        except ImportError as e:
+            raise UserError(f"ONNX export and --onnx need the `{package}` package; run `{ONNX_INSTALL}`.") from e
+
+
+class LogitsOnly(torch.nn.Module):
+    """The CTC model as a function of positional tensors (its inputs in `names` order) to logits, for the exporter."""
+
+    def __init__(self, model, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs))).logits
+
+
+def example_batch(feature_extractor, seconds, seed: int = 0) -> dict:
+    """A padded model input for clips of noise of these lengths, as transcribe.py batches them (no input_lengths)."""
+    rate = feature_extractor.sampling_rate
+    rng = np.random.default_rng(seed)
+    name, _ = model_input_names(feature_extractor)
+    collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
+    clips = [0.1 * rng.standard_normal(round(s * rate)).astype(np.float32) for s in seconds]
+    batch = collate([{name: extract_features(feature_extractor, c), LENGTH_COLUMN: len(c)} for c in clips])
+    batch.pop("input_lengths")
+    return dict(batch)
+
+
+def time_axes(first: dict, second: dict) -> dict:
+    """Each input's time axis: the axis past the batch's whose length differs between two batches of other lengths."""
+    axes = {}
+    for name, tensor in first.items():
+        differ = [a for a in range(1, tensor.ndim) if tensor.shape[a] != second[name].shape[a]]
+        if len(differ) != 1:
+            raise UserError(f"cannot tell the time axis of the model input {name} (shapes {tuple(tensor.shape)} and "
+                            f"{tuple(second[name].shape)}).")
+        axes[name] = differ[0]
+    return axes
+
+
+@contextlib.contextmanager
+def quiet():
+    """Keep the exporters' and the quantizer's chatter (hundreds of lines on stdout, in warnings and in log records of
+    every logger) back; errors still raise."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def export_graph(model, inputs: dict, axes: dict, path: str, exporter: str) -> None:
+    """Write the model's graph to `path` with one exporter ("dynamo" or "torchscript"); its chatter is kept back."""
+    names = list(inputs)
+    wrapper, args = LogitsOnly(model, names).eval(), tuple(inputs.values())
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8 * 2**30  # ONNX's protobuf limit is 2 GB
+    with quiet(), torch.no_grad():
+        if exporter == "dynamo":
+            batch, time = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=2)
+            shapes = tuple({0: batch, axes[n]: time} for n in names)
+            torch.onnx.export(wrapper, args, path, input_names=names, output_names=["logits"],
+                              dynamic_shapes=(shapes,), dynamo=True, opset_version=OPSET, external_data=big)
+        else:
+            dynamic = {n: {0: "batch", axes[n]: "time"} for n in names} | {"logits": {0: "batch", 1: "frames"}}
+            torch.onnx.export(wrapper, args, path, input_names=names, output_names=["logits"], dynamic_axes=dynamic,
+                              dynamo=False, opset_version=17)
+
+
+def export_onnx(model, feature_extractor, path: str) -> str:
+    """Export the model (eval mode, on CPU) to `path`; return the exporter that made a graph reproducing PyTorch.
+
+    Raises UserError (the family does not export) when neither exporter's graph runs and matches."""
+    require_onnx()
+    traced = example_batch(feature_extractor, TRACE_SECONDS)
+    check = example_batch(feature_extractor, CHECK_SECONDS, seed=1)
+    axes = time_axes(traced, check)
+    with torch.no_grad():
+        expected = model(**check).logits.numpy()
+    failures = []
+    for exporter in ("dynamo", "torchscript"):
+        try:
+            export_graph(model, traced, axes, path, exporter)
+            got = OnnxSession(path).run(check)
+            diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+            if diff <= 1e-3 * max(1.0, float(np.abs(expected).max())):
+                return exporter
+            failures.append(f"{exporter}: its graph does not reproduce PyTorch (largest logit difference {diff:.3g})")
+        except Exception as e:  # the exporters raise many kinds; each is reported and the next exporter tried
+            failures.append(f"{exporter}: {exporter_error(e)}")
+    for leftover in (path, path + ".data"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    raise UserError(f"{model.config.model_type} does not export to ONNX with torch {torch.__version__} ("
+                    f"{'; '.join(failures)}); run it under PyTorch (transcribe.py without --onnx).")
+
+
+def exporter_error(error: Exception) -> str:
+    """The gist of an exporter's exception: the line of its summary that names the cause (torch.onnx wraps the cause
+    in pages of advice), else its first line."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    causes = [line for line in lines if line.startswith("<class '")]
+    gist = causes[0] if causes else next((line for line in lines if line), type(error).__name__)
+    return f"{type(error).__name__}: {gist[:240]}"
+
+
+def quantize_int8(source: str, target: str, ops=INT8_OPS) -> None:
+    """Write `target`: `source` with the weights of its `ops` nodes in int8 (onnxruntime dynamic quantization, the
+    activations quantized as they come)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet():
+        quantize_dynamic(source, target, op_types_to_quantize=list(ops), weight_type=QuantType.QInt8)
+
+
+def file_bytes(path: str) -> int:
+    """An ONNX file's size with its external weights (`path`.data), if it has any."""
+    return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.exists(p))
+
+
+class OnnxSession:
+    """An onnxruntime session over an exported graph, fed with the model input dict PyTorch would get."""
+
+    def __init__(self, path: str, threads: int = 0):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile exceptions
+            raise UserError(f"{path} is not a usable ONNX model ({str(e).strip().splitlines()[0][:200]}); "
+                            f"export it again: python export_onnx.py MODEL_DIR.") from e
+        self.inputs = {i.name: np.int64 if "int64" in i.type else np.bool_ if "bool" in i.type else np.float32
+                       for i in self.session.get_inputs()}
+
+    def run(self, batch: dict) -> np.ndarray:
+        feed = {name: np.asarray(batch[name]).astype(dtype) for name, dtype in self.inputs.items()}
+        return self.session.run(["logits"], feed)[0]
+
+
+class OnnxCTCModel:
+    """An exported model run by onnxruntime with what transcribe.py needs of a PyTorch CTC model: `config`, `device`,
+    the length arithmetic (from the model class, built without weights) and model(**inputs).logits."""
+
+    def __init__(self, model_dir: str, precision: str = "fp32"):
+        require_onnx(("onnxruntime",))
+        path = onnx_path(model_dir, precision)
+        self.config = AutoConfig.from_pretrained(model_dir)
+        self.device = torch.device("cpu")
+        self.path, self.precision = path, precision
+        self.session = OnnxSession(path)
+        with torch.device("meta"):  # the length functions only read the config: no weights are loaded
+            shell = AutoModelForCTC.from_config(self.config)
+        for name in ("_get_feat_extract_output_lengths", "_get_subsampling_output_length"):
+            if hasattr(shell, name):
+                setattr(self, name, getattr(shell, name))
+
+    def __call__(self, **inputs):
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(inputs)))
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise UserError("--onnx runs on the CPU (onnxruntime's CPU provider); pass --device cpu.")
+        return self
+
+
+def onnx_path(model_dir: str, precision: str) -> str:
+    """The exported file of `precision` in `model_dir`; one error line naming the export command when it is missing."""
+    path = os.path.join(model_dir, ONNX_FILES[precision])
+    if not os.path.isfile(path):
+        flag = " --int8" if precision == "int8" else ""
+        raise UserError(f"{path} does not exist; export it first: python export_onnx.py {model_dir}{flag}")
+    return path
