@@ -71,8 +71,11 @@ def make_models(root: str) -> dict:
 
 def export(model_dir: str, int8_ops: list[str], clips: list[str]) -> None:
     """export_onnx.py --int8 into model_dir (skipped when both files are there)."""
-    if all(os.path.isfile(os.path.join(model_dir, f)) for f in ("model.onnx", "model.int8.onnx")):
-        return
+    check = os.path.join(model_dir, "onnx_check.json")
+    if os.path.isfile(check) and os.path.isfile(os.path.join(model_dir, "model.int8.onnx")):
+        with open(check) as f:
+            if json.load(f)["int8_ops"] == int8_ops:
+                return
     command = [sys.executable, os.path.join(ROOT, "export_onnx.py"), model_dir, "--int8", "--int8_ops", *int8_ops,
                "--int8_tolerance", "1e9", "--clips", *clips[:4]]  # random weights: int8 text is noise
     start = time.perf_counter()
@@ -125,8 +128,8 @@ def corpus_clips(folder: str, count: int) -> tuple[list[str], dict]:
     """The first `count` clips of a split folder with a metadata.csv, and their transcripts by path."""
     with open(os.path.join(folder, "metadata.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:count]
-    return [os.path.join(folder, r["file_name"]) for r in rows], {os.path.join(folder, r["file_name"]): r["sentence"]
-                                                                 for r in rows}
+    paths = [os.path.join(folder, r["file_name"]) for r in rows]
+    return paths, {path: r["sentence"] for path, r in zip(paths, rows)}
 
 
 def speed(corpus: str, count: int, int8_ops: list[str]) -> None:

@@ -58,16 +58,21 @@ class LogitsOnly(torch.nn.Module):
         return self.model(**dict(zip(self.names, inputs))).logits
 
 
-def example_batch(feature_extractor, seconds, seed: int = 0) -> dict:
-    """A padded model input for clips of noise of these lengths, as transcribe.py batches them (no input_lengths)."""
-    rate = feature_extractor.sampling_rate
-    rng = np.random.default_rng(seed)
+def model_batch(feature_extractor, clips: list[np.ndarray]) -> dict:
+    """The padded model input of these clips (at the model's rate), as transcribe.py batches them."""
     name, _ = model_input_names(feature_extractor)
     collate = DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor))
-    clips = [0.1 * rng.standard_normal(round(s * rate)).astype(np.float32) for s in seconds]
     batch = collate([{name: extract_features(feature_extractor, c), LENGTH_COLUMN: len(c)} for c in clips])
     batch.pop("input_lengths")
     return dict(batch)
+
+
+def example_batch(feature_extractor, seconds, seed: int = 0) -> dict:
+    """The model input of clips of noise of these lengths."""
+    rng = np.random.default_rng(seed)
+    rate = feature_extractor.sampling_rate
+    return model_batch(feature_extractor, [0.1 * rng.standard_normal(round(s * rate)).astype(np.float32)
+                                           for s in seconds])
 
 
 def time_axes(first: dict, second: dict) -> dict:
@@ -149,13 +154,40 @@ def exporter_error(error: Exception) -> str:
     return f"{type(error).__name__}: {gist[:240]}"
 
 
-def quantize_int8(source: str, target: str, ops=INT8_OPS) -> None:
-    """Write `target`: `source` with the weights of its `ops` nodes in int8 (onnxruntime dynamic quantization, the
-    activations quantized as they come)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(source: str, target: str, ops=INT8_OPS, calibration: list[dict] = ()) -> None:
+    """Write `target`: `source` with its `ops` nodes in int8. MatMul and Gemm by onnxruntime's dynamic quantization
+    (int8 weights, the activations quantized as they come); Conv, if asked, statically (QLinearConv, per-channel
+    weights, the activations' ranges measured on the `calibration` model inputs), because onnxruntime's dynamic
+    ConvInteger runs slower than the fp32 convolution on CPU."""
+    from onnxruntime import quantization as q
 
+    class Inputs(q.CalibrationDataReader):
+        def __init__(self, session: OnnxSession):
+            self.feeds = iter([{n: np.asarray(b[n]).astype(t) for n, t in session.inputs.items()}
+                               for b in calibration])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    big = file_bytes(source) > 1.8 * 2**30
+    dynamic = [op for op in ops if op != "Conv"]
+    staged = target + ".conv.onnx"
     with quiet():
-        quantize_dynamic(source, target, op_types_to_quantize=list(ops), weight_type=QuantType.QInt8)
+        if "Conv" in ops:
+            if not calibration:
+                raise UserError("int8 Conv needs calibration clips (export_onnx.py --clips).")
+            q.quantize_static(source, staged, Inputs(OnnxSession(source)), quant_format=q.QuantFormat.QOperator,
+                              op_types_to_quantize=["Conv"], per_channel=True, weight_type=q.QuantType.QInt8,
+                              activation_type=q.QuantType.QUInt8, use_external_data_format=big)
+            source = staged
+        if dynamic:
+            q.quantize_dynamic(source, target, op_types_to_quantize=dynamic, weight_type=q.QuantType.QInt8,
+                               use_external_data_format=big)
+        else:
+            os.replace(staged, target)
+    for leftover in (staged, staged + ".data"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
 
 
 def file_bytes(path: str) -> int:

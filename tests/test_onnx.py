@@ -184,6 +184,18 @@ def test_time_axes_and_exporter_errors():
     assert exporter_error(KeyError()) == "KeyError: KeyError"
 
 
+def test_int8_conv_is_quantized_statically_and_runs(tmp_path):
+    import onnx
+
+    path = make_finetuned(str(tmp_path / "model"))
+    summary = export_onnx.main([path, "--int8", "--int8_ops", "MatMul", "Conv", "--int8_tolerance", "1e9"])
+    ops = {node.op_type for node in onnx.load(os.path.join(path, INT8_FILE)).graph.node}
+    assert {"QLinearConv", "DynamicQuantizeMatMul"} <= ops or {"QLinearConv", "MatMulInteger"} <= ops
+    assert "Conv" not in ops and summary["int8_ops"] == ["MatMul", "Conv"]
+    assert [p for p, _ in transcribe.main([path, *CLIPS, "--onnx", "int8"])] == CLIPS
+    assert not [f for f in os.listdir(path) if ".conv.onnx" in f]  # the intermediate file is gone
+
+
 def test_export_of_a_checkpoint_folder_lands_in_it(tmp_path):
     run = make_finetuned(str(tmp_path / "run"))
     checkpoint = str(tmp_path / "run" / "checkpoint-5")
