@@ -3,6 +3,7 @@ the tri-stage schedule, several eval sets with model selection and early stoppin
 
 import glob
 import os
+import random
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ctc_finetune.audio import load_audio
 from ctc_finetune.augment import Augmenter, fastest_speeds
 from ctc_finetune.batching import DataCollatorCTCWithPadding
-from ctc_finetune.columns import LABELS_COLUMN, LENGTH_COLUMN, WAVEFORM_COLUMN
+from ctc_finetune.columns import FASTEST_SPEED_COLUMN, LABELS_COLUMN, LENGTH_COLUMN, WAVEFORM_COLUMN
 from ctc_finetune.corpora import eval_set_key
 from ctc_finetune.faults import UserError
 from ctc_finetune.schedules import tri_stage_steps
@@ -65,6 +66,27 @@ def test_fastest_speeds_keeps_each_clip_feasible_for_ctc():
     assert fastest_speeds(lengths, min_frames, frames, 0, [0.9, 1.0, 1.1, 1.2]).tolist() == [1.2, 1.0, 1.0]
     assert fastest_speeds(lengths, [45, 45, 45], frames, 0, [1.1]).tolist() == [1.1] * 3
     assert fastest_speeds(lengths, [0, 0, 0], frames, 48, [1.1]).tolist() == [1.0] * 3  # SpecAugment's mask
+
+
+def test_one_speed_per_batch_within_every_clip_s_fastest(tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=RATE, do_normalize=True, return_attention_mask=True)
+    collator = DataCollatorCTCWithPadding(extractor, augmenter=Augmenter(RATE, speeds=[0.5, 1.0, 2.0]))
+    audio = load_audio(CLIP, RATE)
+    rows = [{WAVEFORM_COLUMN: audio[:n], LABELS_COLUMN: [3], LENGTH_COLUMN: n, FASTEST_SPEED_COLUMN: 2.0}
+            for n in (len(audio), len(audio) - 800, len(audio) - 1600)]
+    seen = set()
+    for seed in range(12):
+        random.seed(seed)
+        lengths = collator(rows)["input_lengths"].numpy()
+        ratios = lengths / np.array([r[LENGTH_COLUMN] for r in rows])
+        assert np.ptp(ratios) < 0.01  # every clip of the batch at the same factor: no padding added
+        seen.add(round(float(ratios[0]), 1))
+    assert seen == {0.5, 1.0, 2.0}  # factors 2, 1 and 0.5 all drawn over the batches
+    random.seed(0)
+    slow = [dict(r, **{FASTEST_SPEED_COLUMN: 1.0}) if i == 1 else r for i, r in enumerate(rows)]
+    assert all(collator(slow)["input_lengths"][0] >= len(audio) for _ in range(12))  # one clip allows at most 1.0
 
 
 def test_the_collator_augments_waveform_rows_only(tmp_path):
