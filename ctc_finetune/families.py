@@ -188,6 +188,13 @@ def answer_no_input_embeddings(model) -> None:
         model.get_input_embeddings = lambda: None
 
 
+def front_end_path(model):
+    """The module path of the model's convolutional feature encoder or subsampling stack (None: it has none)."""
+    if hasattr(model, "freeze_feature_encoder"):  # wav2vec2-era: {base_model_prefix}.feature_extractor
+        return f"{model.base_model_prefix}.feature_extractor"
+    return FRONT_ENDS.get(model.config.model_type)
+
+
 def freeze_front_end(model) -> str:
     """--freeze_feature_encoder: freeze the convolutional feature encoder or subsampling stack; say what was frozen."""
     if hasattr(model, "freeze_feature_encoder"):

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from .families import answer_no_input_embeddings, ctc_head_name
+from .families import answer_no_input_embeddings, ctc_head_name, front_end_path
 from .faults import UserError
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ def lora_targets(model_type: str, given=None) -> list[str]:
 
 
 def add_lora(model, model_args):
-    """The model wrapped by peft with LoRA adapters (rank --lora_rank) on its targets and a fully trained CTC head;
-    everything else frozen. Returns the PeftModel and the log's description."""
+    """The model wrapped by peft with LoRA adapters (rank --lora_rank) on its targets and a fully trained CTC head
+    (and front end, with --freeze_feature_encoder False); everything else frozen. Returns the PeftModel and the
+    log's description."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
@@ -53,9 +54,15 @@ def add_lora(model, model_args):
     # Batch norms (Parakeet's and LASR's convolution modules) update their statistics in training: they go with the
     # head into the adapter, so that it alone reproduces the merged model
     norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    # --freeze_feature_encoder False: the convolutional front end trains in full too, as without LoRA (a few % of
+    # the weights: 1.3% of wav2vec2-large); new voices and recording conditions reach it first
+    front_end = None if model_args.freeze_feature_encoder else front_end_path(model)
+    if front_end:
+        norms = [n for n in norms if not n.startswith(front_end + ".")]
+    full = [ctc_head_name(model), *([front_end] if front_end else []), *norms]
     config = LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha or 2 * model_args.lora_rank,
-                        lora_dropout=model_args.lora_dropout, target_modules=targets,
-                        modules_to_save=[ctc_head_name(model), *norms], bias="none")
+                        lora_dropout=model_args.lora_dropout, target_modules=targets, modules_to_save=full,
+                        bias="none")
     total = sum(p.numel() for p in model.parameters())
     answer_no_input_embeddings(model)
     none = model.get_input_embeddings() is None
@@ -71,10 +78,11 @@ def add_lora(model, model_args):
     model = wrapped
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
+    with_front = f", the front end ({front_end})" if front_end else ""
     with_norms = f" (and {len(norms)} batch norms)" if norms else ""
     return model, (f"LoRA rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
-                   f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_norms} in full: {trained:,} of "
-                   f"{total:,} parameters trainable ({trained / total:.2%})")
+                   f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_front}{with_norms} in full: "
+                   f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")
 
 
 def is_lora(model) -> bool:

@@ -12,13 +12,14 @@ from tiny_models import ALL_FAMILIES, make_checkpoint
 from transformers import AutoModelForCTC, AutoProcessor
 
 from ctc_finetune.audio import load_audio
-from ctc_finetune.families import ctc_head_name, encoder_layer_classes
+from ctc_finetune.families import ctc_head_name, encoder_layer_classes, front_end_path
 from ctc_finetune.faults import UserError
 from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, add_lora
 import run_speech_recognition_ctc as ctc
 
 CLIP = os.path.join(DATA_DIR, "test", "test-00005.flac")
-LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None)
+LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None,
+                       freeze_feature_encoder=True)
 
 
 def tiny(tmp_path, family):
@@ -44,6 +45,23 @@ def test_every_family_gets_adapters_on_its_projections_and_a_full_head(tmp_path,
     assert any(f"{head}.modules_to_save" in n for n in trained)  # the CTC head trains in full
     assert all(".lora_" in n or ".modules_to_save." in n for n in trained)  # and nothing else (but batch norms)
     assert "parameters trainable" in text
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "parakeet_ctc", "wav2vec2-bert"])
+def test_an_unfrozen_front_end_trains_in_full_beside_the_adapters(tmp_path, family):
+    model = AutoModelForCTC.from_pretrained(tiny(tmp_path, family))
+    front_end = front_end_path(model)
+    weights = len(list(model.get_submodule(front_end).parameters())) if front_end else 0
+    wrapped, text = add_lora(model, SimpleNamespace(**{**vars(LORA), "freeze_feature_encoder": False}))
+    trained = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    if front_end is None:  # Wav2Vec2-BERT: a linear projection, no front end to train
+        assert not any(".modules_to_save." in n and "feature" in n for n in trained) and "front end" not in text
+        return
+    full = {n for n in trained if f"{front_end}.modules_to_save." in n}
+    assert full and f"the front end ({front_end})" in text
+    assert len(full) == weights  # all of its weights
+    frozen, _ = add_lora(AutoModelForCTC.from_pretrained(str(tmp_path / family)), LORA)
+    assert not any(front_end in n for n, p in frozen.named_parameters() if p.requires_grad)  # frozen by default
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "parakeet_ctc"])
@@ -80,6 +98,17 @@ def test_a_lora_run_saves_a_merged_model_that_reloads_without_peft(tmp_path, fam
     with torch.no_grad():
         assert torch.allclose(adapted(**inputs).logits, model.eval()(**inputs).logits, atol=1e-4)
     assert read_json(out / ADAPTER_DIR / "adapter_config.json")["r"] == 4
+
+
+def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_dir):
+    out = tmp_path / "out"
+    ctc.main(base_args(encoder_dir, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2,
+                       freeze_feature_encoder="False"))
+    merged = load_file(str(out / "model.safetensors"))
+    base = dict(AutoModelForCTC.from_pretrained(encoder_dir).named_parameters())
+    front = [k for k in base if k.startswith("wav2vec2.feature_extractor.") and k in merged]
+    assert front and any(not torch.equal(merged[k], base[k]) for k in front)  # the front end trained, and merged
+    assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
 
 
 def test_lora_with_gradient_checkpointing_trains(tmp_path, encoder_dir):
