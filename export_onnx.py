@@ -18,13 +18,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 import jiwer
 import numpy as np
 import torch
-import transformers
 
 from ctc_finetune.audio import AUDIO_ERRORS, load_audio
 from ctc_finetune.export import (
@@ -39,8 +37,8 @@ from ctc_finetune.export import (
     require_onnx,
 )
 from ctc_finetune.families import blank_token_id, ctc_decode
-from ctc_finetune.faults import UserError, exit_on_user_error
-from transcribe import find_audio, load_model
+from ctc_finetune.faults import UserError
+from transcribe import cli, find_audio, load_model
 
 logger = logging.getLogger("export_onnx")
 
@@ -166,14 +164,5 @@ def main(argv=None) -> dict:
     return summary
 
 
-def cli() -> None:
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main()
-    except UserError as e:
-        exit_on_user_error(e)
-
-
 if __name__ == "__main__":
-    cli()
+    cli(main)

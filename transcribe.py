@@ -481,12 +481,13 @@ def main(argv=None) -> list[tuple[str, str]]:
     return [(r["path"], r["text"]) for r in ordered]
 
 
-def cli() -> None:
-    """Run main(); a user mistake ends with one `error:` line and USER_ERROR_EXIT (CTC_DEBUG=1 shows the traceback)."""
+def cli(command=None) -> None:
+    """Run main() (or another command's, as export_onnx.py's); a user mistake ends with one `error:` line and
+    USER_ERROR_EXIT (CTC_DEBUG=1 shows the traceback)."""
     logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
     transformers.utils.logging.disable_progress_bar()  # stderr carries only our lines and real warnings
     try:
-        main()
+        (command or main)()
     except UserError as e:
         exit_on_user_error(e)
 
