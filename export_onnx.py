@@ -34,6 +34,7 @@ from ctc_finetune.export import (
     file_bytes,
     model_batch,
     quantize_int8,
+    remove_onnx,
     require_onnx,
 )
 from ctc_finetune.families import blank_token_id, ctc_decode
@@ -155,9 +156,7 @@ def main(argv=None) -> dict:
         bad.append(("int8", f"its transcripts' CER against PyTorch {results['int8']['cer_against_pytorch']:.4f} > "
                             f"--int8_tolerance {args.int8_tolerance:g}; try --int8_ops MatMul"))
     for precision, _ in bad:
-        for leftover in (paths[precision], paths[precision] + ".data"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        remove_onnx(paths[precision])
     if bad:
         raise UserError("; ".join(f"{os.path.basename(paths[p])} disagrees with PyTorch ({why}), deleted"
                                   for p, why in bad) + ".")

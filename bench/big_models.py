@@ -15,7 +15,8 @@ stand-in for a pretrained checkpoint that has heard only the demo corpus (29 wor
 words, more voices, and letters the demo never saw, so each run trains a new CTC head) for --steps steps: full
 (the demo's settings, its convolutional front end trained too), LoRA rank 8 with twice the learning rate, LoRA
 rank 16 (an eighth of this 0.7M model's width) with five times it, the same with the front end trained in full
-(--freeze_feature_encoder False, as the full run), rank 32 so, and the CTC head only (--freeze_encoder_steps =
+(--freeze_feature_encoder False, as the full run), rank 32 so, rank 16 on every projection (keys, attention
+outputs and the feature projection too), and the CTC head only (--freeze_encoder_steps =
 --steps); test WER of each and of the start. The share of full fine-tuning's WER gain over the start that LoRA recovers is the figure to watch
 (target: 80% or more).
 """
@@ -147,6 +148,9 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
             "LoRA r=32, 5x the learning rate, front end trained": tuned + [
                 "--lora_rank", "32", "--learning_rate", str(5 * demo["learning_rate"]),
                 "--freeze_feature_encoder", "False"],
+            "LoRA r=16, 5x the learning rate, every projection": tuned + [
+                "--lora_rank", "16", "--learning_rate", str(5 * demo["learning_rate"]), "--lora_target_modules",
+                "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense", "projection"],
             "CTC head only": tuned + ["--freeze_encoder_steps", str(steps)]}
     results = {}
     for name, extra in runs.items():

@@ -129,6 +129,7 @@ def export_onnx(model, feature_extractor, path: str) -> str:
         expected = model(**check).logits.numpy()
     failures = []
     for exporter in ("dynamo", "torchscript"):
+        remove_onnx(path)  # nothing of a failed attempt (its external weights) is left beside the next one
         try:
             export_graph(model, traced, axes, path, exporter)
             got = OnnxSession(path).run(check)
@@ -138,9 +139,7 @@ def export_onnx(model, feature_extractor, path: str) -> str:
             failures.append(f"{exporter}: its graph does not reproduce PyTorch (largest logit difference {diff:.3g})")
         except Exception as e:  # the exporters raise many kinds; each is reported and the next exporter tried
             failures.append(f"{exporter}: {exporter_error(e)}")
-    for leftover in (path, path + ".data"):
-        if os.path.exists(leftover):
-            os.remove(leftover)
+    remove_onnx(path)
     raise UserError(f"{model.config.model_type} does not export to ONNX with torch {torch.__version__} ("
                     f"{'; '.join(failures)}); run it under PyTorch (transcribe.py without --onnx).")
 
@@ -185,7 +184,12 @@ def quantize_int8(source: str, target: str, ops=INT8_OPS, calibration: list[dict
                                use_external_data_format=big)
         else:
             os.replace(staged, target)
-    for leftover in (staged, staged + ".data"):
+    remove_onnx(staged)
+
+
+def remove_onnx(path: str) -> None:
+    """Delete an ONNX file and its external weights (`path`.data), those that exist."""
+    for leftover in (path, path + ".data"):
         if os.path.exists(leftover):
             os.remove(leftover)
 
