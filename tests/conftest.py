@@ -138,6 +138,27 @@ def make_finetuned(path, arch: str = "wav2vec2") -> str:
     return str(path)
 
 
+def with_flat_lm(model_dir: str, path) -> str:
+    """A copy of a character model at `path` with a pyctcdecode decoder saved beside it: a flat bigram LM of the
+    fixture's training words (kenlm needs order 2 or more), enough to exercise --lm, not to help it."""
+    from pyctcdecode import build_ctcdecoder
+    from transformers import AutoTokenizer
+
+    with open(os.path.join(DATA_DIR, "train", "metadata.csv"), encoding="utf-8") as f:
+        words = sorted({w for row in csv.DictReader(f) for w in row["sentence"].split()})
+    unigrams = [f"-1.0\t{w}\t0" for w in ["<unk>", "</s>", *words]] + ["0\t<s>\t0"]
+    bigrams = [f"-1.0\t<s> {w}" for w in words]
+    shutil.copytree(model_dir, path)
+    arpa = os.path.join(path, "flat.arpa")
+    with open(arpa, "w") as f:
+        f.write("\n".join(["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:",
+                           *unigrams, "", "\\2-grams:", *bigrams, "", "\\end\\", ""]))
+    vocab = AutoTokenizer.from_pretrained(model_dir).get_vocab()
+    labels = [{"|": " ", "[PAD]": ""}.get(t, t) for t in sorted(vocab, key=vocab.get)]
+    build_ctcdecoder(labels, kenlm_model_path=arpa, unigrams=words).save_to_dir(str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def finetuned_dir(tmp_path_factory):
     return make_finetuned(tmp_path_factory.mktemp("finetuned"))

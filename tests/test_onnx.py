@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import DATA_DIR, ROOT, make_finetuned
+from conftest import DATA_DIR, ROOT, make_finetuned, with_flat_lm
 from tiny_models import ALL_FAMILIES, make_checkpoint, torchaudio_problem
 from transformers import AutoFeatureExtractor, AutoModelForCTC
 
@@ -38,6 +38,7 @@ TEST_DIR = os.path.join(DATA_DIR, "test")
 CLIPS = sorted(os.path.join(TEST_DIR, n) for n in os.listdir(TEST_DIR) if n.endswith(".flac"))
 SHORT_WINDOWS = ["--chunk_seconds", "2", "--context_seconds", "0.5"]
 HOTWORD_READY = all(importlib.util.find_spec(p) for p in ("pyctcdecode", "pygtrie"))
+LM_READY = HOTWORD_READY and importlib.util.find_spec("kenlm") is not None
 # The families torch 2.13 cannot export (Granite Speech: an Unfold over a dynamic length)
 NOT_EXPORTED = {"granite_speech5_ctc"}
 
@@ -125,6 +126,16 @@ def test_onnx_beam_search_with_hotwords_matches_pytorch(exported):
     path, _ = exported
     flags = ["--hotwords", "zeal", "--beam_width", "8"]
     assert transcribe.main([path, *CLIPS, *flags, "--onnx"]) == transcribe.main([path, *CLIPS, *flags])
+
+
+@pytest.mark.skipif(not LM_READY, reason="needs pyctcdecode and kenlm (bash tools/install_extras.sh lm)")
+@pytest.mark.parametrize("exported", ["wav2vec2"], indirect=True)  # the flat LM is built for characters
+def test_onnx_beam_search_with_the_n_gram_lm_matches_pytorch(exported, tmp_path):
+    path, _ = exported
+    with_lm = with_flat_lm(path, tmp_path / "with_lm")  # the ONNX files are copied with the model
+    flags = ["--lm", "--beam_width", "8"]
+    onnx = transcribe.main([with_lm, *CLIPS, *flags, "--onnx"])
+    assert onnx == transcribe.main([with_lm, *CLIPS, *flags]) and any(text for _, text in onnx)
 
 
 def test_missing_or_broken_onnx_file_is_one_error_line(tmp_path):

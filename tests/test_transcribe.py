@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATA_DIR, ROOT, make_finetuned, read_json
+from conftest import DATA_DIR, ROOT, make_finetuned, read_json, with_flat_lm
 from conftest import transcribe as reference_transcripts  # one clip at a time, no padding anywhere
 from tiny_models import make_checkpoint
 
@@ -135,23 +135,7 @@ def test_lm_without_pyctcdecode_says_how_to_install(tmp_path, model_dir, capsys,
 
 @pytest.mark.skipif(not LM_INSTALLED, reason="--lm decoding needs pyctcdecode, pygtrie and kenlm (optional)")
 def test_lm_decoding_does_not_depend_on_batching(tmp_path, model_dir):
-    from pyctcdecode import build_ctcdecoder
-    from transformers import AutoTokenizer
-
-    with open(os.path.join(DATA_DIR, "train", "metadata.csv"), encoding="utf-8") as f:
-        words = sorted({w for row in csv.DictReader(f) for w in row["sentence"].split()})
-    # A flat bigram model (kenlm needs order 2 or more): enough to exercise the LM path, not to help it.
-    unigrams = [f"-1.0\t{w}\t0" for w in ["<unk>", "</s>", *words]] + ["0\t<s>\t0"]
-    bigrams = [f"-1.0\t<s> {w}" for w in words]
-    arpa = tmp_path / "flat.arpa"
-    arpa.write_text("\n".join(["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:",
-                               *unigrams, "", "\\2-grams:", *bigrams, "", "\\end\\", ""]))
-    vocab = AutoTokenizer.from_pretrained(model_dir).get_vocab()
-    labels = [{"|": " ", "[PAD]": ""}.get(t, t) for t in sorted(vocab, key=vocab.get)]
-    with_lm = tmp_path / "with_lm"
-    shutil.copytree(model_dir, with_lm)
-    build_ctcdecoder(labels, kenlm_model_path=str(arpa), unigrams=words).save_to_dir(str(with_lm))
-
+    with_lm = with_flat_lm(model_dir, tmp_path / "with_lm")
     args = [with_lm, TEST_DIR, ONE_FILE, "--lm", "--beam_width", 8]
     alone = run_main(*args, "--batch_seconds", 0.1)  # one clip per batch: no padding at all
     assert [p for p, _ in alone] == expected_paths()[:5] and any(t for _, t in alone)  # the LM's words come out
