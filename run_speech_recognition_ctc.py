@@ -464,6 +464,11 @@ class TrainingArguments(transformers.TrainingArguments):
     freeze_encoder_steps: int = field(
         default=0, metadata={"help": "Train only the CTC head for the first N steps, then the whole encoder."}
     )
+    lora_learning_rate: Optional[float] = field(
+        default=None,
+        metadata={"help": "With --lora_rank: the adapters' learning rate; --learning_rate stays that of what trains "
+                          "in full (the CTC head, the front end). Default: --learning_rate for both."},
+    )
     average_checkpoints: int = field(
         default=0,
         metadata={"help": "At the end, average the N best checkpoints by --metric_for_best_model; the average is the "
@@ -573,6 +578,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
     if parsed[0].lora_rank and parsed[0].config_name:
         raise UserError("--lora_rank adapts a pretrained model: pass it as --model_name_or_path, not --config_name.")
+    if parsed[2].lora_learning_rate is not None and not parsed[0].lora_rank:
+        raise UserError("--lora_learning_rate is the LoRA adapters' learning rate: add --lora_rank, or drop it.")
     if parsed[0].lora_rank and parsed[2].average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")
@@ -768,6 +775,7 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
         ),
     )
     trainer.add_callback(stop)
+    trainer.adapter_learning_rate = training_args.lora_learning_rate
     if training_args.freeze_encoder_steps:
         trainer.add_callback(HeadFirst(model, training_args.freeze_encoder_steps))
     if training_args.early_stopping_patience:

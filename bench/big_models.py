@@ -16,7 +16,8 @@ words, more voices, and letters the demo never saw, so each run trains a new CTC
 (the demo's settings, its convolutional front end trained too), LoRA rank 8 with twice the learning rate, LoRA
 rank 16 (an eighth of this 0.7M model's width) with five times it, the same with the front end trained in full
 (--freeze_feature_encoder False, as the full run), rank 32 so, rank 16 on every projection (keys, attention
-outputs and the feature projection too), and the CTC head only (--freeze_encoder_steps =
+outputs and the feature projection too), rank 16 with only the adapters at 5x (--lora_learning_rate; the head
+and front end at the demo's rate, as in the full run), and the CTC head only (--freeze_encoder_steps =
 --steps); test WER of each and of the start. The share of full fine-tuning's WER gain over the start that LoRA recovers is the figure to watch
 (target: 80% or more).
 """
@@ -147,6 +148,11 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
                 "--freeze_feature_encoder", "False"],
             "LoRA r=32, 5x the learning rate, front end trained": tuned + [
                 "--lora_rank", "32", "--learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False"],
+            "LoRA r=16, adapters at 5x the learning rate": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"])],
+            "LoRA r=16, adapters at 5x the learning rate, front end trained": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
                 "--freeze_feature_encoder", "False"],
             "LoRA r=16, 5x the learning rate, every projection": tuned + [
                 "--lora_rank", "16", "--learning_rate", str(5 * demo["learning_rate"]), "--lora_target_modules",

@@ -85,6 +85,23 @@ def add_lora(model, model_args):
                    f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")
 
 
+def split_adapter_groups(optimizer, model, adapter_lr: float) -> None:
+    """Give the LoRA adapters' weights their own learning rate (`adapter_lr`), in param groups of their own; the
+    weights trained in full (head, front end, batch norms) keep theirs. Before the first step, so the scheduler
+    scales each group from its own rate. Logged with the counts."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups, adapters = [], 0
+    for group in optimizer.param_groups:
+        lora = [p for p in group["params"] if ".lora_" in names.get(id(p), "")]
+        rest = [p for p in group["params"] if ".lora_" not in names.get(id(p), "")]
+        adapters += sum(p.numel() for p in lora)
+        groups += [{**group, "params": params, "lr": lr, "initial_lr": lr}
+                   for params, lr in ((lora, adapter_lr), (rest, group["lr"])) if params]
+    optimizer.param_groups[:] = groups
+    logger.info(f"LoRA: the adapters ({adapters:,} weights) train at learning rate {adapter_lr:g}, what trains in "
+                f"full at {groups[-1]['lr']:g}")
+
+
 def is_lora(model) -> bool:
     return hasattr(model, "peft_config")
 

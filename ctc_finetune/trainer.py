@@ -22,6 +22,7 @@ from .batching import DurationBatchSampler
 from .columns import LABEL_PAD_ID, LENGTH_COLUMN
 from .families import output_frames
 from .faults import DiskFull, UserError, is_disk_full
+from .lora import split_adapter_groups
 from .preprocessing import scan_column
 from .schedules import tri_stage_kwargs, tri_stage_steps
 from .shards import StreamBatches, is_stream
@@ -286,6 +287,14 @@ class CTCTrainer(Trainer):
                 raise
             path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise DiskFull("checkpoint", path, self.model_bytes(), CHECKPOINT_DISK_FULL_FIX) from e
+
+    adapter_learning_rate = None  # --lora_learning_rate: the LoRA adapters' own; the rest keeps --learning_rate
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.adapter_learning_rate is not None:
+            split_adapter_groups(optimizer, model or self.model, self.adapter_learning_rate)
+        return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         # --lr_scheduler_type tri_stage: warmup_stable_decay with phases in shares of the steps, known only here

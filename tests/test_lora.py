@@ -111,6 +111,23 @@ def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_
     assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
 
 
+def test_lora_learning_rate_is_the_adapters_own(tmp_path, encoder_dir, caplog):
+    # --learning_rate so small that what trains in full (the new head) barely moves; the adapters at their own rate
+    merged = {}
+    for name, adapter_lr in (("fast", 1e-2), ("still", 1e-9)):
+        with caplog.at_level("INFO"):
+            ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / name), lora_rank=4, learning_rate=1e-9,
+                               lora_learning_rate=adapter_lr, do_eval=None))
+        merged[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert "train at learning rate 0.01, what trains in full at 1e-09" in caplog.text
+    head = [k for k in merged["fast"] if k.startswith("lm_head.")]
+    assert head and all(torch.allclose(merged["fast"][k], merged["still"][k], atol=1e-5) for k in head)
+    targets = [k for k in merged["fast"] if k.endswith("q_proj.weight")]
+    assert targets and all((merged["fast"][k] - merged["still"][k]).abs().max() > 1e-4 for k in targets)
+    with pytest.raises(UserError, match="add --lora_rank"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "no"), lora_learning_rate=1e-3))
+
+
 def test_lora_with_gradient_checkpointing_trains(tmp_path, encoder_dir):
     results = ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "out"), lora_rank=4, max_steps=2,
                                  gradient_checkpointing=True, do_eval=None))
