@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import DATA_DIR, ROOT, SCRIPT, base_args, read_csv, read_json, rescore
+from conftest import DATA_DIR, ROOT, SCRIPT, base_args, read_csv, read_json, rescore, step_losses
 from safetensors.torch import load_file, save_file
 
 from ctc_finetune.audio import load_audio
@@ -104,6 +104,19 @@ def test_the_collator_augments_waveform_rows_only(tmp_path):
     assert "augmented" not in evaluated and evaluated["input_values"][0].numpy() == pytest.approx(features)
 
 
+@pytest.mark.parametrize("on_the_fly", [False, True])
+def test_the_waveform_path_at_factor_one_trains_as_the_feature_path(tmp_path, encoder_dir, on_the_fly):
+    # --speed_perturbation 1.0 keeps the training split's waveforms and featurizes them in the collator, changing
+    # nothing: every step's loss must be the plain run's (same clips, same batches, same features)
+    losses = {}
+    for name, speeds in (("plain", None), ("waveforms", [1.0])):
+        out = tmp_path / name
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out), speed_perturbation=speeds, logging_steps=1, max_steps=6,
+                           do_eval=None, preprocess_on_the_fly=on_the_fly or None))
+        losses[name] = step_losses(str(out))
+    assert len(losses["plain"]) == 6 and losses["waveforms"] == losses["plain"]
+
+
 @pytest.mark.parametrize("mode", ["cached", "on_the_fly", "shards"])
 def test_speed_perturbation_trains_on_played_clips_and_never_touches_evaluation(tmp_path, encoder_dir, mode,
                                                                                 caplog):
@@ -127,8 +140,9 @@ def test_speed_perturbation_trains_on_played_clips_and_never_touches_evaluation(
     assert slow["train_audio_hours"] / plain["train_audio_hours"] == pytest.approx(2, abs=0.05)
     assert slow["train_augmented_speed_share"] == 1.0 and "train_augmented_speed_share" not in plain
     assert "speed 100%" in caplog.text
-    # Evaluation sees the clips as they are
-    assert [r["seconds"] for r in slow["rows"]] == [r["seconds"] for r in plain["rows"]]
+    # Evaluation sees the clips as they are (rows come worst first, so they are matched by clip)
+    seconds = {name: {r["clip_id"]: r["seconds"] for r in run["rows"]} for name, run in runs.items()}
+    assert len(seconds["slow"]) == 4 and seconds["slow"] == seconds["plain"]
     assert slow["eval_samples"] == plain["eval_samples"] == 4
 
 
