@@ -160,6 +160,10 @@ class ModelArguments:
         metadata={"help": "Hub id or local directory of an existing CTC tokenizer; by default one is built from the "
                           "data."},
     )
+    carry_ctc_head_rows: bool = field(
+        default=True, metadata={"help": "When a checkpoint's CTC head meets a new vocabulary: start the new head's "
+                                        "rows of the tokens both share (and the blank) from the old ones."}
+    )
     cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where to cache models, tokenizers and datasets downloaded from the hub."}
     )

@@ -1,13 +1,16 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""The model (step 3): a checkpoint (or a config) loaded for CTC, with a fresh head where the vocabulary
-changed, its attention kernel, and the front end frozen."""
+"""The model (step 3): a checkpoint (or a config) loaded for CTC, with a new head where the vocabulary changed (the
+rows of the tokens both vocabularies share carried over), its attention kernel, and the front end frozen."""
 
 import functools
+import json
 import logging
 import os
-from typing import Optional
 
+import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+from transformers.utils import cached_file
 
 from .adapters import attach_language_adapter, configure_language_adapter
 from .checkpoints import damaged_file
@@ -27,12 +30,62 @@ from .vocabulary import has_ctc_head, hub_kwargs
 logger = logging.getLogger(__name__)
 
 
-def checkpoint_vocab(source: str, hub: dict) -> Optional[dict]:
-    """The vocabulary of the tokenizer saved with a checkpoint, or None when it has none."""
+def checkpoint_tokenizer(source: str, hub: dict):
+    """The tokenizer saved with a checkpoint, or None when it has none."""
     try:
-        return AutoTokenizer.from_pretrained(source, **hub).get_vocab()
+        return AutoTokenizer.from_pretrained(source, **hub)
     except (OSError, ValueError, TypeError):
         return None
+
+
+def checkpoint_tensors(source: str, prefix: str, hub: dict) -> dict:
+    """The checkpoint's saved tensors whose names contain `prefix` (one module's weights), read from its safetensors
+    file or shards without loading the rest; {} when it has none we can read (a .bin-only checkpoint)."""
+    def find(name):
+        return cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **hub)
+
+    index = find("model.safetensors.index.json")
+    if index:
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = {os.path.join(os.path.dirname(index), v) for k, v in weight_map.items() if prefix in k}
+    else:
+        files = {find("model.safetensors")} - {None}
+    tensors = {}
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            tensors.update({k: f.get_tensor(k) for k in f.keys() if prefix in k})
+    return tensors
+
+
+def head_row_map(old_tokenizer, new_tokenizer) -> dict[int, int]:
+    """New token id -> old token id for the tokens both vocabularies share (by their text), and the blank (each one's
+    pad token) and the unknown token, whatever each calls them ("<pad>" or "[PAD]")."""
+    old = old_tokenizer.get_vocab()
+    rows = {new_id: old[token] for token, new_id in new_tokenizer.get_vocab().items() if token in old}
+    for role in ("pad_token_id", "unk_token_id"):
+        new_id, old_id = getattr(new_tokenizer, role), getattr(old_tokenizer, role)
+        if new_id is not None and old_id is not None:
+            rows[new_id] = old_id
+    return rows
+
+
+def carry_head_rows(model, saved: dict, rows: dict[int, int]) -> int:
+    """Copy the saved CTC head's rows into the new head's (each parameter whose first axis is the vocabulary) for the
+    tokens in `rows` (new id -> old id); the other rows keep their fresh weights. Returns the rows carried over."""
+    head, carried = ctc_head_name(model), 0
+    for name, param in getattr(model, head).named_parameters():
+        source = next((t for k, t in saved.items() if k.endswith(f"{head}.{name}")), None)
+        if source is None or source.shape[1:] != param.shape[1:]:
+            continue  # a head of another shape (another hidden size): nothing to carry
+        pairs = [(n, o) for n, o in rows.items() if n < param.shape[0] and o < source.shape[0]]
+        new, old = (torch.tensor(ids, dtype=torch.long) for ids in zip(*pairs)) if pairs else (None, None)
+        if new is not None:
+            with torch.no_grad():
+                param[new] = source[old].to(param.dtype)
+            carried = len(pairs)
+    return carried
 
 
 def attention_kernel(config) -> str:
@@ -127,7 +180,8 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
     source, hub = model_args.model_name_or_path or model_args.config_name, hub_kwargs(model_args, data_args)
     # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new
     # head. An evaluated language adapter brings its own CTC head.
-    shipped_vocab = checkpoint_vocab(source, hub) if model_args.model_name_or_path else None
+    shipped = checkpoint_tokenizer(source, hub) if model_args.model_name_or_path else None
+    shipped_vocab = shipped.get_vocab() if shipped is not None else None
     own_vocab = shipped_vocab == tokenizer.get_vocab()
     evaluate_adapter = language and not training
     if not (own_vocab and has_ctc_head(config)) and not evaluate_adapter:
@@ -141,7 +195,12 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
     else:
         model, why = load_pretrained(source, config, shipped_vocab is not None and not own_vocab, model_args, hub)
         if why and not evaluate_adapter:
-            logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source})")
+            carried = 0
+            if shipped is not None and model_args.carry_ctc_head_rows and has_ctc_head(config):
+                carried = carry_head_rows(model, checkpoint_tensors(source, ctc_head_name(model), hub),
+                                          head_row_map(shipped, tokenizer))
+            kept = f"; {carried:,} rows of the tokens both vocabularies share carried over" if carried else ""
+            logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source}{kept})")
     if language:
         frozen = attach_language_adapter(model, language, training, source)
     else:

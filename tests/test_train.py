@@ -8,6 +8,7 @@ import sys
 import jiwer
 import numpy as np
 import pytest
+import torch
 from conftest import (
     DATA_DIR,
     SCRIPT,
@@ -19,6 +20,7 @@ from conftest import (
     read_json,
     transcribe,
 )
+from safetensors.torch import load_file
 from tiny_models import ARCHITECTURES, make_checkpoint
 from transformers import Wav2Vec2CTCTokenizer
 
@@ -231,3 +233,25 @@ def test_preprocessing_only_fills_the_cache_and_stops(tmp_path, encoder_dir, cap
         assert ctc.main(base_args(encoder_dir, DATA_DIR, str(out), preprocessing_only=True)) == {}
     assert "cache files" in caplog.text and ".arrow" in caplog.text
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_a_new_vocabulary_starts_the_shared_tokens_rows_from_the_old_head(tmp_path, caplog, carry):
+    model = make_checkpoint(str(tmp_path / "model"), "wav2vec2", ctc_vocab_size=7)
+    old_vocab = {"<pad>": 0, "<unk>": 1, "|": 2, "e": 3, "o": 4, "t": 5, "q": 6}  # q: not in the fixture text
+    (tmp_path / "old_vocab.json").write_text(json.dumps(old_vocab))
+    Wav2Vec2CTCTokenizer(str(tmp_path / "old_vocab.json")).save_pretrained(model)
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):  # learning rate 0: the saved head is the head as it started
+        ctc.main(base_args(model, DATA_DIR, str(out), max_steps=1, learning_rate=0.0, warmup_steps=0,
+                           carry_ctc_head_rows=carry))
+    old, new = (load_file(os.path.join(d, "model.safetensors")) for d in (model, out))
+    vocab = read_json(out / "vocab.json")
+    assert len(vocab) > len(old_vocab) and "q" not in vocab
+    # the blank and the unknown token by their role (the built vocabulary calls them [PAD] and [UNK]), letters by text
+    shared = [("[PAD]", "<pad>"), ("[UNK]", "<unk>"), ("|", "|"), ("e", "e"), ("o", "o"), ("t", "t")]
+    same = [torch.equal(new["lm_head.weight"][vocab[n]], old["lm_head.weight"][old_vocab[o]]) for n, o in shared]
+    assert all(same) if carry else not any(same)
+    if carry:
+        assert all(torch.equal(new["lm_head.bias"][vocab[n]], old["lm_head.bias"][old_vocab[o]]) for n, o in shared)
+    assert ("6 rows of the tokens both vocabularies share carried over" in caplog.text) == carry
