@@ -15,7 +15,8 @@ stand-in for a pretrained checkpoint that has heard only the demo corpus (29 wor
 words, more voices, and letters the demo never saw, so each run builds a new vocabulary; the new CTC head starts
 the rows of the letters both share from the demo's, --carry_ctc_head_rows) for --steps steps: full (the demo's
 settings, its convolutional front end trained too), LoRA rank 8 and rank 16 (an eighth of this 0.7M model's width)
-at the demo's learning rate, rank 16 at twice it, rank 16 with only the adapters at 5x (--lora_learning_rate), and
+at the demo's learning rate, rank 16 at twice it, rank 16 with only the adapters at 5x (--lora_learning_rate), the
+same with the front end trained in full at the demo's rate (--freeze_feature_encoder False, as the full run), and
 the CTC head only (--freeze_encoder_steps = --steps); test WER of each and of the start. The share of full
 fine-tuning's WER gain over the start that LoRA recovers is the figure to watch (target: 80% or more).
 """
@@ -144,6 +145,16 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
                                                         "--learning_rate", str(2 * demo["learning_rate"])],
             "LoRA r=16, adapters at 5x the learning rate": tuned + [
                 "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"])],
+            "LoRA r=16, adapters at 5x the learning rate, front end trained": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False"],
+            "LoRA r=16, adapters at 10x the learning rate, front end trained": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(10 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False"],
+            "LoRA r=16, adapters at 5x the learning rate, front end trained, every projection": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False", "--lora_target_modules", "q_proj", "k_proj", "v_proj",
+                "out_proj", "intermediate_dense", "output_dense", "projection"],
             "CTC head only": tuned + ["--freeze_encoder_steps", str(steps)]}
     results = {}
     for name, extra in runs.items():
