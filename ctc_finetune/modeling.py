@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+from typing import Optional
 
 import torch
 from safetensors import safe_open
@@ -59,33 +60,39 @@ def checkpoint_tensors(source: str, prefix: str, hub: dict) -> dict:
     return tensors
 
 
-def head_row_map(old_tokenizer, new_tokenizer) -> dict[int, int]:
-    """New token id -> old token id for the tokens both vocabularies share (by their text), and the blank (each one's
-    pad token) and the unknown token, whatever each calls them ("<pad>" or "[PAD]")."""
+def head_row_map(old_tokenizer, new_tokenizer, old_blank: Optional[int] = None) -> dict[int, int]:
+    """New token id -> old token id for the tokens both vocabularies share (by their text), the unknown token and the
+    blank, whatever each calls them ("<pad>" or "[PAD]"). The new blank is the new pad token; the old one is
+    `old_blank` (OmniASR's own blank_token_id) or else the old pad token."""
     old = old_tokenizer.get_vocab()
     rows = {new_id: old[token] for token, new_id in new_tokenizer.get_vocab().items() if token in old}
-    for role in ("pad_token_id", "unk_token_id"):
+    for role in ("unk_token_id", "pad_token_id"):
         new_id, old_id = getattr(new_tokenizer, role), getattr(old_tokenizer, role)
+        if role == "pad_token_id" and old_blank is not None:
+            old_id = old_blank
         if new_id is not None and old_id is not None:
             rows[new_id] = old_id
     return rows
 
 
 def carry_head_rows(model, saved: dict, rows: dict[int, int]) -> int:
-    """Copy the saved CTC head's rows into the new head's (each parameter whose first axis is the vocabulary) for the
-    tokens in `rows` (new id -> old id); the other rows keep their fresh weights. Returns the rows carried over."""
-    head, carried = ctc_head_name(model), 0
-    for name, param in getattr(model, head).named_parameters():
-        source = next((t for k, t in saved.items() if k.endswith(f"{head}.{name}")), None)
-        if source is None or source.shape[1:] != param.shape[1:]:
-            continue  # a head of another shape (another hidden size): nothing to carry
-        pairs = [(n, o) for n, o in rows.items() if n < param.shape[0] and o < source.shape[0]]
-        new, old = (torch.tensor(ids, dtype=torch.long) for ids in zip(*pairs)) if pairs else (None, None)
-        if new is not None:
-            with torch.no_grad():
-                param[new] = source[old].to(param.dtype)
-            carried = len(pairs)
-    return carried
+    """Copy the saved CTC head's rows into the new head's (each parameter, whose first axis is the vocabulary) for
+    the tokens in `rows` (new id -> old id); the other rows keep their fresh weights. Nothing is copied unless every
+    parameter of the head has a saved counterpart of its shape (not another hidden size). Returns the rows carried."""
+    head = ctc_head_name(model)
+    params = dict(getattr(model, head).named_parameters())
+    sources = {name: next((t for k, t in saved.items() if k.endswith(f"{head}.{name}")), None) for name in params}
+    if any(t is None or t.shape[1:] != params[name].shape[1:] for name, t in sources.items()):
+        return 0
+    pairs = [(n, o) for n, o in rows.items() if all(n < p.shape[0] for p in params.values())
+             and all(o < t.shape[0] for t in sources.values())]
+    if not pairs:
+        return 0
+    new, old = (torch.tensor(ids, dtype=torch.long) for ids in zip(*pairs))
+    with torch.no_grad():
+        for name, param in params.items():
+            param[new] = sources[name][old].to(param.dtype)
+    return len(pairs)
 
 
 def attention_kernel(config) -> str:
@@ -183,6 +190,7 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
     shipped = checkpoint_tokenizer(source, hub) if model_args.model_name_or_path else None
     shipped_vocab = shipped.get_vocab() if shipped is not None else None
     own_vocab = shipped_vocab == tokenizer.get_vocab()
+    old_blank = getattr(config, "blank_token_id", None)  # before a new vocabulary resets it
     evaluate_adapter = language and not training
     if not (own_vocab and has_ctc_head(config)) and not evaluate_adapter:
         set_ctc_vocabulary(config, tokenizer)
@@ -198,7 +206,7 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
             carried = 0
             if shipped is not None and model_args.carry_ctc_head_rows and has_ctc_head(config):
                 carried = carry_head_rows(model, checkpoint_tensors(source, ctc_head_name(model), hub),
-                                          head_row_map(shipped, tokenizer))
+                                          head_row_map(shipped, tokenizer, old_blank))
             kept = f"; {carried:,} rows of the tokens both vocabularies share carried over" if carried else ""
             logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source}{kept})")
     if language:

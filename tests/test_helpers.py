@@ -23,6 +23,7 @@ from ctc_finetune.columns import (
 from ctc_finetune.corpora import parse_split_expression, slice_dataset
 from ctc_finetune.faults import UserError
 from ctc_finetune.metrics import decode_predictions, score
+from ctc_finetune.modeling import carry_head_rows, head_row_map
 from ctc_finetune.preprocessing import LabelEncoder, ctc_min_frames, drop_reasons, featurize_batch, scan_batch
 from ctc_finetune.text import build_vocab, chars_to_ignore_regex, normalize_text, vocabulary_case
 from ctc_finetune.vocabulary import text_report
@@ -282,3 +283,26 @@ def test_the_docstring_map_names_what_exists():
         assert module in modules, f"the docstring map names {module}.{name}: ctc_finetune has no module {module}"
         obj = importlib.import_module(f"ctc_finetune.{module}")
         assert hasattr(obj, name), f"the docstring map names {module}.{name}, which ctc_finetune.{module} lacks"
+
+
+def test_head_row_map_pairs_shared_tokens_and_the_blank_and_unk_by_role(tmp_path):
+    def tokenizer(name, vocab, pad, unk):
+        (tmp_path / f"{name}.json").write_text(__import__("json").dumps(vocab))
+        return Wav2Vec2CTCTokenizer(str(tmp_path / f"{name}.json"), pad_token=pad, unk_token=unk)
+
+    old = tokenizer("old", {"<pad>": 0, "<unk>": 1, "|": 2, "a": 3, "q": 4, "<blank>": 5}, "<pad>", "<unk>")
+    new = tokenizer("new", {"|": 0, "a": 1, "b": 2, "[UNK]": 3, "[PAD]": 4}, "[PAD]", "[UNK]")
+    rows = head_row_map(old, new)  # (the tokenizers add <s> and </s> to both, 5 and 6 here, 6 and 7 there)
+    assert {k: rows[k] for k in (0, 1, 3, 4)} == {0: 2, 1: 3, 3: 1, 4: 0} and 2 not in rows  # b is new; q is gone
+    assert head_row_map(old, new, old_blank=5)[4] == 5  # a blank of its own (OmniASR's blank_token_id)
+
+    head = torch.nn.Module()
+    head.lm_head = torch.nn.Linear(3, 5)
+    saved = {"model.lm_head.weight": torch.arange(18.0).reshape(6, 3), "model.lm_head.bias": torch.arange(6.0)}
+    fresh = head.lm_head.weight.detach().clone()
+    assert carry_head_rows(head, saved, rows) == 4  # ids beyond either head are left out
+    assert torch.equal(head.lm_head.weight[[0, 1, 3, 4]], saved["model.lm_head.weight"][[2, 3, 1, 0]])
+    assert torch.equal(head.lm_head.weight[2], fresh[2]) and head.lm_head.bias.tolist()[:2] == [2.0, 3.0]
+    other = torch.nn.Module()
+    other.lm_head = torch.nn.Linear(4, 5)  # another hidden size: nothing to carry
+    assert carry_head_rows(other, saved, head_row_map(old, new)) == 0
