@@ -266,6 +266,9 @@ def test_several_eval_sets_report_separately_and_early_stopping_stops(tmp_path, 
     assert state["best_model_checkpoint"].endswith("checkpoint-2")  # the first of two equal scores
     report = (out / "report.html").read_text()
     assert "eval_test split" in report and "eval_validation split" in report
+    # the curves draw each set's loss and error rates (matplotlib writes each legend label as a comment)
+    for label in ("test", "validation", "test WER", "validation CER"):
+        assert f"<!-- {label} -->" in report, label
 
 
 def test_eval_set_names_and_selection_errors(tmp_path, encoder_dir):
