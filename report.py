@@ -257,14 +257,13 @@ def training_curves_svg(log_history: list[dict]) -> str:
     def eval_keys(suffix, label):
         """(label, key) of eval_<suffix> and, with several eval sets, of each eval_<set>_<suffix>."""
         keys = dict.fromkeys(k for e in log_history if isinstance(e, dict) for k in e
-                             if k == f"eval_{suffix}" or k.startswith("eval_") and k.endswith(f"_{suffix}")
-                             and not any(k.endswith(f"_{other}") for other, _ in METRICS if other != suffix
-                                         and other.endswith(suffix)))
+                             if k.startswith("eval_") and (k == f"eval_{suffix}" or k.endswith(f"_{suffix}")))
         return [(label or "eval" if k == f"eval_{suffix}" else f"{k[5:-len(suffix) - 1]} {label}".strip(), k)
                 for k in keys]
 
+    errors = [(label, k, 100) for key, name in METRICS for label, k in eval_keys(key, name)]
     panels = [("Loss", "", [("training", "loss", 1), *((label, k, 1) for label, k in eval_keys("loss", ""))]),
-              ("Eval error rate", "%", [(label, k, 100) for key, name in METRICS for label, k in eval_keys(key, name)]),
+              ("Eval error rate", "%", errors),
               ("Learning rate", "", [("learning rate", "learning_rate", 1)])]
     panels = [(title, unit, [(label, series(key), scale) for label, key, scale in lines if series(key)])
               for title, unit, lines in panels]
