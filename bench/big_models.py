@@ -2,6 +2,7 @@
 
     python bench/big_models.py memory  [--steps 3]      # or `ranks`: only DDP against FSDP
     python bench/big_models.py quality [--steps 800] [--start outputs/demo] [--corpus ../shared/corpus/commands]
+                                    [--work outputs/big_models] [--runs NAME ...]   # --runs: only those LoRA runs
 
 memory: random-weight models of two real shapes, wav2vec2-large (317M parameters) and Parakeet CTC 0.6B, built from
 configs, trained --steps steps on the fixture corpus (tests/fixtures/commands, 2 clips a batch, fp32, CPU), each
@@ -126,7 +127,7 @@ def memory(steps: int, ranks_only: bool = False) -> None:
               f"{train} | {peak:.2f} |", flush=True)
 
 
-def quality(start: str, corpus: str, steps: int, work: str) -> None:
+def quality(start: str, corpus: str, steps: int, work: str, only: list[str]) -> None:
     with open(os.path.join(ROOT, "examples", "demo.json")) as f:
         demo = json.load(f)
     common = ["--dataset_name", corpus, "--train_split_name", "train", "--eval_split_name", "test",
@@ -156,6 +157,8 @@ def quality(start: str, corpus: str, steps: int, work: str) -> None:
                 "--freeze_feature_encoder", "False", "--lora_target_modules", "q_proj", "k_proj", "v_proj",
                 "out_proj", "intermediate_dense", "output_dense", "projection"],
             "CTC head only": tuned + ["--freeze_encoder_steps", str(steps)]}
+    if only:  # the start and full fine-tuning always: the share is measured against them
+        runs = {n: a for n, a in runs.items() if n in ("start (no fine-tuning)", "full fine-tuning") or n in only}
     results = {}
     for name, extra in runs.items():
         out = os.path.join(work, re.sub(r"\W+", "-", name).strip("-"))
@@ -186,6 +189,8 @@ def main() -> None:
     parser.add_argument("--start", default=os.path.join(ROOT, "outputs", "demo"))
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "big_models"))
+    parser.add_argument("--runs", nargs="+", default=[], metavar="NAME",
+                        help="quality: only these runs (by name, as printed), beside the start and full fine-tuning")
     args = parser.parse_args()
     if args.part in ("memory", "ranks"):
         memory(args.steps or 3, ranks_only=args.part == "ranks")
@@ -193,7 +198,7 @@ def main() -> None:
         if not os.path.isfile(os.path.join(args.start, "model.safetensors")):
             sys.exit(f"{args.start} holds no trained model: run `python run_speech_recognition_ctc.py "
                      "examples/demo.json` first")
-        quality(args.start, args.corpus, args.steps or 800, args.work)
+        quality(args.start, args.corpus, args.steps or 800, args.work, args.runs)
 
 
 if __name__ == "__main__":
