@@ -22,7 +22,6 @@ import base64
 import csv
 import glob
 import html
-import io
 import json
 import logging
 import mimetypes
@@ -34,10 +33,9 @@ from collections import Counter
 from typing import Callable, Optional
 
 import jiwer
-from matplotlib.figure import Figure  # a Figure without pyplot never opens a window or touches a global backend
-from matplotlib.ticker import MaxNLocator
 
 from ctc_finetune.columns import EVAL_KEY, PREDICTION_COLUMNS, PREDICTIONS_FILES, predictions_file
+from ctc_finetune.curves import training_curves_svg
 from ctc_finetune.faults import exit_on_user_error
 from ctc_finetune.metrics import clip_error
 
@@ -49,7 +47,6 @@ SCORE_COLUMNS = PREDICTION_COLUMNS[3:]  # the script's other columns; the rest a
 MAX_CATEGORIES = 50  # an extra column with at most this many distinct values gets its own breakdown table
 DURATION_EDGES = (2, 5, 10, 20)  # seconds: buckets < 2, 2-5, 5-10, 10-20, >= 20
 TOP_ERRORS = 20  # rows in each most-frequent-errors table
-LOG_SCALE_RATIO = 10  # a loss curve spanning more than this factor is drawn on a log axis
 METRICS = (("wer", "WER"), ("cer", "CER"), ("per", "PER"), ("wer_lm", "WER with LM"), ("cer_lm", "CER with LM"))
 AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
               ".opus": "audio/ogg"}  # Opus files are Ogg streams; browsers play them as audio/ogg
@@ -248,50 +245,6 @@ def rate_cell(rate: Optional[float]) -> str:
     return f'{pct(rate)}<span class="bar" style="width:{min(rate, 1) * 60:.0f}px"></span>'
 
 
-def training_curves_svg(log_history: list[dict]) -> str:
-    """Loss, eval error rates and learning rate against step, one panel each, as an inline SVG ('' without logs)."""
-    def series(key):
-        return [(e["step"], e[key]) for e in log_history
-                if isinstance(e, dict) and isinstance(e.get(key), (int, float)) and isinstance(e.get("step"), int)]
-
-    def eval_keys(suffix, label):
-        """(label, key) of eval_<suffix> and, with several eval sets, of each eval_<set>_<suffix>."""
-        keys = dict.fromkeys(k for e in log_history if isinstance(e, dict) for k in e
-                             if k.startswith("eval_") and (k == f"eval_{suffix}" or k.endswith(f"_{suffix}")))
-        return [(label or "eval" if k == f"eval_{suffix}" else f"{k[5:-len(suffix) - 1]} {label}".strip(), k)
-                for k in keys]
-
-    errors = [(label, k, 100) for key, name in METRICS for label, k in eval_keys(key, name)]
-    panels = [("Loss", "", [("training", "loss", 1), *((label, k, 1) for label, k in eval_keys("loss", ""))]),
-              ("Eval error rate", "%", errors),
-              ("Learning rate", "", [("learning rate", "learning_rate", 1)])]
-    panels = [(title, unit, [(label, series(key), scale) for label, key, scale in lines if series(key)])
-              for title, unit, lines in panels]
-    panels = [panel for panel in panels if panel[2]]
-    if not panels:
-        return ""
-    fig = Figure(figsize=(3.9 * len(panels), 3.0), layout="constrained")
-    for ax, (title, unit, lines) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        for label, points, scale in lines:
-            steps, values = zip(*points)
-            ax.plot(steps, [v * scale for v in values], marker="o" if len(points) <= 30 else None, markersize=3,
-                    linewidth=1.5, label=label)
-        values = [v for _, points, _ in lines for _, v in points]
-        if title == "Loss" and min(values) > 0 and max(values) / min(values) > LOG_SCALE_RATIO:
-            ax.set_yscale("log")  # CTC loss falls by orders of magnitude at first; a linear axis hides the rest
-        ax.set_title(title, fontsize=11)
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 2.5 on short runs
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=9)
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype, which HTML does not allow inline
-
-
 def audio_html(clip_id: str, output_dir: str, embed: bool) -> str:
     """An <audio> player for a clip: a link relative to output_dir, or its bytes as a data: URI; none if no file."""
     path = os.path.abspath(clip_id)
@@ -382,7 +335,7 @@ def headline_html(output_dir: str, config: Optional[dict], results: Optional[dic
 
 def curves_html(state: Optional[dict]) -> str:
     history = (state or {}).get("log_history")
-    svg = training_curves_svg(history) if isinstance(history, list) else ""
+    svg = training_curves_svg(history, METRICS) if isinstance(history, list) else ""
     if not svg:
         return ('<h2 id="curves">Training curves</h2><p class="muted">No training logs: output_dir has no '
                 'trainer_state.json (an evaluation-only run).</p>')

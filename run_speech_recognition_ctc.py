@@ -35,7 +35,7 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
                               best checkpoints, averaging them)
     7 n-gram LM (optional)    lm
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
-    9 report and model card   report.py (beside this file)
+    9 report and model card   report.py (beside this file), curves (its training curves)
     after training            transcribe.py (beside this file): longform (recordings of any length, in windows), words
                               (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
                               (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs)
