@@ -50,3 +50,17 @@ def test_benchmark_without_a_corpus_says_which_flag_to_pass(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "pass --corpus" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_recipe_gain_settings_are_levers_joined_by_plus(tmp_path):
+    import argparse
+
+    import recipe_gain
+
+    assert recipe_gain.levers("baseline") == [] and recipe_gain.levers("speed+average") == ["speed", "average"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown lever 'nois'"):
+        recipe_gain.setting("speed+nois")
+    args = recipe_gain.run_args(["speed", "noise"], "CORPUS", str(tmp_path / "out"), 4800, 43, "NOISE")
+    assert args[args.index("--speed_perturbation") + 1:][:3] == ["0.9", "1.0", "1.1"]
+    assert args[args.index("--noise_dir") + 1] == "NOISE" and args[args.index("--seed") + 1] == "43"
+    assert "--average_checkpoints" not in args and args[args.index("--max_steps") + 1] == "4800"
