@@ -233,6 +233,11 @@ class ModelArguments:
         metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
                           "feed-forward projections, see the README's family table)."},
     )
+    lora_modules_to_save: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
+                          "feature_projection layer_norm final_layer_norm)."},
+    )
     attn_implementation: str = field(
         default="sdpa",
         metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
@@ -582,8 +587,9 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
     if parsed[0].lora_rank and parsed[0].config_name:
         raise UserError("--lora_rank adapts a pretrained model: pass it as --model_name_or_path, not --config_name.")
-    if parsed[2].lora_learning_rate is not None and not parsed[0].lora_rank:
-        raise UserError("--lora_learning_rate is the LoRA adapters' learning rate: add --lora_rank, or drop it.")
+    if (parsed[2].lora_learning_rate is not None or parsed[0].lora_modules_to_save) and not parsed[0].lora_rank:
+        raise UserError("--lora_learning_rate and --lora_modules_to_save shape a LoRA run: add --lora_rank, or drop "
+                        "them.")
     if parsed[0].lora_rank and parsed[2].average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")

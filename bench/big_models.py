@@ -156,6 +156,15 @@ def quality(start: str, corpus: str, steps: int, work: str, only: list[str]) -> 
                 "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
                 "--freeze_feature_encoder", "False", "--lora_target_modules", "q_proj", "k_proj", "v_proj",
                 "out_proj", "intermediate_dense", "output_dense", "projection"],
+            "LoRA r=16, adapters at 5x the learning rate, front end, its projection and the norms trained": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False", "--lora_modules_to_save", "feature_projection", "layer_norm",
+                "final_layer_norm"],
+            "LoRA r=16, adapters at 5x the learning rate, front end, its projection, the norms and the positional "
+            "convolution trained": tuned + [
+                "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False", "--lora_modules_to_save", "feature_projection", "layer_norm",
+                "final_layer_norm", "pos_conv_embed"],
             "CTC head only": tuned + ["--freeze_encoder_steps", str(steps)]}
     if only:  # the start and full fine-tuning always: the share is measured against them
         runs = {n: a for n, a in runs.items() if n in ("start (no fine-tuning)", "full fine-tuning") or n in only}

@@ -42,6 +42,21 @@ def lora_targets(model_type: str, given=None) -> list[str]:
     return list(LORA_TARGETS[model_type])
 
 
+def modules_named(model, suffixes, inside=()) -> list[str]:
+    """The paths of the model's modules whose name ends with one of `suffixes` (--lora_modules_to_save; whole
+    dotted components), outermost only, less those in or around a module of `inside`. An unmatched suffix is an
+    error."""
+    found = []
+    for suffix in suffixes:
+        paths = [n for n, _ in model.named_modules() if n == suffix or n.endswith("." + suffix)]
+        if not paths:
+            raise UserError(f"--lora_modules_to_save {suffix}: no module of this {model.config.model_type} model is "
+                            "named so; module names are printed by `print(model)`.")
+        found += paths
+    outer = [n for n in dict.fromkeys(found) if not any(n.startswith(o + ".") for o in found)]
+    return [n for n in outer if not any(n == i or n.startswith(i + ".") or i.startswith(n + ".") for i in inside)]
+
+
 def add_lora(model, model_args):
     """The model wrapped by peft with LoRA adapters (rank --lora_rank) on its targets and a fully trained CTC head
     (and front end, with --freeze_feature_encoder False); everything else frozen. Returns the PeftModel and the
@@ -59,7 +74,10 @@ def add_lora(model, model_args):
     front_end = None if model_args.freeze_feature_encoder else front_end_path(model)
     if front_end:
         norms = [n for n in norms if not n.startswith(front_end + ".")]
-    full = [ctc_head_name(model), *([front_end] if front_end else []), *norms]
+    full = [ctc_head_name(model), *([front_end] if front_end else [])]
+    full += modules_named(model, model_args.lora_modules_to_save or [], inside=full)
+    norms = [n for n in norms if not any(n.startswith(f + ".") for f in full)]
+    full += norms
     config = LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha or 2 * model_args.lora_rank,
                         lora_dropout=model_args.lora_dropout, target_modules=targets, modules_to_save=full,
                         bias="none")
@@ -79,7 +97,9 @@ def add_lora(model, model_args):
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
     with_front = f", the front end ({front_end})" if front_end else ""
-    with_norms = f" (and {len(norms)} batch norms)" if norms else ""
+    extra = len(full) - 1 - bool(front_end) - len(norms)
+    with_norms = f", {extra} modules named by --lora_modules_to_save" if extra else ""
+    with_norms += f" (and {len(norms)} batch norms)" if norms else ""
     return model, (f"LoRA rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
                    f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_front}{with_norms} in full: "
                    f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")

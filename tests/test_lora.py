@@ -14,12 +14,12 @@ from transformers import AutoModelForCTC, AutoProcessor
 from ctc_finetune.audio import load_audio
 from ctc_finetune.families import ctc_head_name, encoder_layer_classes, front_end_path
 from ctc_finetune.faults import UserError
-from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, add_lora
+from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, add_lora, modules_named
 import run_speech_recognition_ctc as ctc
 
 CLIP = os.path.join(DATA_DIR, "test", "test-00005.flac")
 LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None,
-                       freeze_feature_encoder=True)
+                       lora_modules_to_save=None, freeze_feature_encoder=True)
 
 
 def tiny(tmp_path, family):
@@ -100,15 +100,41 @@ def test_a_lora_run_saves_a_merged_model_that_reloads_without_peft(tmp_path, fam
     assert read_json(out / ADAPTER_DIR / "adapter_config.json")["r"] == 4
 
 
-def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_dir):
+def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_dir, caplog):
+    # and with the modules named by --lora_modules_to_save (here the feature projection and the encoder's norms)
     out = tmp_path / "out"
-    ctc.main(base_args(encoder_dir, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2,
-                       freeze_feature_encoder="False"))
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2,
+                           freeze_feature_encoder="False",
+                           lora_modules_to_save=["feature_projection", "layer_norm", "final_layer_norm"]))
     merged = load_file(str(out / "model.safetensors"))
     base = dict(AutoModelForCTC.from_pretrained(encoder_dir).named_parameters())
-    front = [k for k in base if k.startswith("wav2vec2.feature_extractor.") and k in merged]
-    assert front and any(not torch.equal(merged[k], base[k]) for k in front)  # the front end trained, and merged
+
+    def moved(prefix):
+        keys = [k for k in base if k.startswith(prefix) and k in merged]
+        return keys and any(not torch.equal(merged[k], base[k]) for k in keys)
+
+    assert moved("wav2vec2.feature_extractor.")  # the front end trained, and merged
+    assert moved("wav2vec2.feature_projection.") and moved("wav2vec2.encoder.layers.0.final_layer_norm.")
+    assert not moved("wav2vec2.encoder.layers.0.attention.k_proj.")  # neither a target nor named: as it was
+    assert "modules named by --lora_modules_to_save" in caplog.text
     assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
+    with pytest.raises(UserError, match="add --lora_rank"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "no"), lora_modules_to_save=["layer_norm"]))
+
+
+def test_modules_to_save_are_found_by_name_outermost_first(tmp_path):
+    model = AutoModelForCTC.from_pretrained(tiny(tmp_path, "wav2vec2"))
+    layers = model.config.num_hidden_layers
+    norms = modules_named(model, ["layer_norm"])  # whole name components: not final_layer_norm
+    assert "wav2vec2.encoder.layer_norm" in norms and not any("final_layer_norm" in n for n in norms)
+    assert sum(".encoder.layers." in n for n in norms) == layers
+    # a module inside another named one goes with it; those in or around what trains in full already are left out
+    found = modules_named(model, ["layer_norm", "feature_projection"], inside=["wav2vec2.feature_extractor"])
+    assert "wav2vec2.feature_projection" in found and "wav2vec2.feature_projection.layer_norm" not in found
+    assert not any(n.startswith("wav2vec2.feature_extractor") for n in found)
+    with pytest.raises(UserError, match="no module of this wav2vec2 model is named so"):
+        modules_named(model, ["no_such_norm"])
 
 
 def test_lora_learning_rate_is_the_adapters_own(tmp_path, encoder_dir, caplog):
