@@ -233,6 +233,9 @@ class ModelArguments:
         metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
                           "feed-forward projections, see the README's family table)."},
     )
+    lora_use_dora: bool = field(
+        default=False, metadata={"help": "With --lora_rank: DoRA (weight-decomposed LoRA, peft's use_dora)."}
+    )
     lora_modules_to_save: Optional[list[str]] = field(
         default=None,
         metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
@@ -587,9 +590,10 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
     if parsed[0].lora_rank and parsed[0].config_name:
         raise UserError("--lora_rank adapts a pretrained model: pass it as --model_name_or_path, not --config_name.")
-    if (parsed[2].lora_learning_rate is not None or parsed[0].lora_modules_to_save) and not parsed[0].lora_rank:
-        raise UserError("--lora_learning_rate and --lora_modules_to_save shape a LoRA run: add --lora_rank, or drop "
-                        "them.")
+    lora_only = parsed[2].lora_learning_rate is not None or parsed[0].lora_modules_to_save or parsed[0].lora_use_dora
+    if lora_only and not parsed[0].lora_rank:
+        raise UserError("--lora_learning_rate, --lora_modules_to_save and --lora_use_dora shape a LoRA run: add "
+                        "--lora_rank, or drop them.")
     if parsed[0].lora_rank and parsed[2].average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")

@@ -80,7 +80,7 @@ def add_lora(model, model_args):
     full += norms
     config = LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha or 2 * model_args.lora_rank,
                         lora_dropout=model_args.lora_dropout, target_modules=targets, modules_to_save=full,
-                        bias="none")
+                        bias="none", use_dora=model_args.lora_use_dora)
     total = sum(p.numel() for p in model.parameters())
     answer_no_input_embeddings(model)
     none = model.get_input_embeddings() is None
@@ -100,7 +100,8 @@ def add_lora(model, model_args):
     extra = len(full) - 1 - bool(front_end) - len(norms)
     with_norms = f", {extra} modules named by --lora_modules_to_save" if extra else ""
     with_norms += f" (and {len(norms)} batch norms)" if norms else ""
-    return model, (f"LoRA rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
+    kind = "DoRA" if config.use_dora else "LoRA"
+    return model, (f"{kind} rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
                    f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_front}{with_norms} in full: "
                    f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")
 

@@ -19,7 +19,7 @@ import run_speech_recognition_ctc as ctc
 
 CLIP = os.path.join(DATA_DIR, "test", "test-00005.flac")
 LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None,
-                       lora_modules_to_save=None, freeze_feature_encoder=True)
+                       lora_modules_to_save=None, lora_use_dora=False, freeze_feature_encoder=True)
 
 
 def tiny(tmp_path, family):
@@ -152,6 +152,19 @@ def test_lora_learning_rate_is_the_adapters_own(tmp_path, encoder_dir, caplog):
     assert targets and all((merged["fast"][k] - merged["still"][k]).abs().max() > 1e-4 for k in targets)
     with pytest.raises(UserError, match="add --lora_rank"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "no"), lora_learning_rate=1e-3))
+
+
+def test_a_dora_run_merges_into_a_plain_model_too(tmp_path, encoder_dir, caplog):
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2, lora_use_dora=True))
+    assert "DoRA rank 4" in caplog.text
+    assert read_json(out / ADAPTER_DIR / "adapter_config.json")["use_dora"] is True
+    merged = load_file(str(out / "model.safetensors"))
+    assert not any("lora_" in k or "modules_to_save" in k for k in merged)  # the magnitudes merged in too
+    assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
+    with pytest.raises(UserError, match="add --lora_rank"):
+        ctc.main(base_args(encoder_dir, DATA_DIR, str(tmp_path / "no"), lora_use_dora=True))
 
 
 def test_lora_with_gradient_checkpointing_trains(tmp_path, encoder_dir):
