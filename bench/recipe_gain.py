@@ -11,7 +11,9 @@ heard in training). A setting is `baseline` (today's recipe: SpecAugment only) o
   speed     --speed_perturbation 0.9 1.0 1.1;
   noise     babble and coloured noise at 5-20 dB SNR on half the clips (--noise_dir, made once by make_noise);
   average   a checkpoint every 400 steps evaluated on the validation split (other unseen voices: selection never
-            sees the test split), the 5 best averaged (--average_checkpoints 5), kept only if better.
+            sees the test split), the 5 best averaged (--average_checkpoints 5), kept only if better;
+  tristage  fairseq's tri-stage learning rate (--lr_scheduler_type tri_stage: 10% warm-up, 40% at the peak, 50%
+            decay) instead of the demo's linear decay.
 
 The default settings add the levers one by one, as the issue lists them (speed, speed+noise, speed+noise+average);
 any other combination (`--settings average speed+average`) runs the same way.
@@ -43,6 +45,7 @@ LEVERS = {
     "average": ["--eval_split_name", "validation,test", "--metric_for_best_model", "validation_wer",
                 "--eval_strategy", "steps", "--eval_steps", "400", "--save_strategy", "steps", "--save_steps", "400",
                 "--average_checkpoints", "5", "--save_total_limit", "6"],
+    "tristage": ["--lr_scheduler_type", "tri_stage"],
 }
 DEFAULT_SETTINGS = ["baseline", "speed", "speed+noise", "speed+noise+average"]
 

@@ -64,3 +64,5 @@ def test_recipe_gain_settings_are_levers_joined_by_plus(tmp_path):
     assert args[args.index("--speed_perturbation") + 1:][:3] == ["0.9", "1.0", "1.1"]
     assert args[args.index("--noise_dir") + 1] == "NOISE" and args[args.index("--seed") + 1] == "43"
     assert "--average_checkpoints" not in args and args[args.index("--max_steps") + 1] == "4800"
+    args = recipe_gain.run_args(recipe_gain.levers("speed+tristage"), "CORPUS", str(tmp_path / "out"), 4800, 42, "N")
+    assert args[args.index("--lr_scheduler_type") + 1] == "tri_stage" and "--noise_dir" not in args
