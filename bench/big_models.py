@@ -168,6 +168,11 @@ def quality(start: str, corpus: str, steps: int, work: str, only: list[str]) -> 
                 "--lora_rank", "16", "--lora_use_dora", "--lora_learning_rate", str(5 * demo["learning_rate"]),
                 "--freeze_feature_encoder", "False", "--lora_modules_to_save", "feature_projection", "layer_norm",
                 "final_layer_norm"],
+            "DoRA r=16, adapters at 5x the learning rate, front end, its projection, the norms and the positional "
+            "convolution trained": tuned + [
+                "--lora_rank", "16", "--lora_use_dora", "--lora_learning_rate", str(5 * demo["learning_rate"]),
+                "--freeze_feature_encoder", "False", "--lora_modules_to_save", "feature_projection", "layer_norm",
+                "final_layer_norm", "pos_conv_embed"],
             "LoRA r=16, adapters at 5x the learning rate, front end, its projection, the norms and the positional "
             "convolution trained": tuned + [
                 "--lora_rank", "16", "--lora_learning_rate", str(5 * demo["learning_rate"]),

@@ -101,12 +101,13 @@ def test_a_lora_run_saves_a_merged_model_that_reloads_without_peft(tmp_path, fam
 
 
 def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_dir, caplog):
-    # and with the modules named by --lora_modules_to_save (here the feature projection and the encoder's norms)
+    # and with the modules named by --lora_modules_to_save (the feature projection, the norms, the positional conv)
     out = tmp_path / "out"
     with caplog.at_level("INFO"):
         ctc.main(base_args(encoder_dir, DATA_DIR, str(out), lora_rank=4, learning_rate=1e-2,
                            freeze_feature_encoder="False",
-                           lora_modules_to_save=["feature_projection", "layer_norm", "final_layer_norm"]))
+                           lora_modules_to_save=["feature_projection", "layer_norm", "final_layer_norm",
+                                                 "pos_conv_embed"]))
     merged = load_file(str(out / "model.safetensors"))
     base = dict(AutoModelForCTC.from_pretrained(encoder_dir).named_parameters())
 
@@ -116,6 +117,7 @@ def test_a_lora_run_with_the_front_end_unfrozen_merges_it_too(tmp_path, encoder_
 
     assert moved("wav2vec2.feature_extractor.")  # the front end trained, and merged
     assert moved("wav2vec2.feature_projection.") and moved("wav2vec2.encoder.layers.0.final_layer_norm.")
+    assert moved("wav2vec2.encoder.pos_conv_embed.")  # a weight-normed convolution: merged and reloaded too
     assert not moved("wav2vec2.encoder.layers.0.attention.k_proj.")  # neither a target nor named: as it was
     assert "modules named by --lora_modules_to_save" in caplog.text
     assert transcribe(str(out), [CLIP])[0] == hypothesis_of(str(out), CLIP)
