@@ -239,7 +239,7 @@ class ModelArguments:
     lora_modules_to_save: Optional[list[str]] = field(
         default=None,
         metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
-                          "feature_projection layer_norm final_layer_norm)."},
+                          "feature_projection layer_norm final_layer_norm pos_conv_embed, README 'Big models')."},
     )
     attn_implementation: str = field(
         default="sdpa",

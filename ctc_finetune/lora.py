@@ -1,7 +1,8 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""LoRA (steps 3 and 6), through peft: low-rank adapters on the encoder's attention and feed-forward projections
-(per family, LORA_TARGETS), the CTC head trained fully; at the end the adapters are merged into a plain checkpoint
-(what AutoModelForCTC, pipeline() and transcribe.py load without peft), and saved alone beside it."""
+"""LoRA (steps 3 and 6), through peft: low-rank adapters (or DoRA) on the encoder's attention and feed-forward
+projections (per family, LORA_TARGETS), the CTC head and the modules named by --lora_modules_to_save trained fully;
+at the end the adapters are merged into a plain checkpoint (what AutoModelForCTC, pipeline() and transcribe.py load
+without peft), and saved alone beside it."""
 
 import logging
 import os
