@@ -18,7 +18,9 @@ heard in training). A setting is `baseline` (today's recipe: SpecAugment only) o
 The default settings add the levers one by one, as the issue lists them (speed, speed+noise, speed+noise+average);
 any other combination (`--settings average speed+average`) runs the same way.
 Runs are resumable: a run whose all_results.json exists is read, not rerun, and one cut short resumes from its last
-checkpoint (every 400 steps), so the table can be filled over several sittings. The table gives every run's test WER
+checkpoint (every 400 steps), so the table can be filled over several sittings. A finished run's results are also
+kept in bench/results/recipe_gain/RUN.json, which is committed: a later sitting on a fresh checkout (no outputs/)
+reads them back instead of training again (delete the file to rerun). The table gives every run's test WER
 and CER, and per setting the mean, the spread (max - min) over seeds, and the change of the mean against the
 baseline's.
 """
@@ -37,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+RECORDS = os.path.join(HERE, "results", "recipe_gain")
 RATE = 16000
 
 LEVERS = {
@@ -109,23 +112,34 @@ def run_args(settings: list[str], corpus: str, out: str, steps: int, seed: int, 
     return args
 
 
-def run(name: str, args: list[str], out: str, threads: int) -> dict:
-    """Train one run in its own process (or read its results); returns all_results.json plus the wall time."""
+def run(name: str, args: list[str], out: str, threads: int, record: str = "") -> dict:
+    """Train one run in its own process (or read its results); returns all_results.json plus the wall time.
+
+    With `record` (a json path), a finished run's results are written there, and read from there when `out` holds
+    none: the record outlives the output folder."""
     results = os.path.join(out, "all_results.json")
-    if not os.path.isfile(results):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        start = time.time()
-        with open(out + ".log", "w") as log:
-            subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args], check=True,
-                           env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
-            f.write(f"{time.time() - start:.0f}\n")
-    with open(results) as f:
-        r = json.load(f)
-    wall = os.path.join(out, "wall_seconds.txt")
-    r["wall_seconds"] = float(open(wall).read()) if os.path.isfile(wall) else float("nan")
-    print(f"  {name}: test WER {test_metric(r, 'wer'):.4f}, CER {test_metric(r, 'cer'):.4f}, "
-          f"{r['wall_seconds']:.0f} s", flush=True)
+    if record and os.path.isfile(record) and not os.path.isfile(results):
+        with open(record) as f:
+            r = json.load(f)
+    else:
+        if not os.path.isfile(results):
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+            start = time.time()
+            with open(out + ".log", "w") as log:
+                subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args],
+                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
+                f.write(f"{time.time() - start:.0f}\n")
+        with open(results) as f:
+            r = json.load(f)
+        wall = os.path.join(out, "wall_seconds.txt")
+        r["wall_seconds"] = float(open(wall).read()) if os.path.isfile(wall) else None
+        if record:
+            os.makedirs(os.path.dirname(record), exist_ok=True)
+            with open(record, "w") as f:
+                json.dump(r, f, indent=1, sort_keys=True)
+    wall = f"{r['wall_seconds']:.0f} s" if r.get("wall_seconds") else "wall time not kept"
+    print(f"  {name}: test WER {test_metric(r, 'wer'):.4f}, CER {test_metric(r, 'cer'):.4f}, {wall}", flush=True)
     return r
 
 
@@ -183,7 +197,8 @@ def main() -> None:
         for seed in args.seeds:
             out = os.path.join(args.work, f"{name}-{args.steps}-seed{seed}")
             flags = run_args(levers(name), args.corpus, out, args.steps, seed, noise)
-            rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads)
+            record = os.path.join(RECORDS, os.path.basename(out) + ".json")
+            rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads, record)
     table(rows)
 
 

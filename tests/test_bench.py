@@ -1,5 +1,6 @@
 """The training-speed benchmark: its FLOP count (for MFU) and one run end to end on the fixture corpus."""
 
+import json
 import os
 import re
 import subprocess
@@ -66,3 +67,23 @@ def test_recipe_gain_settings_are_levers_joined_by_plus(tmp_path):
     assert "--average_checkpoints" not in args and args[args.index("--max_steps") + 1] == "4800"
     args = recipe_gain.run_args(recipe_gain.levers("speed+tristage"), "CORPUS", str(tmp_path / "out"), 4800, 42, "N")
     assert args[args.index("--lr_scheduler_type") + 1] == "tri_stage" and "--noise_dir" not in args
+
+
+def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_back(tmp_path, monkeypatch):
+    import recipe_gain
+
+    out, record = tmp_path / "baseline-4800-seed42", tmp_path / "records" / "baseline-4800-seed42.json"
+    out.mkdir()
+    (out / "all_results.json").write_text('{"eval_wer": 0.31, "eval_cer": 0.12}')
+    (out / "wall_seconds.txt").write_text("3000\n")
+    r = recipe_gain.run("seed 42", [], str(out), 1, str(record))  # finished: read from the folder, then recorded
+    assert r["eval_wer"] == 0.31 and r["wall_seconds"] == 3000.0 and record.is_file()
+    # A fresh checkout: no output folder. The record is read and nothing trains (training would fail here).
+    monkeypatch.setattr(recipe_gain.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
+    r = recipe_gain.run("seed 42", [], str(tmp_path / "gone"), 1, str(record))
+    assert r == {"eval_wer": 0.31, "eval_cer": 0.12, "wall_seconds": 3000.0}
+    assert recipe_gain.test_metric(r, "wer") == 0.31
+    # The committed records of earlier sittings are all readable and hold a test WER
+    for name in os.listdir(recipe_gain.RECORDS):
+        with open(os.path.join(recipe_gain.RECORDS, name)) as f:
+            assert 0 < recipe_gain.test_metric(json.load(f), "wer") < 1
