@@ -10,6 +10,7 @@ heard in training). A setting is `baseline` (today's recipe: SpecAugment only) o
 
   speed     --speed_perturbation 0.9 1.0 1.1;
   noise     babble and coloured noise at 5-20 dB SNR on half the clips (--noise_dir, made once by make_noise);
+  colourednoise  the same with the coloured noise alone (no babble: the babble speaks this corpus's own words);
   average   a checkpoint every 400 steps evaluated on the validation split (other unseen voices: selection never
             sees the test split), the 5 best averaged (--average_checkpoints 5), kept only if better;
   tristage  fairseq's tri-stage learning rate (--lr_scheduler_type tri_stage: 10% warm-up, 40% at the peak, 50%
@@ -45,6 +46,7 @@ RATE = 16000
 LEVERS = {
     "speed": ["--speed_perturbation", "0.9", "1.0", "1.1"],
     "noise": ["--noise_dir", "{noise}", "--noise_snr_db", "5", "20", "--noise_prob", "0.5"],
+    "colourednoise": ["--noise_dir", "{noise}/coloured", "--noise_snr_db", "5", "20", "--noise_prob", "0.5"],
     "average": ["--eval_split_name", "validation,test", "--metric_for_best_model", "validation_wer",
                 "--eval_strategy", "steps", "--eval_steps", "400", "--save_strategy", "steps", "--save_steps", "400",
                 "--average_checkpoints", "5", "--save_total_limit", "6"],
@@ -70,13 +72,16 @@ def setting(text: str) -> str:
 
 
 def make_noise(corpus: str, out: str, seed: int = 0, babble: int = 40, coloured: int = 20) -> str:
-    """A noise folder made here: `babble` files of 20 training clips overlapped over 10 s (about 5 voices at a time),
-    and `coloured` files of white, pink and brown noise (10 s). Returns the folder; made once."""
-    if os.path.isdir(out) and len(os.listdir(out)) == babble + coloured:
+    """A noise folder made here: `babble` files of 20 training clips overlapped over 10 s (about 5 voices at a time)
+    in out/babble, and `coloured` files of white, pink and brown noise (10 s) in out/coloured. Returns the folder;
+    made once."""
+    if all(os.path.isdir(os.path.join(out, kind)) and len(os.listdir(os.path.join(out, kind))) == count
+           for kind, count in (("babble", babble), ("coloured", coloured))):
         return out
     from ctc_finetune.audio import load_audio
 
-    os.makedirs(out, exist_ok=True)
+    for kind in ("babble", "coloured"):
+        os.makedirs(os.path.join(out, kind), exist_ok=True)
     rng = np.random.default_rng(seed)
     clips = sorted(f for f in os.listdir(os.path.join(corpus, "train")) if f.endswith(".mp3"))
     length = 10 * RATE
@@ -86,13 +91,13 @@ def make_noise(corpus: str, out: str, seed: int = 0, babble: int = 40, coloured:
             audio = load_audio(os.path.join(corpus, "train", name), RATE)[:length // 2]
             start = rng.integers(0, length - len(audio))
             mix[start:start + len(audio)] += audio
-        sf.write(os.path.join(out, f"babble-{i:02d}.wav"), mix / np.abs(mix).max() * 0.5, RATE)
+        sf.write(os.path.join(out, "babble", f"babble-{i:02d}.wav"), mix / np.abs(mix).max() * 0.5, RATE)
     for i in range(coloured):
         exponent = (0, 1, 2)[i % 3]  # white, pink, brown: power falls as 1/f^exponent
         spectrum = np.fft.rfft(rng.standard_normal(length))
         spectrum /= np.maximum(np.fft.rfftfreq(length, 1 / RATE), 1.0) ** (exponent / 2)
         noise = np.fft.irfft(spectrum, n=length)
-        sf.write(os.path.join(out, f"{('white', 'pink', 'brown')[exponent]}-{i:02d}.wav"),
+        sf.write(os.path.join(out, "coloured", f"{('white', 'pink', 'brown')[exponent]}-{i:02d}.wav"),
                  (noise / np.abs(noise).max() * 0.5).astype(np.float32), RATE)
     return out
 
@@ -183,7 +188,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4800)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, type=setting,
-                        help="baseline, or levers joined by + (speed, noise, average)")
+                        help=f"baseline, or levers joined by + ({', '.join(LEVERS)})")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--throughput", type=int, default=0, metavar="STEPS",
                         help="Only compare training speed with and without augmentation over STEPS steps.")

@@ -67,6 +67,8 @@ def test_recipe_gain_settings_are_levers_joined_by_plus(tmp_path):
     assert "--average_checkpoints" not in args and args[args.index("--max_steps") + 1] == "4800"
     args = recipe_gain.run_args(recipe_gain.levers("speed+tristage"), "CORPUS", str(tmp_path / "out"), 4800, 42, "N")
     assert args[args.index("--lr_scheduler_type") + 1] == "tri_stage" and "--noise_dir" not in args
+    args = recipe_gain.run_args(recipe_gain.levers("speed+colourednoise"), "CORPUS", "OUT", 4800, 42, "NOISE")
+    assert args[args.index("--noise_dir") + 1] == "NOISE/coloured"  # make_noise's coloured noise, no babble
 
 
 def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_back(tmp_path, monkeypatch):
