@@ -27,8 +27,8 @@ Runs are resumable: a run whose all_results.json exists is read, not rerun, and 
 checkpoint (every 400 steps), so the table can be filled over several sittings. A finished run's results are also
 kept in bench/results/recipe_gain/RUN.json, which is committed: a later sitting on a fresh checkout (no outputs/)
 reads them back instead of training again (delete the file to rerun). The table gives every run's test WER
-and CER, and per setting the mean, the spread (max - min) over seeds, and the change of the mean against the
-baseline's.
+and CER, and per setting the mean, the spread (max - min) over seeds, the change of the mean against the
+baseline's, and each seed's change against the baseline run of the same seed.
 """
 
 import argparse
@@ -164,17 +164,19 @@ def test_metric(results: dict, metric: str) -> float:
 
 
 def table(rows: dict) -> None:
-    """Per setting: each seed's test WER, the mean, the spread over seeds and the change against the baseline."""
-    baseline = [test_metric(r, "wer") for r in rows.get("baseline", {}).values()]
-    base = np.mean(baseline) if baseline else None
-    print("\n| setting | test WER per seed | mean WER | spread | mean CER | vs baseline |")
-    print("|---|---|---|---|---|---|")
+    """Per setting: each seed's test WER, the mean, the spread over seeds, the change of the mean against the
+    baseline's, and each seed's change against the baseline of the same seed (same initial weights and data order)."""
+    baseline = {seed: test_metric(r, "wer") for seed, r in rows.get("baseline", {}).items()}
+    base = np.mean(list(baseline.values())) if baseline else None
+    print("\n| setting | test WER per seed | mean WER | spread | mean CER | vs baseline | per seed vs baseline |")
+    print("|---|---|---|---|---|---|---|")
     for name, runs in rows.items():
-        wers = [test_metric(r, "wer") for r in runs.values()]
+        wers = {seed: test_metric(r, "wer") for seed, r in runs.items()}
         cers = [test_metric(r, "cer") for r in runs.values()]
-        change = f"{np.mean(wers) / base - 1:+.1%}" if base else "-"
-        print(f"| {name} | {', '.join(f'{w:.4f}' for w in wers)} | {np.mean(wers):.4f} | "
-              f"{max(wers) - min(wers):.4f} | {np.mean(cers):.4f} | {change} |")
+        change = f"{np.mean(list(wers.values())) / base - 1:+.1%}" if base else "-"
+        paired = ", ".join(f"{wer / baseline[seed] - 1:+.1%}" for seed, wer in wers.items() if seed in baseline)
+        print(f"| {name} | {', '.join(f'{w:.4f}' for w in wers.values())} | {np.mean(list(wers.values())):.4f} | "
+              f"{max(wers.values()) - min(wers.values()):.4f} | {np.mean(cers):.4f} | {change} | {paired or '-'} |")
 
 
 def throughput(corpus: str, work: str, steps: int, noise: str, threads: int) -> None:

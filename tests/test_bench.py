@@ -92,3 +92,14 @@ def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_
     for name in os.listdir(recipe_gain.RECORDS):
         with open(os.path.join(recipe_gain.RECORDS, name)) as f:
             assert 0 < recipe_gain.test_metric(json.load(f), "wer") < 1
+
+
+def test_recipe_gain_table_gives_the_mean_and_each_seeds_change_against_the_same_seeds_baseline(capsys):
+    import recipe_gain
+
+    rows = {"baseline": {42: {"eval_wer": 0.40, "eval_cer": 0.2}, 43: {"eval_wer": 0.20, "eval_cer": 0.1}},
+            "speed": {42: {"eval_test_wer": 0.36, "eval_test_cer": 0.2}, 44: {"eval_wer": 0.30, "eval_cer": 0.1}}}
+    recipe_gain.table(rows)
+    speed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| speed"))
+    # mean 0.33 against 0.30: +10.0%; seed 42 against its baseline 0.40: -10.0%; seed 44 has no baseline to pair with
+    assert speed == "| speed | 0.3600, 0.3000 | 0.3300 | 0.0600 | 0.1500 | +10.0% | -10.0% |"
