@@ -4,6 +4,7 @@
     python bench/recipe_gain.py --steps 1600          # the demo's budget
     python bench/recipe_gain.py --throughput 400      # audio s/s trained, with and without augmentation
     python bench/recipe_gain.py --start outputs/demo  # fine-tune the demo's trained model instead
+    python bench/recipe_gain.py --table               # the table of the finished runs only; trains nothing
 
 Each run is the demo's recipe (examples/demo.json: its 0.7M model, batch 8, learning rate 2e-3), trained from
 scratch on the corpus's 2,000 training clips for --steps steps and tested on its test split (250 clips, voices never
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, type=setting,
                         help=f"baseline, or levers joined by + ({', '.join(LEVERS)})")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--table", action="store_true",
+                        help="Print the table of the runs already finished (folders or records); train nothing.")
     parser.add_argument("--start", default="", metavar="DIR",
                         help="Fine-tune this trained model (e.g. outputs/demo) instead of training from scratch.")
     parser.add_argument("--throughput", type=int, default=0, metavar="STEPS",
@@ -210,7 +213,7 @@ def main() -> None:
     if args.start and not os.path.isfile(os.path.join(args.start, "config.json")):
         sys.exit(f"error: --start {args.start} holds no trained model; run `python run_speech_recognition_ctc.py "
                  "examples/demo.json` first, or pass another model folder")
-    noise = make_noise(args.corpus, os.path.join(args.work, "noise"))
+    noise = "" if args.table else make_noise(args.corpus, os.path.join(args.work, "noise"))
     if args.throughput:
         return throughput(args.corpus, args.work, args.throughput, noise, args.threads)
     rows = {}
@@ -220,6 +223,8 @@ def main() -> None:
             out = os.path.join(args.work, f"{'ft-' if args.start else ''}{name}-{args.steps}-seed{seed}")
             flags = run_args(levers(name), args.corpus, out, args.steps, seed, noise, args.start)
             record = os.path.join(RECORDS, os.path.basename(out) + ".json")
+            if args.table and not os.path.isfile(record) and not os.path.isfile(os.path.join(out, "all_results.json")):
+                continue
             rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads, record)
     table(rows)
 

@@ -103,3 +103,14 @@ def test_recipe_gain_table_gives_the_mean_and_each_seeds_change_against_the_same
     speed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| speed"))
     # mean 0.33 against 0.30: +10.0%; seed 42 against its baseline 0.40: -10.0%; seed 44 has no baseline to pair with
     assert speed == "| speed | 0.3600, 0.3000 | 0.3300 | 0.0600 | 0.1500 | +10.0% | -10.0% |"
+
+
+def test_recipe_gain_table_reads_the_committed_records_and_trains_nothing(tmp_path):
+    # No corpus and an empty work folder: anything that trained or made noise would fail
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--corpus",
+                           str(tmp_path / "no_corpus"), "--work", str(tmp_path), "--settings", "baseline", "speed",
+                           "tristage"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    baseline = next(line for line in proc.stdout.splitlines() if line.startswith("| baseline |"))
+    assert len(baseline.split("|")[2].split(",")) == 3  # the three seeds recorded in bench/results/recipe_gain
+    assert "| tristage |" not in proc.stdout and os.listdir(tmp_path) == []
