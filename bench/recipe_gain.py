@@ -210,7 +210,9 @@ def main() -> None:
     parser.add_argument("--throughput", type=int, default=0, metavar="STEPS",
                         help="Only compare training speed with and without augmentation over STEPS steps.")
     args = parser.parse_args()
-    if args.start and not os.path.isfile(os.path.join(args.start, "config.json")):
+    if args.table and args.throughput:
+        parser.error("--table prints the WER table only; drop --throughput (its runs are quick to rerun)")
+    if args.start and not args.table and not os.path.isfile(os.path.join(args.start, "config.json")):
         sys.exit(f"error: --start {args.start} holds no trained model; run `python run_speech_recognition_ctc.py "
                  "examples/demo.json` first, or pass another model folder")
     noise = "" if args.table else make_noise(args.corpus, os.path.join(args.work, "noise"))

@@ -114,3 +114,6 @@ def test_recipe_gain_table_reads_the_committed_records_and_trains_nothing(tmp_pa
     baseline = next(line for line in proc.stdout.splitlines() if line.startswith("| baseline |"))
     assert len(baseline.split("|")[2].split(",")) == 3  # the three seeds recorded in bench/results/recipe_gain
     assert "| tristage |" not in proc.stdout and os.listdir(tmp_path) == []
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--throughput",
+                           "10", "--work", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "drop --throughput" in proc.stderr and os.listdir(tmp_path) == []
