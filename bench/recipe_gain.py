@@ -20,7 +20,9 @@ A setting is `baseline` (today's recipe: SpecAugment only) or levers joined by `
   average   a checkpoint every 400 steps evaluated on the validation split (other unseen voices: selection never
             sees the test split), the 5 best averaged (--average_checkpoints 5), kept only if better;
   tristage  fairseq's tri-stage learning rate (--lr_scheduler_type tri_stage: 10% warm-up, 40% at the peak, 50%
-            decay) instead of the demo's linear decay.
+            decay) instead of the demo's linear decay;
+  headfirst only the CTC head trains for the first 400 steps (--freeze_encoder_steps 400), as fairseq's
+            freeze_finetune_updates: meant for --start, where the encoder has been trained already.
 
 The default settings add the levers one by one, as the issue lists them (speed, speed+noise, speed+noise+average);
 any other combination (`--settings average speed+average`) runs the same way.
@@ -57,6 +59,7 @@ LEVERS = {
                 "--eval_strategy", "steps", "--eval_steps", "400", "--save_strategy", "steps", "--save_steps", "400",
                 "--average_checkpoints", "5", "--save_total_limit", "6"],
     "tristage": ["--lr_scheduler_type", "tri_stage"],
+    "headfirst": ["--freeze_encoder_steps", "400"],
 }
 DEFAULT_SETTINGS = ["baseline", "speed", "speed+noise", "speed+noise+average"]
 

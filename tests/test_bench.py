@@ -69,6 +69,8 @@ def test_recipe_gain_settings_are_levers_joined_by_plus(tmp_path):
     assert args[args.index("--lr_scheduler_type") + 1] == "tri_stage" and "--noise_dir" not in args
     args = recipe_gain.run_args(recipe_gain.levers("speed+colourednoise"), "CORPUS", "OUT", 4800, 42, "NOISE")
     assert args[args.index("--noise_dir") + 1] == "NOISE/coloured"  # make_noise's coloured noise, no babble
+    args = recipe_gain.run_args(recipe_gain.levers("headfirst"), "CORPUS", "OUT", 4800, 42, "NOISE", start="DIR")
+    assert args[args.index("--freeze_encoder_steps") + 1] == "400"
     args = recipe_gain.run_args([], "CORPUS", "OUT", 4800, 42, "NOISE", start="outputs/demo")
     assert args[args.index("--model_name_or_path") + 1] == "outputs/demo" and "--config_name" not in args
     assert "--config_name" in recipe_gain.run_args([], "CORPUS", "OUT", 4800, 42, "NOISE")  # from scratch
