@@ -3,13 +3,14 @@
     python bench/recipe_gain.py [--steps 4800] [--seeds 42 43 44] [--settings baseline speed speed+noise ...]
     python bench/recipe_gain.py --steps 1600          # the demo's budget
     python bench/recipe_gain.py --throughput 400      # audio s/s trained, with and without augmentation
-    python bench/recipe_gain.py --start outputs/demo  # fine-tune the demo's trained model instead
+    python bench/recipe_gain.py --start bench/start_model  # fine-tune the demo's trained model (pinned) instead
     python bench/recipe_gain.py --table               # the table of the finished runs only; trains nothing
 
 Each run is the demo's recipe (examples/demo.json: its 0.7M model, batch 8, learning rate 2e-3), trained from
 scratch on the corpus's 2,000 training clips for --steps steps and tested on its test split (250 clips, voices never
 heard in training). With --start DIR, each run fine-tunes the trained model in DIR instead (the demo's, as a
-stand-in for a pretrained encoder, as bench/big_models.py does; run folders and records named ft-SETTING-...),
+stand-in for a pretrained encoder, as bench/big_models.py does; run folders and records named ft-SETTING-...;
+bench/start_model is one demo run's model, pinned, since the demo trains slightly different weights on another CPU),
 closer to how the levers are used, and perhaps less at the mercy of the seed (from scratch, the seed alone moved
 this model's test WER from 0.20 to 0.35).
 A setting is `baseline` (today's recipe: SpecAugment only) or levers joined by `+`:
@@ -35,6 +36,7 @@ baseline's, and each seed's change against the baseline run of the same seed.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -131,11 +133,12 @@ def run_args(settings: list[str], corpus: str, out: str, steps: int, seed: int, 
     return args
 
 
-def run(name: str, args: list[str], out: str, threads: int, record: str = "") -> dict:
+def run(name: str, args: list[str], out: str, threads: int, record: str = "", start: str = "") -> dict:
     """Train one run in its own process (or read its results); returns all_results.json plus the wall time.
 
     With `record` (a json path), a finished run's results are written there, and read from there when `out` holds
-    none: the record outlives the output folder."""
+    none: the record outlives the output folder. With `start` (the model fine-tuned), the record also names it by
+    the sha256 of its weights, since the demo trains a slightly different model on another CPU."""
     results = os.path.join(out, "all_results.json")
     if record and os.path.isfile(record) and not os.path.isfile(results):
         with open(record) as f:
@@ -153,6 +156,8 @@ def run(name: str, args: list[str], out: str, threads: int, record: str = "") ->
             r = json.load(f)
         wall = os.path.join(out, "wall_seconds.txt")
         r["wall_seconds"] = float(open(wall).read()) if os.path.isfile(wall) else None
+        if start:
+            r["start_model_sha256"] = weights_sha256(start)
         if record:
             os.makedirs(os.path.dirname(record), exist_ok=True)
             with open(record, "w") as f:
@@ -160,6 +165,12 @@ def run(name: str, args: list[str], out: str, threads: int, record: str = "") ->
     wall = f"{r['wall_seconds']:.0f} s" if r.get("wall_seconds") else "wall time not kept"
     print(f"  {name}: test WER {test_metric(r, 'wer'):.4f}, CER {test_metric(r, 'cer'):.4f}, {wall}", flush=True)
     return r
+
+
+def weights_sha256(model_dir: str) -> str:
+    """The first 12 hex digits of the sha256 of a model folder's model.safetensors."""
+    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 def test_metric(results: dict, metric: str) -> float:
@@ -230,7 +241,7 @@ def main() -> None:
             record = os.path.join(RECORDS, os.path.basename(out) + ".json")
             if args.table and not os.path.isfile(record) and not os.path.isfile(os.path.join(out, "all_results.json")):
                 continue
-            rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads, record)
+            rows.setdefault(name, {})[seed] = run(f"seed {seed}", flags, out, args.threads, record, args.start)
     table(rows)
 
 

@@ -1,5 +1,6 @@
 """The training-speed benchmark: its FLOP count (for MFU) and one run end to end on the fixture corpus."""
 
+import hashlib
 import json
 import os
 import re
@@ -90,6 +91,11 @@ def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_
     r = recipe_gain.run("seed 42", [], str(tmp_path / "gone"), 1, str(record))
     assert r == {"eval_wer": 0.31, "eval_cer": 0.12, "wall_seconds": 3000.0}
     assert recipe_gain.test_metric(r, "wer") == 0.31
+    # A fine-tuning run's record names its start by the weights' hash: the pinned start in bench/start_model
+    (out / "x").mkdir()
+    (out / "x" / "model.safetensors").write_bytes(b"weights")
+    r = recipe_gain.run("seed 42", [], str(out), 1, str(tmp_path / "ft.json"), start=str(out / "x"))
+    assert r["start_model_sha256"] == hashlib.sha256(b"weights").hexdigest()[:12]
     # The committed records of earlier sittings are all readable and hold a test WER
     for name in os.listdir(recipe_gain.RECORDS):
         with open(os.path.join(recipe_gain.RECORDS, name)) as f:
