@@ -167,9 +167,13 @@ def run(name: str, args: list[str], out: str, threads: int, record: str = "", st
     return r
 
 
-def weights_sha256(model_dir: str) -> str:
-    """The first 12 hex digits of the sha256 of a model folder's model.safetensors."""
-    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+def weights_sha256(model_dir: str) -> str | None:
+    """The first 12 hex digits of the sha256 of a model folder's model.safetensors; None when it has none (sharded or
+    .bin weights), so that a finished run's record is written all the same."""
+    path = os.path.join(model_dir, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:12]
 
 

@@ -96,6 +96,9 @@ def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_
     (out / "x" / "model.safetensors").write_bytes(b"weights")
     r = recipe_gain.run("seed 42", [], str(out), 1, str(tmp_path / "ft.json"), start=str(out / "x"))
     assert r["start_model_sha256"] == hashlib.sha256(b"weights").hexdigest()[:12]
+    (out / "x" / "model.safetensors").unlink()  # a start without model.safetensors: the record is written anyway
+    r = recipe_gain.run("seed 42", [], str(out), 1, str(tmp_path / "ft2.json"), start=str(out / "x"))
+    assert r["start_model_sha256"] is None and (tmp_path / "ft2.json").is_file()
     # The committed records of earlier sittings are all readable and hold a test WER
     for name in os.listdir(recipe_gain.RECORDS):
         with open(os.path.join(recipe_gain.RECORDS, name)) as f:

@@ -132,7 +132,7 @@ def test_torch_compile_trains_and_saves_a_model_that_reloads(tmp_path, encoder_d
 
     torch._dynamo.reset()
     out = tmp_path / "out"
-    # aot_eager: dynamo's graphs and AOT autograd without inductor's code generation (a minute on two cores)
+    # aot_eager: dynamo's graphs and AOT autograd without inductor's code generation (which took 70 s on two cores)
     results = ctc.main(base_args(encoder_dir, DATA_DIR, str(out), torch_compile=True, max_steps=1,
                                  torch_compile_backend="aot_eager", max_batch_duration=6, do_eval=None))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the step really ran compiled
