@@ -97,8 +97,20 @@ USER_ERRORS = {
 }
 
 
+# These run as a real subprocess, the others in this process through cli() (a subprocess costs seconds of imports).
+SUBPROCESS_CASES = {"argument of the wrong type", "missing dataset directory"}
+
+
+def run_cli_in_process(argv, monkeypatch, capsys):
+    """cli() with sys.argv set: the exit status and stderr; any exception but SystemExit propagates (a traceback)."""
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *argv])
+    with pytest.raises(SystemExit) as e:
+        ctc.cli()
+    return subprocess.CompletedProcess(argv, e.value.code, "", capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("case", sorted(USER_ERRORS))
-def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case):
+def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case, monkeypatch, capsys):
     overrides, expected = USER_ERRORS[case]
     out = tmp_path / "out"
     (out / "checkpoint-2").mkdir(parents=True)  # a user's earlier work that no error may destroy
@@ -119,7 +131,7 @@ def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case):
                 "MANIFEST": os.path.join(DATA_DIR, "train", "metadata.csv")}
         overrides = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
         argv = base_args(encoder_dir, DATA_DIR, str(out), **overrides)
-    proc = run_cli(argv)
+    proc = run_cli(argv) if case in SUBPROCESS_CASES else run_cli_in_process(argv, monkeypatch, capsys)
     assert proc.returncode == USER_ERROR_EXIT  # the same status for every user mistake, in every command
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
