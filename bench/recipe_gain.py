@@ -146,12 +146,12 @@ def run(name: str, args: list[str], out: str, threads: int, record: str = "", st
     else:
         if not os.path.isfile(results):
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-            start = time.time()
+            began = time.time()
             with open(out + ".log", "w") as log:
                 subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args],
                                check=True, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
-                f.write(f"{time.time() - start:.0f}\n")
+                f.write(f"{time.time() - began:.0f}\n")
         with open(results) as f:
             r = json.load(f)
         wall = os.path.join(out, "wall_seconds.txt")

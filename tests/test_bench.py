@@ -99,6 +99,18 @@ def test_recipe_gain_keeps_a_finished_runs_results_in_its_record_and_reads_them_
     (out / "x" / "model.safetensors").unlink()  # a start without model.safetensors: the record is written anyway
     r = recipe_gain.run("seed 42", [], str(out), 1, str(tmp_path / "ft2.json"), start=str(out / "x"))
     assert r["start_model_sha256"] is None and (tmp_path / "ft2.json").is_file()
+    # A run that trains (the script stood in for by writing its results) is recorded with its start's hash too
+    (out / "x" / "model.safetensors").write_bytes(b"weights")
+    fresh = tmp_path / "ft-fresh"
+
+    def train(*a, **k):
+        fresh.mkdir()
+        (fresh / "all_results.json").write_text('{"eval_wer": 0.2, "eval_cer": 0.1}')
+
+    monkeypatch.setattr(recipe_gain.subprocess, "run", train)
+    r = recipe_gain.run("seed 42", [], str(fresh), 1, str(tmp_path / "ft3.json"), start=str(out / "x"))
+    assert r["start_model_sha256"] == hashlib.sha256(b"weights").hexdigest()[:12] and r["wall_seconds"] is not None
+    assert json.loads((tmp_path / "ft3.json").read_text())["eval_wer"] == 0.2
     # The committed records of earlier sittings are all readable and hold a test WER
     for name in os.listdir(recipe_gain.RECORDS):
         with open(os.path.join(recipe_gain.RECORDS, name)) as f:
