@@ -882,7 +882,8 @@ def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArgumen
 
 
 def finish_run(trainer, model_args, data_args, training_args) -> None:
-    """The error-analysis report (after evaluation or prediction), then the model card, or a push to the hub."""
+    """The error-analysis report (after evaluation or prediction), then the model card, or a push to the hub; under
+    torchrun, the process group is closed once every rank is done."""
     if training_args.should_save and (training_args.do_eval or training_args.do_predict):
         write_report(training_args.output_dir, data_args)
     card = model_card_kwargs(model_args, data_args)
@@ -890,6 +891,11 @@ def finish_run(trainer, model_args, data_args, training_args) -> None:
         trainer.push_to_hub(**card)
     elif training_args.should_save:
         trainer.create_model_card(**card)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # A gloo group left open can abort a rank at interpreter exit ("terminate called without an active
+        # exception", pytorch/pytorch#190489): torchrun then kills the others mid-work.
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
