@@ -896,6 +896,7 @@ def finish_run(trainer, model_args, data_args, training_args) -> None:
         # exception", pytorch/pytorch#190489): torchrun then kills the others mid-work.
         trainer.accelerator.wait_for_everyone()
         torch.distributed.destroy_process_group()
+        logger.info("Every rank done: process group closed")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

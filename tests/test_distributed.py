@@ -27,6 +27,7 @@ def check_outputs(proc, out):
     for rank in (0, 1):  # every rank reports its device at start-up and got through to the end
         assert f"Process rank {rank}," in proc.stdout + proc.stderr
     assert (proc.stdout + proc.stderr).count("  eval_wer ") == 1  # final metrics logged by the main process only
+    assert "Every rank done: process group closed" in proc.stdout + proc.stderr  # none left open to abort at exit
     files = os.listdir(out)
     assert files.count("vocab.json") == 1 and files.count("model.safetensors") == 1
     assert "eval_wer" in read_json(os.path.join(out, "all_results.json"))
