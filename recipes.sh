@@ -242,6 +242,51 @@ recipe_args() {
 	ARGS+=(${extra[@]+"${extra[@]}"})
 }
 
+# Flags of a recipe that say what data it reads, which model it starts from and where the result goes: named first
+# when another corpus takes the recipe's place (dataset_note); its other flags are training settings.
+DATA_AND_OUTPUT_FLAGS=" dataset_config_name train_split_name eval_split_name audio_column_name text_column_name
+phoneme_language target_language model_name_or_path output_dir overwrite_output_dir push_to_hub "
+
+# dataset_note: on stderr, when DATASET or DATA_DIR replaces the recipe's corpus, the recipe's settings that the run
+# keeps (those the caller set neither in the environment nor as arguments) and how to change them.
+dataset_note() {
+	[ "$DATASET" != "$dataset" ] || return 0
+	local given=" " word name values=() data=() training=() setting
+	for word in ${PASS_THROUGH[@]+"${PASS_THROUGH[@]}"}; do
+		[[ $word != --* ]] || { word=${word#--}; given+="${word%%=*} "; }
+	done
+	[ "$CONFIG" = "$config" ] || given+="dataset_config_name "
+	[ "$MODEL" = "$model" ] || given+="model_name_or_path "
+	[ "$OUTPUT_DIR" = "$output" ] || given+="output_dir "
+	# ARGS holds --flag=value, --flag, and --flag value value ... (chars_to_ignore); "--" ends the walk.
+	for word in "${ARGS[@]}" --; do
+		if [[ $word == --* ]]; then
+			if [ -n "${name:-}" ] && [[ $given != *" $name "* ]] && [ "$name" != dataset_name ]; then
+				setting="--$name"
+				if [ ${#values[@]} -gt 3 ]; then
+					setting+=" (${#values[@]} values)"
+				elif [ ${#values[@]} -gt 0 ]; then
+					setting+=" ${values[*]}"
+				fi
+				if [[ $DATA_AND_OUTPUT_FLAGS == *[[:space:]]"$name"[[:space:]]* ]]; then
+					data+=("$setting")
+				else
+					training+=("$setting")
+				fi
+			fi
+			name=${word#--} values=()
+			[[ $name != *=* ]] || { values=("${name#*=}"); name=${name%%=*}; }
+		else
+			values+=("$word")
+		fi
+	done
+	local script
+	script=./$(basename "$0")
+	echo "note: $script runs recipe $RECIPE on $DATASET with the recipe's ${data[*]:-data settings left to the script}" >&2
+	echo "note: and its training settings ${training[*]:-(none)}. Extra arguments override any of these (later ones" \
+		"win), e.g. $script $RECIPE --push_to_hub False; $script --list shows the recipes." >&2
+}
+
 # batch_note WORLD: on stderr, how to keep the published global batch when WORLD processes replace its GPUs.
 batch_note() {
 	local world=$1

@@ -10,20 +10,23 @@
 
 It reads what the training script wrote in its output_dir: eval_predictions.csv (--do_eval) and/or predictions.csv
 (--do_predict), and where present trainer_state.json, data_report.json, all_results.json and config.json. The page
-shows the scores, the training curves and the data, then for each split: WER and CER by clip duration and by every
-categorical column of the predictions (speaker, accent, ...), the most frequent errors, and the worst clips with an
-audio player and the reference and hypothesis aligned word by word. It opens offline in any browser: inline CSS and
-plots, no scripts. Players link to the audio by paths relative to output_dir, so keep the corpus where it is (or
-embed the audio, which makes the page about 4/3 of the clips' size bigger).
+shows the scores, the training curves and the data, then for each split: WER and CER by clip duration and by the
+other columns of the predictions (speaker, accent, ...; a number such as a speaking rate in a few ranges), the most
+frequent errors, and the worst clips with an audio player and the reference and hypothesis aligned word by word. It
+opens offline in any browser: inline CSS and plots, no scripts. Players link to the audio by paths relative to
+output_dir, so keep the corpus where it is (or embed the audio, which makes the page about 4/3 of the clips' size
+bigger).
 """
 
 import argparse
 import base64
+import bisect
 import csv
 import glob
 import html
 import json
 import logging
+import math
 import mimetypes
 import os
 import pathlib
@@ -44,7 +47,10 @@ logger = logging.getLogger("report")
 REPORT_FILE = "report.html"
 REQUIRED_COLUMNS = PREDICTION_COLUMNS[:3]  # clip_id, reference, hypothesis
 SCORE_COLUMNS = PREDICTION_COLUMNS[3:]  # the script's other columns; the rest are extras (speaker, accent, ...)
-MAX_CATEGORIES = 50  # an extra column with at most this many distinct values gets its own breakdown table
+MAX_CATEGORIES = 50  # a text column with at most this many distinct values gets its own breakdown table
+MIN_GROUP_CLIPS = 2  # clips per group, on average, below which a breakdown is left out (it would repeat the clips)
+NUMBER_BINS = 5  # ranges a numeric column (speaking rate, SNR, ...) is cut into, of about equal clip counts
+SAME_SECONDS = 0.1  # seconds: a column this close to the clip durations (of 90% of the clips) repeats that table
 DURATION_EDGES = (2, 5, 10, 20)  # seconds: buckets < 2, 2-5, 5-10, 10-20, >= 20
 TOP_ERRORS = 20  # rows in each most-frequent-errors table
 METRICS = (("wer", "WER"), ("cer", "CER"), ("per", "PER"), ("wer_lm", "WER with LM"), ("cer_lm", "CER with LM"))
@@ -168,9 +174,59 @@ def breakdown(rows: list[dict], group_of: Callable[[dict], str], has_lm: bool) -
     return table
 
 
-def categorical_columns(rows: list[dict], extras: list[str]) -> list[str]:
-    """The extra columns with few enough distinct values to break the scores down by."""
-    return [c for c in extras if len({row[c] for row in rows}) <= MAX_CATEGORIES]
+def number_label(value: float) -> str:
+    """A bin edge or value as short text: 150, 1.5, 0.25."""
+    return f"{value:.4g}"
+
+
+def round_step(width: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most `width` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(width))
+    return max(m * power for m in (1, 2, 5) if m * power <= width)
+
+
+def number_groups(numbers: dict[str, float], clip_values: list[float], bins: int) -> dict[str, str]:
+    """{value: its group} for the values of a numeric column (`clip_values`: each clip's): each value its own group
+    when there are at most `bins`, else `bins` ranges of about equal clip counts, cut at round numbers ("130–145",
+    "145–160", ...). In value order."""
+    ordered = sorted(clip_values)
+    values = sorted(set(ordered))
+    if len(values) <= bins:
+        return {text: number_label(number) for text, number in sorted(numbers.items(), key=lambda kv: kv[1])}
+    low, high = values[0], values[-1]
+    step = round_step((high - low) / (2 * bins))  # edges at round numbers, a few per bin width
+    cuts = {round(ordered[len(ordered) * i // bins] / step) * step for i in range(1, bins)}  # quantiles, rounded
+    edges = [low, *sorted(e for e in cuts if low < e < high), high]
+    labels = [f"{number_label(a)}–{number_label(b)}" for a, b in zip(edges, edges[1:])]
+    return {text: labels[min(bisect.bisect_right(edges, number), len(labels)) - 1]
+            for text, number in sorted(numbers.items(), key=lambda kv: kv[1])}
+
+
+def column_groups(rows: list[dict], column: str) -> tuple[Optional[dict[str, str]], bool, str]:
+    """How to break a split's scores down by an extra column: ({value: its group}, whether the groups are numbers in
+    value order, ""), or (None, False, why there is no table)."""
+    texts = [row[column] for row in rows]
+    if len(set(texts)) < 2:
+        return None, False, "the same value for every clip"
+    numbers = {t: to_float(t) for t in set(texts) if t != ""}
+    most = len(rows) // MIN_GROUP_CLIPS
+    is_id = column == "id" or column.endswith("_id")  # speaker_id 103, chapter_id 1240: labels, not quantities
+    if numbers and not is_id and all(n is not None and math.isfinite(n) for n in numbers.values()):
+        timed = [(numbers[t], row["seconds"]) for t, row in zip(texts, rows) if t != "" and row["seconds"] is not None]
+        if timed and sum(abs(n - s) <= SAME_SECONDS for n, s in timed) >= 0.9 * len(timed):
+            return None, False, "it repeats the clip durations"
+        if min(NUMBER_BINS, most) < 2:
+            return None, False, f"fewer than {2 * MIN_GROUP_CLIPS} clips"
+        clip_values = [numbers[t] for t in texts if t != ""]
+        groups = {**number_groups(numbers, clip_values, min(NUMBER_BINS, most)), "": "(empty)"}
+        if len({groups[t] for t in texts}) < 2:
+            return None, False, "the same range for every clip"
+        return groups, True, ""
+    distinct = len(set(texts))
+    if distinct > min(MAX_CATEGORIES, most):
+        return None, False, f"{distinct:,} values" + (f", over {MAX_CATEGORIES}" if distinct > MAX_CATEGORIES else
+                                                      f" in {len(rows):,} clips, under {MIN_GROUP_CLIPS} a value")
+    return {t: t or "(empty)" for t in texts}, False, ""
 
 
 def chunk_tokens(chunk, ref: list[str], hyp: list[str]) -> tuple[list[str], list[str]]:
@@ -396,14 +452,14 @@ def errors_html(counts: dict[str, Counter]) -> str:
     return f'<div class="errors">{"".join(blocks)}</div>'
 
 
-def clip_html(rank: int, row: dict, categorical: list[str], output_dir: str, embed: bool, has_lm: bool) -> str:
+def clip_html(rank: int, row: dict, columns: list[str], output_dir: str, embed: bool, has_lm: bool) -> str:
     """One of the worst clips: its scores, player and word alignment (a second one for the LM transcript)."""
     facts = [f'<span class="score">WER {pct(row["wer"])}</span>', f"CER {pct(row['cer'])}"]
     if row["seconds"] is not None:
         facts.append(f"{row['seconds']:.2f} s")
     if has_lm:
         facts.append(f"WER with LM {pct(row['wer_lm'])}")
-    facts += [f"{esc(c)} <b>{esc(row[c])}</b>" for c in categorical]
+    facts += [f"{esc(c)} <b>{esc(row[c])}</b>" for c in columns]  # the columns with a breakdown
     alignments = alignment_html(row["reference"], row["hypothesis"])
     if has_lm:
         alignments += alignment_html(row["reference"], row["hypothesis_lm"], hyp_label="LM")
@@ -424,18 +480,24 @@ def split_html(split: str, rows: list[dict], extras: list[str], overall: dict, o
         refs, hyps = [r["reference"] for r in rows], [r["hypothesis_lm"] for r in rows]
         total["wer_lm"] = corpus_scores(refs, hyps, cer=False)["wer"]
     tables = [breakdown_html("By clip duration", "duration", by_duration + [total], has_lm)]
-    categorical = categorical_columns(rows, extras)
-    for column in categorical:
-        # Worst group first: that is where to listen.
-        table = sorted(breakdown(rows, lambda r: r[column] or "(empty)", has_lm),
-                       key=lambda t: (t["wer"] is None, -(t["wer"] or 0)))
+    grouped, skipped = [], []
+    for column in extras:
+        groups, in_order, why_not = column_groups(rows, column)
+        if groups is None:
+            skipped.append(f"{esc(column)} ({esc(why_not)})")
+            continue
+        grouped.append(column)
+        table = breakdown(rows, lambda r: groups[r[column]], has_lm)
+        if in_order:  # numbers in value order, to show a trend
+            order = {group: i for i, group in enumerate(dict.fromkeys(groups.values()))}
+            table.sort(key=lambda t: order[t["group"]])
+        else:  # worst group first: that is where to listen
+            table.sort(key=lambda t: (t["wer"] is None, -(t["wer"] or 0)))
         tables.append(breakdown_html(f"By {esc(column)}", esc(column), table, has_lm))
-    skipped = [c for c in extras if c not in categorical]
-    note = (f'<p class="muted">No breakdown by {", ".join(esc(c) for c in skipped)}: more than {MAX_CATEGORIES} '
-            f"distinct values.</p>" if skipped else "")
+    note = f'<p class="muted">No breakdown by {"; ".join(skipped)}.</p>' if skipped else ""
     counts = frequent_errors([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
     worst = rows[:clips]
-    cards = "".join(clip_html(i + 1, row, categorical, output_dir, embed, has_lm) for i, row in enumerate(worst))
+    cards = "".join(clip_html(i + 1, row, grouped, output_dir, embed, has_lm) for i, row in enumerate(worst))
     legend = ('<p class="legend">Reference over hypothesis, word by word. Under each error: '
               '<span class="sub">S</span> substituted (the substitute in bold), '
               '<span class="del">D</span> deleted (<del>struck through</del>), '

@@ -5,7 +5,8 @@
 #   ./run.sh --list              every recipe with the seed's figure, GPUs and training time
 #   ./run.sh --print [NAME] [ARGS...]   the exact command, not run
 # DATASET, CONFIG, MODEL and OUTPUT_DIR override the recipe's; DATA_DIR=/path uses a local copy of the corpus (the
-# recipe's comment in recipes.sh names its local split names), e.g.
+# recipe's comment in recipes.sh names its local split names); with another corpus, a note on stderr lists the recipe's
+# settings the run keeps (column names, splits, model, --push_to_hub, hyper-parameters), e.g.
 #   DATA_DIR=/data/LibriSpeech ./run.sh librispeech-100h-wav2vec2-large-lv60 --gradient_accumulation_steps 8
 #   DATASET=/data/cv-corpus-tr MODEL=facebook/wav2vec2-xls-r-300m ./run.sh --num_train_epochs 30
 set -euo pipefail
@@ -20,5 +21,6 @@ if [ "$ACTION" = list ]; then
 	exit 0
 fi
 recipe_args
+dataset_note
 batch_note 1
 run_or_print python run_speech_recognition_ctc.py "${ARGS[@]}" ${PASS_THROUGH[@]+"${PASS_THROUGH[@]}"}

@@ -25,6 +25,7 @@ NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
 recipe_args
+dataset_note
 batch_note $((NPROC_PER_NODE * NNODES))
 run_or_print torchrun --nproc_per_node "$NPROC_PER_NODE" --nnodes "$NNODES" --node_rank "$NODE_RANK" \
 	--master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \

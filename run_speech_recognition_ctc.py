@@ -3,8 +3,9 @@
 """Fine-tune a pretrained speech encoder with CTC: any CTC family of transformers 5.x (wav2vec2, XLS-R, HuBERT, WavLM,
 UniSpeech, SEW, Data2Vec-Audio, Wav2Vec2-Conformer, Wav2Vec2-BERT, Parakeet, LASR, OmniASR, Granite Speech).
 
-A reproduction of the Hugging Face `run_speech_recognition_ctc.py` example (same arguments, defaults and outputs)
-that runs on transformers 5.x, reads corpora from disk, decodes audio without FFmpeg and scores WER/CER locally.
+A reproduction of the Hugging Face `run_speech_recognition_ctc.py` example (same arguments and outputs; docs/upstream.md
+lists what differs) that runs on transformers 5.x, reads corpora from disk, decodes audio without FFmpeg and scores
+WER/CER locally.
 
 One GPU:
     python run_speech_recognition_ctc.py --dataset_name DATA_DIR_OR_HUB_ID \
@@ -170,13 +171,16 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(
         default=True,
         metadata={"help": "Freeze the front end that turns audio into encoder frames: the convolutional feature "
-                          "encoder (wav2vec2-style models) or the subsampling stack (Parakeet, LASR); see the README "
-                          "table."},
+                          "encoder (wav2vec2-style models) or the subsampling stack (Parakeet, LASR); see "
+                          "docs/models.md."},
     )
     # Regularisation and CTC settings written into the model config. Left unset, wav2vec2-era models get upstream's
     # defaults (as upstream writes them) and the newer families keep their checkpoint's own values.
     attention_dropout: Optional[float] = field(
-        default=None, metadata={"help": "Dropout ratio on the attention probabilities (upstream default 0.0)."}
+        default=None,
+        metadata={"help": "Dropout ratio on the attention probabilities (0.0). Unset, this and the settings below take "
+                          "the value in brackets on wav2vec2-era models and Wav2Vec2-BERT; Parakeet, LASR, OmniASR "
+                          "and Granite keep their checkpoint's."},
     )
     activation_dropout: Optional[float] = field(
         default=None, metadata={"help": "Dropout ratio after the activation inside the feed-forward layers (0.0)."}
@@ -211,7 +215,7 @@ class ModelArguments:
     )
     ctc_zero_infinity: Optional[bool] = field(
         default=None,
-        metadata={"help": "Zero infinite CTC losses (labels longer than the audio allows); upstream default False."},
+        metadata={"help": "Zero infinite CTC losses (labels longer than the audio allows) (False)."},
     )
     add_adapter: bool = field(
         default=False,
@@ -231,7 +235,7 @@ class ModelArguments:
     lora_target_modules: Optional[list[str]] = field(
         default=None,
         metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
-                          "feed-forward projections, see the README's family table)."},
+                          "feed-forward projections, see docs/scaling.md)."},
     )
     lora_use_dora: bool = field(
         default=False, metadata={"help": "With --lora_rank: DoRA (weight-decomposed LoRA, peft's use_dora)."}
@@ -239,7 +243,7 @@ class ModelArguments:
     lora_modules_to_save: Optional[list[str]] = field(
         default=None,
         metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
-                          "feature_projection layer_norm final_layer_norm pos_conv_embed, README 'Big models')."},
+                          "feature_projection layer_norm final_layer_norm pos_conv_embed; see docs/scaling.md)."},
     )
     attn_implementation: str = field(
         default="sdpa",
@@ -333,7 +337,7 @@ class DataTrainingArguments:
     # Augmentation of training clips, as their batches are made (ctc_finetune/augment.py); evaluation never sees it
     speed_perturbation: Optional[list[float]] = field(
         default=None,
-        metadata={"help": "Play each training clip at a speed drawn from these factors, e.g. 0.9 1.0 1.1, by "
+        metadata={"help": "Play each training batch at a speed drawn from these factors, e.g. 0.9 1.0 1.1, by "
                           "resampling (tempo and pitch change together, as in Kaldi and ESPnet)."},
     )
     noise_dir: Optional[str] = field(
@@ -363,8 +367,8 @@ class DataTrainingArguments:
     word_delimiter_token: str = field(default="|", metadata={"help": "Token that stands for the space between words."})
     vocab_type: str = field(
         default="char",
-        metadata={"help": "Vocabulary built from the transcripts: 'char' (as upstream), or subword pieces trained on "
-                          "them, 'bpe' or 'unigram' (SentencePiece-style, words marked by ▁)."},
+        metadata={"help": "Vocabulary built from the transcripts: 'char' (as the Hugging Face example), or subword "
+                          "pieces trained on them, 'bpe' or 'unigram' (SentencePiece-style, words marked by ▁)."},
     )
     vocab_size: Optional[int] = field(
         default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
@@ -462,7 +466,7 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "Seconds of padded audio per training batch and device, instead of a fixed "
                           "--per_device_train_batch_size: batches of similar-length clips, little padding."},
     )
-    # Schedules and model selection (ctc_finetune/schedules.py, ctc_finetune/averaging.py)
+    # Schedules and model selection (ctc_finetune/schedules.py, ctc_finetune/selection.py)
     lr_scheduler_type: str = field(
         default="linear",
         metadata={"help": "Learning-rate schedule: transformers' (linear, cosine, warmup_stable_decay, ...) or "
@@ -559,9 +563,14 @@ def parse_or_explain(parse, *args, **kwargs):
         raise UserError(str(e).strip().splitlines()[0]) from e
 
 
+def build_parser() -> ArgumentParser:
+    """The recipe's parser: its three argument classes (docs/arguments.md is generated from it)."""
+    return ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line, or a single JSON or YAML file of arguments; hub tokens move into HF_TOKEN."""
-    parser = ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = build_parser()
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         if not os.path.isfile(argv[0]):
             raise UserError(f"argument file {argv[0]} does not exist; pass an existing .json or .yaml file or "
@@ -635,8 +644,15 @@ def check_push_to_hub(training_args: TrainingArguments) -> None:
 
 def check_report_to(training_args: TrainingArguments) -> None:
     """Before any work: every --report_to integration is installed (the Trainer would stop after preprocessing)."""
-    from transformers.integrations import get_reporting_integration_callbacks
+    from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
+    # A callback built without its package can fail again in its __del__ (MLflowCallback): check the package first.
+    missing = [name for name in training_args.report_to or [] if name in INTEGRATION_TO_CALLBACK
+               and name not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(f"--report_to: {', '.join(missing)} is not installed; pip install {' '.join(missing)}, or pass "
+                        "--report_to none.")
     for callback in get_reporting_integration_callbacks(training_args.report_to):
         try:
             callback()

@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import re
+import shlex
 from typing import Optional
 
 import datasets
@@ -21,6 +22,17 @@ COMMON_VOICE_SPLITS = {"validation": "dev"}  # split name -> .tsv name where the
 # Column names other corpora use, tried (with a log line) when the default column name does not exist
 AUDIO_COLUMN_ALIASES = ("audio", "file_name", "path", "audio_filepath", "file", "filename")
 TEXT_COLUMN_ALIASES = ("text", "sentence", "transcript", "transcription", "normalized_text")
+EVAL_SPLIT_NAMES = ("test", "validation", "dev", "valid")  # split names suggested for evaluation, in this order
+HELD_OUT = 10  # percent of a corpus's only split suggested as its eval slice
+
+
+class MissingSplitError(UserError):
+    """A split the local corpus lacks; `found` lists the splits it has (load_splits adds the flags to pass)."""
+
+    def __init__(self, name: str, data_dir: str, found: list[str]):
+        self.where = f"split {name!r} not found in {data_dir} (its splits: {', '.join(found) or 'none'})"
+        self.found = found
+        super().__init__(self.where + ".")
 
 
 def parse_split_expression(expression: str) -> list[tuple[str, Optional[str], Optional[str]]]:
@@ -103,7 +115,7 @@ def load_local_split(data_dir: str, layout: str, name: str) -> datasets.Dataset:
         if isinstance(saved, datasets.Dataset):
             return saved
         if name not in saved:
-            raise UserError(f"split {name!r} not in {data_dir}; it has: {', '.join(saved)}.")
+            raise MissingSplitError(name, data_dir, sorted(saved))
         return saved[name]
     if layout == "common_voice":
         tsv = os.path.join(data_dir, COMMON_VOICE_SPLITS.get(name, name) + ".tsv")
@@ -116,7 +128,7 @@ def load_local_split(data_dir: str, layout: str, name: str) -> datasets.Dataset:
         split_dir = os.path.join(data_dir, name.replace(".", "-"))
     if not os.path.isdir(split_dir):
         found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
-        raise UserError(f"split {name!r} not found in {data_dir}; its splits are: {', '.join(found) or 'none'}.")
+        raise MissingSplitError(name, data_dir, found)
     if layout == "librispeech":
         rows = {AUDIO_COLUMN: [], RAW_TEXT_COLUMN: [], "speaker_id": [], "chapter_id": [], "id": []}
         for trans in sorted(glob.glob(os.path.join(split_dir, "*", "*", "*.trans.txt"))):
@@ -147,8 +159,7 @@ def shard_split_files(data_dir: str, expression: str) -> list[str]:
         found = sorted(glob.glob(os.path.join(data_dir, split, "*.tar")))
         if not found:
             splits = sorted(d for d in os.listdir(data_dir) if glob.glob(os.path.join(data_dir, d, "*.tar")))
-            raise UserError(f"split {split!r}: no {data_dir}/{split}/*.tar; the shard splits are: "
-                            f"{', '.join(splits)}.")
+            raise MissingSplitError(split, data_dir, splits)
         tars += found
     return tars
 
@@ -233,6 +244,39 @@ def eval_set_key(name: str) -> str:
     return f"{EVAL_KEY}_{re.sub(r'[^0-9A-Za-z.-]+', '_', name).strip('_')}"
 
 
+def split_flags_fix(found: list[str], data_args, training_args, predicting: bool = False) -> str:
+    """The split flags that work on a corpus whose splits are `found`: the asked-for splits that exist, else `train`
+    to train on and test/validation/dev to evaluate on (a corpus without one of those: a slice of a split). For a
+    missing predict split (train and eval loaded), only --predict_split_name."""
+    if not found:
+        return "--train_file and --eval_file manifests"
+
+    def exists(expression):
+        matches = [SPLIT_PART.match(part.strip()) for part in expression.split("+")]
+        return all(m and m["name"] in found for m in matches)
+
+    held_out = next((n for n in EVAL_SPLIT_NAMES if n in found), None) or next(
+        (n for prefix in EVAL_SPLIT_NAMES for n in found if n.startswith(prefix)), None)  # test-clean, dev-other
+    eval_value = ",".join(n for n in eval_split_names(data_args) if exists(n)) or held_out
+    if predicting:
+        return f"--predict_split_name {shlex.quote(eval_value or found[0])}"
+    # The eval split we pick must not also be trained on (train+validation when validation becomes the eval split).
+    train_value = "+".join(p for p in data_args.train_split_name.split("+") if exists(p) and p.strip() != eval_value)
+    train_value = train_value or next((n for n in found if n.startswith("train")), None) or next(
+        (n for n in found if n != eval_value), None)
+    trains = training_args.do_train and not data_args.train_file
+    evaluates = training_args.do_eval and not data_args.eval_file
+    if trains and evaluates and (eval_value is None or train_value is None):  # one split: hold out a slice of it
+        whole = train_value or eval_value
+        train_value, eval_value = f"{whole}[:{100 - HELD_OUT}%]", f"{whole}[{100 - HELD_OUT}%:]"
+    flags = []
+    if trains:
+        flags.append(f"--train_split_name {shlex.quote(train_value or found[0])}")
+    if evaluates:
+        flags.append(f"--eval_split_name {shlex.quote(eval_value or found[0])}")
+    return " ".join(flags)
+
+
 def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
     """Load the train, eval and/or predict split with the columns `audio` (path or bytes) and the raw transcript
     `text`, plus, in eval and predict splits, the manifest's scalar columns (passthrough_columns)."""
@@ -250,7 +294,11 @@ def load_splits(data_args, training_args, cache_dir) -> datasets.DatasetDict:
         wanted.append(("predict", data_args.predict_split_name or eval_sets[0],
                        data_args.predict_file if own else data_args.eval_file, None))
     for key, expression, manifest, max_samples in wanted:
-        ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")
+        try:
+            ds = load_split(data_args, expression, manifest, cache_dir, stream=key == "train")
+        except MissingSplitError as e:
+            fix = split_flags_fix(e.found, data_args, training_args, predicting=key == "predict")
+            raise UserError(f"{e.where}; pass {fix}") from e
         split = manifest or expression
         audio = resolve_column(ds, data_args.audio_column_name, AUDIO_COLUMN, AUDIO_COLUMN_ALIASES, "audio", split)
         text = resolve_column(ds, data_args.text_column_name, RAW_TEXT_COLUMN, TEXT_COLUMN_ALIASES, "text", split)

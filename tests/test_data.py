@@ -88,6 +88,25 @@ def test_split_folders_with_slices(tmp_path, encoder_dir):
     assert results["train_samples"] == 10 and results["eval_samples"] == 2
 
 
+@pytest.mark.parametrize("splits, fix", [
+    (("train", "test"), "--train_split_name train --eval_split_name test"),
+    (("train", "validation"), "--train_split_name train --eval_split_name validation"),  # validation not trained on
+], ids=["train+test", "train+validation"])
+def test_a_missing_split_names_the_flags_that_work(tmp_path, encoder_dir, splits, fix):
+    corpus = tmp_path / "my_corpus"
+    for split in splits:
+        shutil.copytree(os.path.join(DATA_DIR, split), corpus / split)
+    with pytest.raises(UserError) as error:  # the defaults: train on train+validation, evaluate on test
+        train_on(encoder_dir, tmp_path / "failed", dataset_name=str(corpus), text_column_name="sentence")
+    missing = ({"train", "validation", "test"} - set(splits)).pop()
+    assert str(error.value) == (f"split {missing!r} not found in {corpus} (its splits: {', '.join(sorted(splits))}); "
+                                f"pass {fix}")
+    words = fix.split()  # the fix runs as written
+    flags = {flag.removeprefix("--"): value for flag, value in zip(words[::2], words[1::2])}
+    results = train_on(encoder_dir, tmp_path / "out", dataset_name=str(corpus), text_column_name="sentence", **flags)
+    assert results["train_samples"] == 12 and results["eval_samples"] == 4
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl_nemo"])
 def test_manifests(tmp_path, encoder_dir, fmt):
     def write(split, name):

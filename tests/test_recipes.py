@@ -53,11 +53,16 @@ def listed(script):
     return rows
 
 
-def printed_command(script, *args, **env):
-    """`script --print ...` split as the shell would: (launcher words, the script's argv)."""
-    words = shlex.split(run_script(script, "--print", *args, **env).replace("\\\n", " "))
+def split_command(printed):
+    """A printed command split as the shell would: (launcher words, the script's argv)."""
+    words = shlex.split(printed.replace("\\\n", " "))
     at = next(i for i, w in enumerate(words) if w.endswith("run_speech_recognition_ctc.py"))
     return words[:at], words[at + 1:]
+
+
+def printed_command(script, *args, **env):
+    """`script --print ...` split as the shell would: (launcher words, the script's argv)."""
+    return split_command(run_script(script, "--print", *args, **env))
 
 
 def parse(argv):
@@ -122,6 +127,38 @@ def test_data_dir_and_overrides_reach_the_command(tmp_path):
     assert training.learning_rate == 1e-5  # the pass-through argument comes last and wins
     launcher, _ = printed_command(RUN_DIST_SH, "librispeech-100h-wavlm-large", NPROC_PER_NODE="2", NNODES="2")
     assert launcher[launcher.index("--nproc_per_node") + 1] == "2" and launcher[launcher.index("--nnodes") + 1] == "2"
+
+
+@pytest.mark.parametrize("script", [RUN_SH, RUN_DIST_SH], ids=["run.sh", "run_dist.sh"])
+def test_another_corpus_says_which_recipe_settings_it_keeps(tmp_path, script):
+    corpus = tmp_path / "my_corpus"
+    corpus.mkdir()
+    args = ("--print", "--train_split_name", "train", "--eval_split_name=test", "--fp16", "False")
+    clean = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    proc = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=60,
+                          env={**clean, "DATASET": str(corpus), "MODEL": "my/model"})
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stderr.splitlines()
+    assert len(notes) == 2 and all(line.startswith("note: ") for line in notes), proc.stderr
+    recipe = "common-voice-tr-xlsr-53" + ("-dist" if script == RUN_DIST_SH else "")
+    assert f"runs recipe {recipe} on {corpus} with the recipe's" in notes[0]
+    for kept in ("--dataset_config_name tr", "--text_column_name sentence", "--push_to_hub", "--overwrite_output_dir",
+                 "--output_dir ./wav2vec2-common_voice-tr-demo", "--learning_rate 3e-4", "--num_train_epochs 15",
+                 "--chars_to_ignore (13 values)"):
+        assert kept in proc.stderr, kept
+    for given in ("--train_split_name", "--eval_split_name", "--fp16", "--model_name_or_path", "my/model"):
+        assert given not in proc.stderr, given  # set by the caller: not the recipe's any more
+    assert "Extra arguments override any of these (later ones win)" in notes[1]
+    # The printed command is what the note says: the recipe's settings, then the caller's, which win.
+    _, data, training = parse(split_command(proc.stdout)[1])
+    assert (data.dataset_name, data.dataset_config_name, data.text_column_name) == (str(corpus), "tr", "sentence")
+    assert (data.train_split_name, data.eval_split_name, training.fp16) == ("train", "test", False)
+    assert training.push_to_hub and training.learning_rate == 3e-4
+    # The recipe's own corpus, or no override: no note.
+    for env in ({}, {"DATASET": "common_voice"}):
+        proc = subprocess.run(["bash", script, "--print"], capture_output=True, text=True, timeout=60,
+                              env={**clean, **env})
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_unknown_recipe_is_one_error_line():

@@ -79,7 +79,8 @@ USER_ERRORS = {
     "unknown local layout": ({"dataset_name": "LAYOUT"}, "no known corpus layout"),
     "missing audio column": ({"audio_column_name": "wav"}, "--audio_column_name 'wav' not found"),
     "missing text column": ({"text_column_name": "words"}, "its columns are: audio, sentence, speaker"),
-    "missing eval split": ({"eval_split_name": "dev"}, "split 'dev' not found"),
+    "missing eval split": ({"eval_split_name": "dev"}, f"split 'dev' not found in {DATA_DIR} (its splits: test, "
+                           "train, validation); pass --train_split_name train --eval_split_name test"),
     "nothing left after filtering": ({"max_duration_in_seconds": 0.5}, "no train clips left"),
     "foreign files in output_dir": ({"output_dir": "FOREIGN"}, "pass --overwrite_output_dir"),
     "tokenizer lacking characters": ({"tokenizer_name_or_path": "TOKENIZER"}, "unknown to the tokenizer"),
@@ -91,14 +92,18 @@ USER_ERRORS = {
     "missing LM text file": ({"lm_text": "./no/such/text.txt"}, "--lm_text ./no/such/text.txt is not a file"),
     "PER without phoneme mode": ({"eval_metrics": "per"}, "add --phoneme_language"),
     "non-positive batch duration": ({"max_batch_duration": 0}, "--max_batch_duration must be a number of seconds"),
-    "unknown predict split": ({"do_predict": True, "predict_split_name": "dev"}, "split 'dev' not found"),
-    "missing reporting integration": ({"report_to": "wandb"}, "--report_to: WandbCallback requires wandb"),
+    "unknown predict split": ({"do_predict": True, "predict_split_name": "dev"},
+                              f"split 'dev' not found in {DATA_DIR} (its splits: test, train, validation); "
+                              "pass --predict_split_name test"),
+    "missing reporting integration": ({"report_to": "mlflow"}, "--report_to: mlflow is not installed; pip install "
+                                                               "mlflow, or pass --report_to none."),
     "nothing to do": ({"do_train": None, "do_eval": None}, "nothing to do: add --do_train"),
 }
 
 
-# These run as a real subprocess, the others in this process through cli() (a subprocess costs seconds of imports).
-SUBPROCESS_CASES = {"argument of the wrong type", "missing dataset directory"}
+# These run as a real subprocess, the others in this process through cli() (a subprocess costs seconds of imports);
+# the reporting case, because a half-built integration callback prints its traceback as the process exits.
+SUBPROCESS_CASES = {"argument of the wrong type", "missing dataset directory", "missing reporting integration"}
 
 
 def run_cli_in_process(argv, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import urllib.parse
 
 import jiwer
 import pytest
+import soundfile as sf
 from conftest import DATA_DIR, ROOT
 
 from report import build_report, corpus_scores, duration_bucket, frequent_errors
@@ -179,6 +180,52 @@ def test_report_shows_scores_curves_breakdowns_clips_and_errors(run_dir):
     assert "<del>white</del></td><td class=n>1</td>" in errors and "<del>the</del></td><td class=n>1</td>" in errors
 
 
+def breakdown_rows(page: str, column: str) -> list[list[str]]:
+    """The cells of a split's "By COLUMN" table, as text."""
+    table = page.split(f"<h4>By {column}</h4>")[1].split("</table>")[0].split("<tbody>")[1]
+    return [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table)]
+
+
+def test_numeric_columns_are_grouped_in_ranges(tmp_path):
+    # The 20 fixture clips with their manifest's numeric columns: `rate` (words per minute, 17 values) and `duration`
+    # (seconds, as the script's own `seconds`), plus `pitch` (3 values) and an `id` column (one value per clip).
+    rows = []
+    for split in ("train", "validation", "test"):
+        with open(os.path.join(DATA_DIR, split, "metadata.csv"), encoding="utf-8") as f:
+            rows += [dict(r, split=split) for r in csv.DictReader(f)]
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / "eval_predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip_id", "reference", "hypothesis", "seconds", "speaker", "rate", "duration", "pitch", "id"])
+        for i, r in enumerate(rows):
+            hyp = " ".join(r["sentence"].split()[:-1]) if int(r["rate"]) > 180 else r["sentence"]  # fast: a deletion
+            writer.writerow([audio(r["split"], r["file_name"]), r["sentence"], hyp,
+                             round(sf.info(audio(r["split"], r["file_name"])).duration, 2), r["speaker"], r["rate"],
+                             r["duration"], 40 + 10 * (i % 3), f"clip{i}"])
+    page = read(build_report(str(out)))
+
+    # rate: a few ranges in value order, cut at round numbers, covering every clip, each scored corpus-level.
+    table = breakdown_rows(page, "rate")
+    assert 2 <= len(table) <= 5
+    edges = [[float(x) for x in row[0].split("–")] for row in table]
+    rates = sorted(int(r["rate"]) for r in rows)
+    assert edges[0][0] == rates[0] and edges[-1][1] == rates[-1]
+    assert all(a[1] == b[0] and a[1] % 5 == 0 for a, b in zip(edges, edges[1:]))  # contiguous, round
+    assert sum(int(row[1]) for row in table) == len(rows) and all(int(row[1]) >= 2 for row in table)
+    for (low, high), row in zip(edges, table):
+        inside = [r for r in rows if low <= int(r["rate"]) < high or int(r["rate"]) == high == rates[-1]]
+        refs = [r["sentence"] for r in inside]
+        hyps = [" ".join(r["sentence"].split()[:-1]) if int(r["rate"]) > 180 else r["sentence"] for r in inside]
+        assert int(row[1]) == len(inside) and row[3] == f"{100 * jiwer.wer(refs, hyps):.1f} %", row
+
+    # pitch: few values, one group each, in value order; duration repeats the clip durations; id is one clip a value.
+    assert [row[0] for row in breakdown_rows(page, "pitch")] == ["40", "50", "60"]
+    assert "By duration" not in page and "By id" not in page
+    assert "duration (it repeats the clip durations)" in page and "id (20 values in 20 clips, under 2 a value)" in page
+
+
 def test_transcripts_are_escaped(run_dir):
     page = read(build_report(run_dir))
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -287,9 +334,12 @@ def trained(tmp_path_factory):
 def test_a_run_writes_its_report_with_the_manifest_columns(trained, tmp_path):
     with open(trained / "eval_predictions.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert "speaker" in rows[0] and rows[0]["speaker"]  # passed through from the manifest for the breakdowns
+    assert rows[0]["speaker"] and rows[0]["rate"]  # passed through from the manifest for the breakdowns
     page = read(str(trained / "report.html"))
-    assert "By speaker" in page and page.count("<audio") == 3 and "<svg" in page
+    assert "By rate" in page and page.count("<audio") == 3 and "<svg" in page
+    # Four clips of four speakers: a table would repeat the clips; `duration` is the clip durations again.
+    assert "By speaker" not in page and "By duration" not in page
+    assert "No breakdown by speaker (4 values in 4 clips, under 2 a value); duration (it repeats the clip" in page
     os.remove(trained / "report.html")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "report.py"), str(trained)], capture_output=True,
                           text=True, timeout=120)
