@@ -1,6 +1,10 @@
 """MMS language adapters against full fine-tuning: trainable parameters, step time and peak memory.
 
-    python bench/adapters.py [--corpus ../shared/corpus/commands] [--clips 400] [--steps 30]
+    python bench/adapters.py [--corpus examples/demo_corpus] [--clips 400] [--steps 30]
+
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR. More --clips than the train split holds are
+its clips repeated cyclically.
 
 Builds an MMS-shaped checkpoint from bench/speed_model's config (wav2vec2, hidden 256, 4 layers, 4.3M parameters,
 random weights) with attention adapters of size 16 (`adapter_attn_dim`, as facebook/mms-1b-all) and a per-language
@@ -21,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 
+from corpus import DEFAULT_CORPUS, require, with_train_clips
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
 
 
 def make_mms_model(path: str) -> str:
@@ -77,11 +82,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
+    require(args.corpus, "train")
     rows = {}
     with tempfile.TemporaryDirectory(prefix="ctc-adapters-") as work:
+        corpus = with_train_clips(args.corpus, args.clips, work)
         model = make_mms_model(os.path.join(work, "mms"))
         for adapter in (True, False):
-            rows[adapter] = train(model, args.corpus, args.clips, args.steps, work, adapter)
+            rows[adapter] = train(model, corpus, args.clips, args.steps, work, adapter)
     print("| setup | trainable parameters | s per step | audio s/s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|")
     for adapter, name in ((True, "MMS adapter (--target_language tur)"), (False, "full fine-tuning")):

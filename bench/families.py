@@ -1,6 +1,9 @@
 """Every CTC family's output frame rate, and how many clips a character vocabulary can align at that rate.
 
-    python bench/families.py [--corpus ../shared/corpus/commands] [--split train]
+    python bench/families.py [--corpus examples/demo_corpus] [--split train]
+
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR.
 
 For each of the 14 families of transformers 5.x, a tiny random checkpoint with its release's time arithmetic
 (tests/tiny_models.py) gives the output frames the script's own `output_frames` counts for every clip of the split
@@ -26,6 +29,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from ctc_finetune.families import output_frames
 from ctc_finetune.preprocessing import MAX_INFEASIBLE_SHARE, ctc_min_frames, encode_labels
 from ctc_finetune.text import build_vocab, normalize_text  # noqa: E402
+from corpus import DEFAULT_CORPUS, require  # noqa: E402
 from tiny_models import (  # noqa: E402
     ALL_FAMILIES, ARCHITECTURES, ENCODER, FamilyUnavailable, make_checkpoint, torchaudio_problem,
 )
@@ -52,13 +56,11 @@ def model_and_features(arch: str, path: str, vocab_size: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus", "commands"))
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--split", default="train")
     args = parser.parse_args()
-    metadata = os.path.join(args.corpus, args.split, "metadata.csv")
-    if not os.path.isfile(metadata):
-        sys.exit(f"error: no {metadata}; pass --corpus DIR with {args.split}/metadata.csv (the shared corpus).")
-    with open(metadata, encoding="utf-8") as f:
+    require(args.corpus, args.split)
+    with open(os.path.join(args.corpus, args.split, "metadata.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     texts = [normalize_text(r["sentence"], None) for r in rows]
     samples = [round(sf.info(os.path.join(args.corpus, args.split, r["file_name"])).duration * 16000) for r in rows]

@@ -1,6 +1,9 @@
-"""Does a newer family learn through the script? A demo-sized random model of the family, trained on the shared corpus.
+"""Does a newer family learn through the script? A demo-sized random model of the family, trained on --corpus.
 
-    python bench/family_learning.py --family omniasr_ctc [--steps 1000] [--corpus ../shared/corpus/commands]
+    python bench/family_learning.py --family omniasr_ctc [--steps 1000] [--corpus examples/demo_corpus]
+
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR.
 
 Builds a checkpoint shaped like the family's release (tests/tiny_models.py: feature extractor, and for the subword
 families the shipped tokenizer and CTC head) at the demo model's size (hidden 128, 4 layers, 4 heads), then runs
@@ -20,6 +23,7 @@ import transformers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from corpus import DEFAULT_CORPUS, require  # noqa: E402
 from tiny_models import NEW_FAMILIES, make_checkpoint  # noqa: E402
 
 DEMO_SIZE = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256}
@@ -45,10 +49,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=NEW_FAMILIES, default="omniasr_ctc")
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus", "commands"))
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.corpus, "train")):
-        sys.exit(f"error: no {args.corpus}/train; pass --corpus DIR (the shared corpus).")
+    require(args.corpus, "train", "test")
     with tempfile.TemporaryDirectory() as tmp:
         model = demo_sized_checkpoint(args.family, os.path.join(tmp, "model"))
         out = os.path.join(tmp, "out")

@@ -4,7 +4,8 @@ clips one by one and against the transformers pipeline's chunking.
     python bench/longform.py --model outputs/demo          # the demo's trained model (run the demo first)
     python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline    # a quick look
 
-The recordings join the demo corpus's test clips (voices the demo model never heard), repeated in shuffled order,
+The recordings join the clips of --corpus, a split folder with metadata.csv (default examples/demo_corpus/test, as
+in bench/RESULTS.md: voices the demo model never heard), repeated in shuffled order,
 with pauses of 0.3 to 1.0 s of digital silence, written as 16 kHz float WAV block by block (never whole in memory;
 float keeps the clips' own near-silent first samples exactly, which the demo model is sensitive to); a manifest keeps
 where each clip starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). Prints one
@@ -141,6 +142,9 @@ def main() -> None:
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         sys.exit(f"error: {args.model} is no model; run the demo first (python run_speech_recognition_ctc.py "
                  "examples/demo.json) or pass --model.")
+    if not os.path.isfile(os.path.join(args.corpus, "metadata.csv")):
+        sys.exit(f"error: no {args.corpus}/metadata.csv; pass --corpus, a split folder with metadata.csv "
+                 "(file_name, sentence): default examples/demo_corpus/test, what the recorded figures used.")
     work = args.work_dir or tempfile.mkdtemp(prefix="longform-")
     os.makedirs(work, exist_ok=True)
     clips = read_clips(args.corpus)

@@ -1,8 +1,12 @@
 """ONNX deployment: speed, memory and size of PyTorch fp32, ONNX fp32 and ONNX int8 on CPU, and their WER.
 
-    python bench/onnx_speed.py speed [--clips 100] [--corpus ../shared/corpus/commands] [--int8_ops MatMul Gemm]
+    python bench/onnx_speed.py speed [--clips 100] [--corpus examples/demo_corpus] [--int8_ops MatMul Gemm]
     python bench/onnx_speed.py accuracy [--model outputs/demo]
     python bench/onnx_speed.py                       # both
+
+The speed corpus defaults to examples/demo_corpus (100 test clips; more --clips repeat them cyclically); the figures
+in bench/RESULTS.md used the commands corpus, built by `python tools/make_bench_corpus.py DIR` and passed as
+--corpus DIR. accuracy always uses the demo corpus, the data of the demo's model.
 
 speed: random-weight models of two real shapes, built from configs: wav2vec2-base (95M parameters; group norm, so
 each clip runs alone, as transcribe.py runs that checkpoint) and Parakeet CTC 0.6B (FastConformer, 24 layers of
@@ -28,7 +32,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+from corpus import DEFAULT_CORPUS, read_split, repeated, require  # noqa: E402
+
 DEMO_TEST = os.path.join(ROOT, "examples", "demo_corpus", "test")
 WORK = os.path.join(ROOT, "outputs", "onnx_speed")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -133,7 +138,7 @@ def corpus_clips(folder: str, count: int) -> tuple[list[str], dict]:
 
 
 def speed(corpus: str, count: int, int8_ops: list[str]) -> None:
-    clips, _ = corpus_clips(os.path.join(corpus, "test"), count)
+    clips = repeated([r["path"] for r in read_split(corpus, "test")], count, f"the test split of {corpus}")
     print(f"speed: {len(clips)} test clips of {corpus}, {os.cpu_count()} CPU cores", flush=True)
     for name, path in make_models(os.path.join(WORK, "models")).items():
         export(path, int8_ops, clips)
@@ -182,6 +187,8 @@ def main() -> None:
     parser.add_argument("--model", default=os.path.join(ROOT, "outputs", "demo"))
     parser.add_argument("--int8_ops", nargs="+", default=["MatMul", "Gemm"])
     args = parser.parse_args()
+    if args.what in ("speed", "both"):
+        require(args.corpus, "test")
     os.makedirs(WORK, exist_ok=True)
     if args.what in ("speed", "both"):
         speed(args.corpus, args.clips, args.int8_ops)

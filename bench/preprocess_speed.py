@@ -1,6 +1,10 @@
 """Preprocessing throughput: audio seconds decoded, resampled and normalised per wall second.
 
-    python bench/preprocess_speed.py [--corpus ../shared/corpus/commands] [--split train] [--workers 1 2]
+    python bench/preprocess_speed.py [--corpus examples/demo_corpus] [--split train] [--workers 1 2]
+
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR. Clip durations come from metadata.csv's
+`duration` column where the corpus has one, else from the audio headers.
 
 Runs the script's own header scan and feature stage (soundfile + soxr) over every clip of the split, with a
 fresh cache each time, for each worker count. Where torchcodec and FFmpeg are installed it also times the
@@ -8,7 +12,6 @@ datasets library's own `Audio` decoding (what upstream relies on) over the same 
 """
 
 import argparse
-import csv
 import functools
 import os
 import sys
@@ -22,15 +25,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ctc_finetune.columns import AUDIO_COLUMN, TARGET_TEXT_COLUMN
 from ctc_finetune.preprocessing import LabelEncoder, featurize_batch, scan_batch
 from ctc_finetune.text import build_vocab  # noqa: E402
+from corpus import DEFAULT_CORPUS, read_split, require  # noqa: E402
 
 datasets.disable_progress_bars()
 
 
 def load_clips(corpus: str, split: str) -> tuple[list[str], list[str], float]:
-    with open(os.path.join(corpus, split, "metadata.csv"), encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    paths = [os.path.join(corpus, split, r["file_name"]) for r in rows]
-    return paths, [r["sentence"] for r in rows], sum(float(r["duration"]) for r in rows)
+    """The split's audio paths, transcripts and total seconds of audio."""
+    rows = read_split(corpus, split)
+    return [r["path"] for r in rows], [r["sentence"] for r in rows], sum(r["duration"] for r in rows)
 
 
 def timed_map(ds, function, workers: int, tmp: str, name: str) -> float:
@@ -42,11 +45,11 @@ def timed_map(ds, function, workers: int, tmp: str, name: str) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus",
-                                                         "commands"))
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--split", default="train")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
+    require(args.corpus, args.split)
 
     paths, texts, audio_seconds = load_clips(args.corpus, args.split)
     fe = Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)

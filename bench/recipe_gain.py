@@ -1,18 +1,24 @@
 """What the WER levers of issue 27 buy at the same compute: the demo's model on the commands corpus.
 
-    python bench/recipe_gain.py [--steps 4800] [--seeds 42 43 44] [--settings baseline speed speed+noise ...]
+    python bench/recipe_gain.py [--corpus examples/demo_corpus] [--steps 4800] [--seeds 42 43 44]
+                                [--settings baseline speed speed+noise ...]
     python bench/recipe_gain.py --steps 1600          # the demo's budget
     python bench/recipe_gain.py --throughput 400      # audio s/s trained, with and without augmentation
     python bench/recipe_gain.py --start bench/start_model  # fine-tune the demo's trained model (pinned) instead
     python bench/recipe_gain.py --table               # the table of the finished runs only; trains nothing
 
+The corpus defaults to examples/demo_corpus (1,000 training clips, 100 test clips); the figures in bench/RESULTS.md
+and the committed records used the commands corpus, built by `python tools/make_bench_corpus.py DIR` and passed as
+--corpus DIR. Run folders and records are named after the corpus folder (demo_corpus-baseline-4800-seed42), except
+for a folder named `commands`, the corpus of the committed records: build it as DIR/commands to read them back.
+
 Each run is the demo's recipe (examples/demo.json: its 0.7M model, batch 8, learning rate 2e-3), trained from
-scratch on the corpus's 2,000 training clips for --steps steps and tested on its test split (250 clips, voices never
-heard in training). With --start DIR, each run fine-tunes the trained model in DIR instead (the demo's, as a
-stand-in for a pretrained encoder, as bench/big_models.py does; run folders and records named ft-SETTING-...;
-bench/start_model is one demo run's model, pinned, since the demo trains slightly different weights on another CPU),
-closer to how the levers are used, and perhaps less at the mercy of the seed (from scratch, the seed alone moved
-this model's test WER from 0.20 to 0.35).
+scratch on the corpus's training clips (2,000 in the commands corpus) for --steps steps and tested on its test split
+(250 clips there, voices never heard in training). With --start DIR, each run fine-tunes the trained model in DIR
+instead (the demo's, as a stand-in for a pretrained encoder, as bench/big_models.py does; run folders and records
+named ft-SETTING-...; bench/start_model is one demo run's model, pinned, since the demo trains slightly different
+weights on another CPU), closer to how the levers are used, and perhaps less at the mercy of the seed (from scratch,
+the seed alone moved this model's test WER from 0.20 to 0.35).
 A setting is `baseline` (today's recipe: SpecAugment only) or levers joined by `+`:
 
   speed     --speed_perturbation 0.9 1.0 1.1;
@@ -49,7 +55,8 @@ import soundfile as sf
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+from corpus import DEFAULT_CORPUS, require  # noqa: E402
+
 RECORDS = os.path.join(HERE, "results", "recipe_gain")
 RATE = 16000
 
@@ -111,6 +118,13 @@ def make_noise(corpus: str, out: str, seed: int = 0, babble: int = 40, coloured:
         sf.write(os.path.join(out, "coloured", f"{('white', 'pink', 'brown')[exponent]}-{i:02d}.wav"),
                  (noise / np.abs(noise).max() * 0.5).astype(np.float32), RATE)
     return out
+
+
+def corpus_tag(corpus: str) -> str:
+    """The prefix of a run's folder and record names: none for a corpus folder named `commands` (the corpus of the
+    committed records), else the folder's name and a dash, so that a run never reads another corpus's record."""
+    name = os.path.basename(os.path.normpath(os.path.abspath(corpus)))
+    return "" if name == "commands" else f"{name}-"
 
 
 def run_args(settings: list[str], corpus: str, out: str, steps: int, seed: int, noise: str,
@@ -205,7 +219,7 @@ def throughput(corpus: str, work: str, steps: int, noise: str, threads: int) -> 
     base = None
     for name, levers, extra in (("none", [], []), ("speed+noise, 0 workers", ["speed", "noise"], []),
                                 ("speed+noise, 1 worker", ["speed", "noise"], ["--dataloader_num_workers", "1"])):
-        out = os.path.join(work, f"throughput-{steps}-{name.replace(' ', '').replace(',', '-')}")
+        out = os.path.join(work, f"{corpus_tag(corpus)}throughput-{steps}-{name.replace(' ', '').replace(',', '-')}")
         r = run(name, run_args(levers, corpus, out, steps, 42, noise) + extra, out, threads)
         speed = r["train_audio_seconds_per_second"]
         base = base or speed
@@ -233,14 +247,17 @@ def main() -> None:
     if args.start and not args.table and not os.path.isfile(os.path.join(args.start, "config.json")):
         sys.exit(f"error: --start {args.start} holds no trained model; run `python run_speech_recognition_ctc.py "
                  "examples/demo.json` first, or pass another model folder")
-    noise = "" if args.table else make_noise(args.corpus, os.path.join(args.work, "noise"))
+    if not args.table:
+        require(args.corpus, "train", "test")
+    tag = corpus_tag(args.corpus)
+    noise = "" if args.table else make_noise(args.corpus, os.path.join(args.work, f"{tag}noise"))
     if args.throughput:
         return throughput(args.corpus, args.work, args.throughput, noise, args.threads)
     rows = {}
     for name in args.settings:
         print(f"{name}, {args.steps} steps:", flush=True)
         for seed in args.seeds:
-            out = os.path.join(args.work, f"{'ft-' if args.start else ''}{name}-{args.steps}-seed{seed}")
+            out = os.path.join(args.work, f"{tag}{'ft-' if args.start else ''}{name}-{args.steps}-seed{seed}")
             flags = run_args(levers(name), args.corpus, out, args.steps, seed, noise, args.start)
             record = os.path.join(RECORDS, os.path.basename(out) + ".json")
             if args.table and not os.path.isfile(record) and not os.path.isfile(os.path.join(out, "all_results.json")):

@@ -1,7 +1,10 @@
 """Set-up cost against corpus size: cached preprocessing against --preprocess_on_the_fly.
 
-    python bench/scale.py [--corpus ../shared/corpus/commands] [--sizes 2000 20000 200000] [--steps 30]
+    python bench/scale.py [--corpus examples/demo_corpus] [--sizes 2000 20000 200000] [--steps 30]
                           [--modes cached on_the_fly] [--plot bench/scale.png] [--json scale.json]
+
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR.
 
 Writes CSV manifests of --sizes clips: the corpus's train split repeated, pointing at the same audio files (no
 copies). For each size and mode it runs the script in a fresh process with a fresh datasets cache:
@@ -32,21 +35,18 @@ import subprocess
 import sys
 import tempfile
 
+from corpus import DEFAULT_CORPUS, read_split, repeated, require
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
 
 
-def write_manifest(corpus: str, clips: int, path: str) -> None:
-    """`clips` rows of the corpus's train split, repeated as often as needed, with absolute audio paths."""
-    train = os.path.join(os.path.abspath(corpus), "train")
-    with open(os.path.join(train, "metadata.csv"), encoding="utf-8") as f:
-        rows = [(os.path.join(train, r["file_name"]), r["sentence"]) for r in csv.DictReader(f)]
+def write_manifest(clips: list[dict], path: str) -> None:
+    """A CSV manifest of these clips (read_split's rows), with absolute audio paths."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["file_name", "sentence"])
-        for i in range(clips):
-            writer.writerow(rows[i % len(rows)])
+        writer.writerows((r["path"], r["sentence"]) for r in clips)
 
 
 def directory_bytes(path: str) -> int:
@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--plot", help="write a PNG of time and RSS against clips (needs matplotlib)")
     parser.add_argument("--json", help="write the rows as JSON")
     args = parser.parse_args()
+    require(args.corpus, "train")
+    # The manifests repeat the train split's clips: each size takes the first `clips` of the longest list
+    train = repeated(read_split(args.corpus, "train"), max(args.sizes), f"the train split of {args.corpus}")
 
     rows = []
     print("| clips | mode | s to first step | peak RSS MB | cache MB | audio s/s |", flush=True)
@@ -120,7 +123,7 @@ def main() -> None:
     for clips in args.sizes:
         with tempfile.TemporaryDirectory(prefix="ctc-scale-") as work:
             manifest = os.path.join(work, f"train-{clips}.csv")
-            write_manifest(args.corpus, clips, manifest)
+            write_manifest(train[:clips], manifest)
             for mode in args.modes:
                 run_dir = os.path.join(work, mode)
                 os.makedirs(run_dir)

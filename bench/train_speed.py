@@ -1,7 +1,11 @@
 """Training throughput: the upstream-equivalent setup against our defaults, same model, same audio.
 
-    python bench/train_speed.py [--corpus ../shared/corpus/commands] [--clips 400] [--quality_steps 1500]
+    python bench/train_speed.py [--corpus examples/demo_corpus] [--clips 400] [--quality_steps 1500]
     python bench/train_speed.py --model bench/base_model --precision bf16 --clips 2000     # on a GPU (and fp16)
+
+The corpus defaults to examples/demo_corpus (1,000 training clips); the figures in bench/RESULTS.md used the
+commands corpus (2,000), built by `python tools/make_bench_corpus.py DIR` and passed as --corpus DIR. Asked for more
+clips than the train split holds, the script repeats them cyclically (the same audio files) and says so.
 
 Trains --model (default bench/speed_model: wav2vec2 shape, hidden 256, 4 layers, 4.3M parameters; bench/base_model
 is wav2vec2-base's shape, 94M; random weights either way) with the script, on the first --clips clips of the
@@ -25,7 +29,6 @@ model (--quality_model), which learns this corpus in minutes on a CPU.
 """
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -36,7 +39,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "commands")
+from corpus import DEFAULT_CORPUS, read_split, require, with_train_clips  # noqa: E402
+
 BATCH_SIZE = 8  # upstream's per-device batch size in the published commands
 TRAIN_FLOPS_PER_FORWARD = 3  # backward costs about twice the forward pass
 # Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets; SXM unless named), the first key found in the
@@ -176,18 +180,14 @@ def main():
     if args.child:
         return child(rest[1:] if rest[:1] == ["--"] else rest, args.child)
 
-    metadata = os.path.join(args.corpus, "train", "metadata.csv")
-    if not os.path.isfile(metadata):
-        parser.error(f"no {metadata}: pass --corpus, a folder with train/ and test/ split folders holding "
-                     "metadata.csv (file_name, sentence, duration), such as ../shared/corpus/commands")
+    require(args.corpus, "train", *(["test"] if args.quality_steps else []))
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         parser.error(f"--model {args.model}: no config.json there (bench/speed_model and bench/base_model have one)")
-    with open(metadata, encoding="utf-8") as f:
-        seconds = [float(r["duration"]) for r in csv.DictReader(f)]
-    timed = seconds[: args.clips]
+    work = tempfile.mkdtemp(prefix="train_speed-")
+    data = with_train_clips(args.corpus, args.clips, work)  # the timed runs' corpus: train repeated up to --clips
+    timed = [r["duration"] for r in read_split(data, "train")[: args.clips]]
     batch_seconds = args.batch_seconds or BATCH_SIZE * sum(timed) / len(timed)  # default: as much audio per step as (a)
     flops_per_audio_second, peak = train_flops_per_audio_second(args.model, timed), peak_flops(args.peak_tflops)
-    work = tempfile.mkdtemp(prefix="train_speed-")
     env = {**os.environ, "HF_HOME": os.path.join(work, "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     print(f"{len(timed)} clips, {sum(timed) / 60:.1f} min of audio; setup b batches up to {batch_seconds:.1f} s; "
           f"precision {args.precision} (bf16 hardware: {'yes' if has_bf16() else 'no'}); "
@@ -196,15 +196,14 @@ def main():
     # Fill the preprocessing cache first, in a process of its own: neither timed process decodes audio.
     prep = os.path.join(work, "prep")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"),
-                           *setup_args("a", args.corpus, prep, args.clips, batch_seconds, 0, False, args.model),
+                           *setup_args("a", data, prep, args.clips, batch_seconds, 0, False, args.model),
                            "--preprocessing_only"], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"preprocessing failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     rows = {}
     for name in ("a", "b"):
         out = os.path.join(work, f"speed-{name}")
-        argv = setup_args(name, args.corpus, out, args.clips, batch_seconds, 0, args.compile, args.model,
-                          args.precision)
+        argv = setup_args(name, data, out, args.clips, batch_seconds, 0, args.compile, args.model, args.precision)
         rows[name] = run_setup(argv, out, env)
         r = rows[name]
         mfu = r["audio_seconds_per_second"] * flops_per_audio_second / peak if peak else None

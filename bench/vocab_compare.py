@@ -1,8 +1,11 @@
 """Character against subword vocabularies, on an 8x model (12.5 frames/s) and a 20 ms model (50 frames/s).
 
-    python bench/vocab_compare.py [--steps 1000] [--bpe_size 256] [--corpus ../shared/corpus/commands]
+    python bench/vocab_compare.py [--steps 1000] [--bpe_size 256] [--corpus examples/demo_corpus]
 
-Trains from scratch (--config_name) on the shared corpus, with the demo's hyper-parameters: a Parakeet-shaped model
+The corpus defaults to examples/demo_corpus; the figures in bench/RESULTS.md used the commands corpus, built by
+`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR.
+
+Trains from scratch (--config_name) on the corpus, with the demo's hyper-parameters: a Parakeet-shaped model
 (8x subsampling, demo size: hidden 128, 4 layers; bench/family_learning.py) and the demo's wav2vec2-shaped model
 (examples/demo_model), each once with --vocab_type char and once with --vocab_type bpe. Prints the training clips
 kept, the test WER/CER and the wall time of each run (a run the script stops before training says why).
@@ -18,6 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "bench"), os.path.join(ROOT, "tests")]
+from corpus import DEFAULT_CORPUS, require  # noqa: E402
 from family_learning import demo_sized_checkpoint  # noqa: E402
 
 
@@ -47,10 +51,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--bpe_size", type=int, default=256)
-    parser.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus", "commands"))
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.corpus, "train")):
-        sys.exit(f"error: no {args.corpus}/train; pass --corpus DIR (the shared corpus).")
+    require(args.corpus, "train", "test")
     with tempfile.TemporaryDirectory() as tmp:
         models = {"parakeet-shaped 8x": demo_sized_checkpoint("parakeet_ctc", os.path.join(tmp, "parakeet")),
                   "wav2vec2 demo 20 ms": os.path.join(ROOT, "examples", "demo_model")}

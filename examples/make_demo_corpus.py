@@ -14,7 +14,9 @@ import csv
 import io
 import os
 import random
+import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import soundfile as sf
@@ -35,16 +37,42 @@ ACCENTS = ["en-gb", "en-us", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-ny
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2"]
 HELD_OUT_VARIANTS = ["m6", "m7", "f3", "f4"]  # validation and test voices: never heard in training
 SPLITS = {"train": (1000, TRAIN_VARIANTS), "validation": (100, HELD_OUT_VARIANTS), "test": (100, HELD_OUT_VARIANTS)}
+MP3_COMPRESSION = 0.99  # soundfile's compression_level, 0 to 1: near the lowest bit rate, small files
+
+
+def require_programs(*programs: str) -> None:
+    """Exit with one `error:` line naming the apt-get command when a synthesiser is not installed."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        sys.exit(f"error: {' and '.join(missing)} not found; install with: apt-get install {' '.join(programs)}")
+
+
+def espeak(voice: str, rate: int, pitch: int, text: str):
+    """espeak-ng's audio of `text` (rate in words per minute, pitch 0-99) at its own 22.05 kHz: (samples, rate)."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
+                         capture_output=True, check=True).stdout
+    return sf.read(io.BytesIO(wav), dtype="float32")
+
+
+def save(path: str, audio, sampling_rate: int, mp3_compression: float = MP3_COMPRESSION) -> float:
+    """Write a clip as MP3 or FLAC, by the path's extension, at its own rate; returns its duration in seconds."""
+    extra = {"compression_level": mp3_compression} if path.endswith(".mp3") else {}
+    sf.write(path, audio, sampling_rate, format=os.path.splitext(path)[1][1:].upper(), **extra)
+    return len(audio) / sampling_rate
+
+
+def write_metadata(split_dir: str, rows: list[dict]) -> None:
+    """The split's metadata.csv (the audiofolder convention: file_name relative to the folder), columns as in rows."""
+    with open(os.path.join(split_dir, "metadata.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def speak(job) -> float:
     """Synthesise one clip to MP3; returns its duration in seconds."""
     voice, rate, pitch, text, path = job
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
-                         capture_output=True, check=True).stdout
-    audio, sampling_rate = sf.read(io.BytesIO(wav), dtype="float32")
-    sf.write(path, audio, sampling_rate, format="MP3", compression_level=0.99)  # near the lowest bit rate: small files
-    return len(audio) / sampling_rate
+    return save(path, *espeak(voice, rate, pitch, text))
 
 
 def main():
@@ -52,6 +80,7 @@ def main():
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    require_programs("espeak-ng")
     rng = random.Random(args.seed)
     for split, (count, variants) in SPLITS.items():
         os.makedirs(os.path.join(args.out_dir, split), exist_ok=True)
@@ -65,10 +94,7 @@ def main():
             jobs.append((voice, rate, pitch, text, os.path.join(args.out_dir, split, file_name)))
         with ThreadPoolExecutor(os.cpu_count() * 2) as pool:
             seconds = list(pool.map(speak, jobs))
-        with open(os.path.join(args.out_dir, split, "metadata.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["file_name", "sentence", "speaker"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_metadata(os.path.join(args.out_dir, split), rows)
         print(f"{split}: {count} clips, {sum(seconds) / 60:.1f} min")
 
 

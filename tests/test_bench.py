@@ -1,20 +1,132 @@
-"""The training-speed benchmark: its FLOP count (for MFU) and one run end to end on the fixture corpus."""
+"""The benchmarks: every script's default corpus is in the repository, the corpus helpers (durations, clips
+repeated), the bench corpus's grammar, the training-speed benchmark's FLOP count (for MFU) and one run end to end on
+the fixture corpus, and recipe_gain's records."""
 
+import argparse
+import glob
 import hashlib
+import importlib.util
 import json
 import os
+import random
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+import soundfile as sf
 import torch
 from conftest import DATA_DIR, ROOT
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, Wav2Vec2ForCTC
 
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path[:0] = [os.path.join(ROOT, "bench"), os.path.join(ROOT, "tools")]
+import corpus  # noqa: E402
+import make_bench_corpus  # noqa: E402
 import train_speed  # noqa: E402
+
+BENCH_SCRIPTS = sorted(p for p in glob.glob(os.path.join(ROOT, "bench", "*.py")) if not p.endswith("corpus.py"))
+
+
+class Parsed(Exception):
+    """Raised in place of parsing: carries the parser a script built."""
+
+
+def parser_of(script: str, monkeypatch) -> tuple[argparse.ArgumentParser, str]:
+    """The argument parser a bench script's main() builds (main stops where it would parse), and its docstring."""
+    def stop(parser, *args, **kwargs):
+        raise Parsed(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", stop)
+    monkeypatch.setattr(sys, "argv", [script])
+    spec = importlib.util.spec_from_file_location(f"bench_{os.path.basename(script)[:-3]}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(Parsed) as parsed:
+        module.main()
+    return parsed.value.args[0], module.__doc__
+
+
+def test_the_bench_scripts_are_the_eleven():
+    assert len(BENCH_SCRIPTS) == 11, BENCH_SCRIPTS
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS, ids=os.path.basename)
+def test_every_bench_scripts_default_corpus_is_in_the_repository_and_its_docstring_says_which(script, monkeypatch):
+    parser, doc = parser_of(script, monkeypatch)
+    default = next(a.default for a in parser._actions if a.dest == "corpus")
+    default = os.path.abspath(default)
+    assert os.path.commonpath([default, ROOT]) == ROOT, f"{default} is outside the repository"
+    assert os.path.isfile(os.path.join(default, "metadata.csv")) or os.path.isfile(
+        os.path.join(default, "train", "metadata.csv")), f"{default} holds no corpus"
+    assert os.path.relpath(default, ROOT) in doc
+    if default == corpus.DEFAULT_CORPUS:  # the recorded figures used the commands corpus: the docstring says how
+        assert "python tools/make_bench_corpus.py DIR" in doc and "--corpus DIR" in doc
+
+
+def test_a_missing_corpus_is_one_error_line_naming_the_default_and_the_tool(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        corpus.require(str(tmp_path), "train", "test")
+    message = str(e.value.code)
+    assert message.startswith("error: no ") and "\n" not in message and "pass --corpus DIR" in message
+    assert "examples/demo_corpus" in message and "python tools/make_bench_corpus.py DIR" in message
+
+
+def test_durations_come_from_the_metadata_or_else_the_audio_headers():
+    demo = corpus.read_split(corpus.DEFAULT_CORPUS, "test")  # no duration column: read from the headers
+    assert len(demo) == 100 and all(0.5 < r["duration"] < 10 and os.path.isfile(r["path"]) for r in demo)
+    with_column = corpus.read_split(DATA_DIR, "train")
+    headers = [sf.info(r["path"]).duration for r in with_column]
+    assert [r["duration"] for r in with_column] == pytest.approx(headers, abs=1e-3)
+
+
+def test_clips_are_repeated_cyclically_with_one_line_saying_so(capsys):
+    assert corpus.repeated([1, 2, 3], 2, "x") == [1, 2] and capsys.readouterr().out == ""
+    assert corpus.repeated([1, 2, 3], 7, "x") == [1, 2, 3, 1, 2, 3, 1]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "repeating them cyclically" in out
+
+
+def test_a_train_split_too_small_is_repeated_in_a_corpus_folder_the_script_reads(tmp_path, capsys):
+    from ctc_finetune.corpora import detect_layout, load_local_split
+
+    assert corpus.with_train_clips(DATA_DIR, 12, str(tmp_path)) == DATA_DIR  # the fixture's 12 clips: as it is
+    data = corpus.with_train_clips(DATA_DIR, 30, str(tmp_path))
+    assert "has 12 clips, fewer than the 30 asked for" in capsys.readouterr().out
+    rows = corpus.read_split(data, "train")
+    original = [r["path"] for r in corpus.read_split(DATA_DIR, "train")]
+    assert [r["path"] for r in rows] == (original * 3)[:30]
+    train = load_local_split(data, detect_layout(data), "train")
+    assert len(train) == 30 and all(os.path.isfile(p) for p in train["audio"])
+    assert len(load_local_split(data, "splits", "test")) == len(load_local_split(DATA_DIR, "splits", "test"))
+
+
+def test_the_bench_corpus_draws_its_grammar_voices_and_formats():
+    rng = random.Random(1)
+    plans = {split: make_bench_corpus.plan(rng, split, count, extension, split)
+             for split, (count, extension) in make_bench_corpus.SPLITS.items()}
+    rows = [row for split_rows, _ in plans.values() for row in split_rows]
+    assert [len(r) for r, _ in plans.values()] == [2000, 250, 250]
+    assert {os.path.splitext(j[-1])[1] for j in plans["train"][1]} == {".mp3"}
+    assert {os.path.splitext(j[-1])[1] for j in plans["test"][1]} == {".flac"}
+    assert len({word for r in rows for word in r["sentence"].split()}) == 57
+    assert all(130 <= r["rate"] <= 210 for r in rows)
+    flite = [r for r in rows if r["speaker"] in make_bench_corpus.FLITE_VOICES]
+    assert 0.2 < len(flite) / len(rows) < 0.3 and {r["speaker"] for r in flite} == {"kal16", "slt", "rms"}
+    assert len({r["speaker"] for r in rows} - set(make_bench_corpus.FLITE_VOICES)) == 70  # 7 accents x 10 variants
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")), reason="needs espeak-ng and flite")
+def test_the_bench_corpus_tool_writes_a_corpus_the_benchmarks_read(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_bench_corpus.py"), str(tmp_path),
+                           "--train", "3", "--validation", "1", "--test", "2"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for split, count in (("train", 3), ("validation", 1), ("test", 2)):
+        rows = corpus.read_split(str(tmp_path), split)
+        assert len(rows) == count and list(rows[0])[:5] == ["file_name", "sentence", "speaker", "rate", "duration"]
+        assert [r["duration"] for r in rows] == pytest.approx([sf.info(r["path"]).duration for r in rows], abs=1e-3)
 
 
 @pytest.mark.parametrize("model", ["speed_model", "base_model"])
@@ -129,14 +241,22 @@ def test_recipe_gain_table_gives_the_mean_and_each_seeds_change_against_the_same
 
 
 def test_recipe_gain_table_reads_the_committed_records_and_trains_nothing(tmp_path):
-    # No corpus and an empty work folder: anything that trained or made noise would fail
+    import recipe_gain
+
+    # No corpus and an empty work folder: anything that trained or made noise would fail. The committed records are
+    # the commands corpus's: a --corpus folder of that name, even one not there, reads them
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--corpus",
-                           str(tmp_path / "no_corpus"), "--work", str(tmp_path), "--settings", "baseline", "speed",
+                           str(tmp_path / "commands"), "--work", str(tmp_path), "--settings", "baseline", "speed",
                            "tristage"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     baseline = next(line for line in proc.stdout.splitlines() if line.startswith("| baseline |"))
     assert len(baseline.split("|")[2].split(",")) == 3  # the three seeds recorded in bench/results/recipe_gain
     assert "| tristage |" not in proc.stdout and os.listdir(tmp_path) == []
+    # The default corpus, the demo's: its runs are named after it, so the commands corpus's records are not its own
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--work",
+                           str(tmp_path), "--settings", "baseline"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "| baseline |" not in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert recipe_gain.corpus_tag("x/demo_corpus") == "demo_corpus-" and recipe_gain.corpus_tag("y/commands/") == ""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--throughput",
                            "10", "--work", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "drop --throughput" in proc.stderr and os.listdir(tmp_path) == []
