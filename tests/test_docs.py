@@ -21,7 +21,7 @@ RECIPE = "run_speech_recognition_ctc.py"
 # The commands whose flags the docs write, by how they are named: the recipe (run.sh and run_dist.sh pass their
 # arguments on to it) and the argparse commands of the repository.
 COMMAND = re.compile(r"(?<![\w/.-])(?:\./)?((?:tools/|bench/)?[\w-]+\.py|run\.sh|run_dist\.sh)(?![\w.-])")
-SHELL_BREAK = re.compile(r"&&|\|\||;|\|")
+SHELL_BREAK = re.compile(r"(?<!\\)(?:&&|\|\||;|\|)")  # not an escaped `\;` (an argument, as in --chars_to_ignore)
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 SPAN = re.compile(r"`((?:[^`\n]|\n(?!\n))+)`")  # a code span may wrap onto the next line
@@ -273,15 +273,16 @@ def test_the_checks_find_a_wrong_flag_a_broken_link_and_a_missing_path(tmp_path,
     """The checkers themselves, on a page written to fail them: a flag given to the wrong command, a bare flag no
     command has, a launcher's flag (fine), a link to a missing heading, a repository path that does not exist."""
     page = ("# Title\n\n## A section\n\n```bash\ntorchrun --nproc_per_node 2 run_speech_recognition_ctc.py --do_train"
-            " \\\n  --batch_seconds 5\npip install --no-deps x && python transcribe.py out a.wav --lm\n```\n\n"
+            " \\; \\\n  --batch_seconds 5\npip install --no-deps x && python transcribe.py out a.wav --lm\n```\n\n"
             "Use `--no_such_flag`, see [this](#a-section), [that](#no-section) and `tools/no_such_tool.py`.\n")
     flags = written_flags(page)
     assert (RECIPE, "batch_seconds") in flags and ("transcribe.py", "lm") in flags and (None, "no_such_flag") in flags
     assert not any(flag in ("nproc_per_node", "no-deps") for _, flag in flags)
     assert "--batch_seconds" not in parsers[RECIPE] and "--batch_seconds" in parsers["transcribe.py"]
-    assert anchors(str(tmp_path / "page.md") if (tmp_path / "page.md").write_text(page) else "") == {"title",
-                                                                                                     "a-section"}
-    assert slug("Fine-tune on your own data") == "fine-tune-on-your-own-data" and slug("`--lm` (n-grams)") == "--lm-n-grams"
+    (tmp_path / "page.md").write_text(page)
+    assert anchors(str(tmp_path / "page.md")) == {"title", "a-section"}  # so #no-section is reported
+    assert slug("Fine-tune on your own data") == "fine-tune-on-your-own-data"
+    assert slug("`--lm` (n-grams)") == "--lm-n-grams"
     assert path_pattern("tools/no_such_tool.py") == "tools/no_such_tool.py" and path_pattern("/data/x.py") is None
     assert path_pattern("OUTPUT_DIR/report.html") is None and path_pattern("bench/results/NAME/RUN.json") == \
         "bench/results/*/*.json"
