@@ -265,7 +265,8 @@ def test_the_readme_own_data_command_runs_as_written(tmp_path, encoder_dir):
     argv.remove(precision[0])
     ctc.main(argv + ["--use_cpu", "--max_steps", "2", "--dataloader_num_workers", "0", "--report_to", "none"])
     results = read_json(tmp_path / "out" / "all_results.json")
-    assert results["train_samples"] == 12 and 0 <= results["eval_wer"] <= 2
+    # Every clip of both folders was used: the 12 trained on and the 4 scored (a random model's WER can be any size)
+    assert results["train_samples"] == 12 and results["eval_samples"] == 4 and results["eval_wer"] >= 0
     assert os.path.isfile(tmp_path / "out" / "model.safetensors")
 
 
