@@ -354,6 +354,14 @@ class DataTrainingArguments:
         metadata={"help": "Folder of room impulse responses training clips are convolved with (the augment extra)."},
     )
     rir_prob: float = field(default=0.5, metadata={"help": "Share of training clips --rir_dir reverberates."})
+    silence_padding: Optional[float] = field(
+        default=None,
+        metadata={"help": "Add 0 to this many seconds of quiet (e.g. 0.5) to training clips, split at random between "
+                          "before and after each, at the clip's own noise floor or as 16-bit silence, so the model "
+                          "does not depend on where speech starts."},
+    )
+    silence_padding_prob: float = field(default=0.5, metadata={"help": "Share of training batches --silence_padding "
+                                                                        "pads."})
     # Hub access
     token: Optional[str] = field(
         default=None, metadata={"help": "Hub token for private datasets and models (default: the stored login)."}
@@ -440,8 +448,11 @@ class DataTrainingArguments:
             raise UserError("--speed_perturbation takes speed factors between 0.5 and 2, e.g. 0.9 1.0 1.1.")
         if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
             raise UserError(f"--noise_snr_db takes LOW HIGH in dB (e.g. 5 20), got {self.noise_snr_db}.")
-        if not (0.0 <= self.noise_prob <= 1.0 and 0.0 <= self.rir_prob <= 1.0):
-            raise UserError("--noise_prob and --rir_prob are shares of clips, between 0 and 1.")
+        if not all(0.0 <= share <= 1.0 for share in (self.noise_prob, self.rir_prob, self.silence_padding_prob)):
+            raise UserError("--noise_prob, --rir_prob and --silence_padding_prob are shares of clips, between 0 and 1.")
+        if self.silence_padding is not None and not 0 < self.silence_padding <= 5:
+            raise UserError(f"--silence_padding takes the most seconds of quiet added to a clip, e.g. 0.5; got "
+                            f"{self.silence_padding}.")
 
 
 @dataclass

@@ -3,13 +3,15 @@ clips one by one and against the transformers pipeline's chunking.
 
     python bench/longform.py --model outputs/demo          # the demo's trained model (run the demo first)
     python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline    # a quick look
+    python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline --subtypes PCM_16   # 16-bit only
 
 The recordings join the clips of --corpus, a split folder with metadata.csv (default examples/demo_corpus/test, as
-in bench/RESULTS.md: voices the demo model never heard), repeated in shuffled order,
-with pauses of 0.3 to 1.0 s of digital silence, written as 16 kHz float WAV block by block (never whole in memory;
-float keeps the clips' own near-silent first samples exactly, which the demo model is sensitive to); a manifest keeps
-where each clip starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). Prints one
-table: WER against the joined references, first-word timing, peak memory and speed per length.
+in bench/RESULTS.md: voices the demo model never heard), repeated in shuffled order, with pauses of 0.3 to 1.0 s of
+digital silence, written as 16 kHz WAV block by block (never whole in memory), once per --subtypes: PCM_16 (16-bit,
+as recorders, phones and most corpora write audio; the clips' near-silent first samples round to zero) and FLOAT
+(32-bit float, which keeps them exactly), both by default, the same audio in each. A manifest keeps where each clip
+starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). Prints a row per
+length and subtype: WER against the joined references, first-word timing, peak memory and speed.
 """
 
 import argparse
@@ -33,6 +35,7 @@ sys.path.insert(0, ROOT)
 from ctc_finetune.audio import load_audio  # noqa: E402
 
 RATE = 16_000  # Hz, the demo model's rate
+SUBTYPES = ["PCM_16", "FLOAT"]  # soundfile's WAV subtypes the recordings are written in: 16-bit and 32-bit float
 ONSET_THRESHOLD = 0.05  # a 10 ms frame is speech once its RMS passes this share of the clip's loudest frame's
 TIMING_TOLERANCE = 0.15  # seconds: a clip's first word should start this close to its speech onset
 
@@ -55,11 +58,12 @@ def read_clips(corpus: str) -> list[dict]:
     return clips
 
 
-def join(clips: list[dict], seconds: float, path: str, seed: int) -> list[dict]:
-    """Write a recording of about `seconds` of the clips, shuffled and repeated, with pauses; return its manifest."""
+def join(clips: list[dict], seconds: float, path: str, seed: int, subtype: str) -> list[dict]:
+    """Write a recording of about `seconds` of the clips, shuffled and repeated, with pauses, as a WAV of `subtype`;
+    return its manifest (the same for every subtype: the seed alone sets the order and the pauses)."""
     rng = np.random.default_rng(seed)
     manifest, at = [], 0
-    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, format="WAV", subtype="FLOAT") as out:
+    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, format="WAV", subtype=subtype) as out:
         while at < seconds * RATE:
             for i in rng.permutation(len(clips)):
                 pause = np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)
@@ -135,6 +139,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=float, nargs="+", default=[600, 3600, 14400], help="Seconds per recording.")
     parser.add_argument("--chunk_seconds", type=float, default=20.0)
     parser.add_argument("--context_seconds", type=float, default=4.0)
+    parser.add_argument("--subtypes", nargs="+", default=SUBTYPES, choices=SUBTYPES,
+                        help="How the recordings are written: 16-bit (PCM_16) and/or 32-bit float (FLOAT) WAV.")
     parser.add_argument("--skip_pipeline", action="store_true")
     parser.add_argument("--skip_families", action="store_true", help="Skip the Parakeet and Wav2Vec2-BERT runs.")
     parser.add_argument("--work_dir", default=None, help="Where the recordings go (default: a temporary folder).")
@@ -161,40 +167,46 @@ def main() -> None:
     flags = ["--chunk_seconds", str(args.chunk_seconds), "--context_seconds", str(args.context_seconds)]
     rows = []
     for seconds in args.lengths:
-        path = os.path.join(work, f"joined-{seconds:.0f}s.wav")
-        manifest = join(clips, seconds, path, seed=int(seconds))
-        output = os.path.join(work, f"joined-{seconds:.0f}s.json")
-        run = run_transcribe(args.model, [path], output, flags)
-        with open(output, encoding="utf-8") as f:
-            (record,) = json.load(f)
-        wer = jiwer.wer(" ".join(c["text"] for c in manifest), record["text"])
-        errors = first_word_errors(manifest, record["words"])
-        rows.append({"seconds": record["duration"], "wer": wer, "within": float((errors <= TIMING_TOLERANCE).mean()),
-                     "median_error": float(np.median(errors)), "rss_gb": run["rss_gb"],
-                     "speed": record["duration"] / run["transcribing"]})
-        print(f"{seconds / 60:.0f} min: WER {wer:.3f} (clip by clip {clip_wer:.3f}), first word within "
-              f"{TIMING_TOLERANCE} s of the speech onset for {rows[-1]['within']:.1%} of {len(manifest)} clips "
-              f"(median error {rows[-1]['median_error']:.3f} s), peak RSS {run['rss_gb']:.2f} GB, "
-              f"{rows[-1]['speed']:.0f} audio s/s (transcribing; {run['wall']:.1f} s in all with start-up)", flush=True)
-        if not args.skip_pipeline and seconds == min(args.lengths):
-            text, wall = pipeline_run(args.model, path, args.chunk_seconds + 2 * args.context_seconds,
-                                      args.context_seconds)
-            pipe_wer = jiwer.wer(" ".join(c["text"] for c in manifest), text)
-            print(f"  pipeline(chunk_length_s={args.chunk_seconds + 2 * args.context_seconds:g}, "
-                  f"stride_length_s={args.context_seconds:g}) on the same recording: WER {pipe_wer:.3f}, "
-                  f"{record['duration'] / wall:.0f} audio s/s (the model already loaded, the audio in memory); ours "
-                  f"{rows[-1]['speed'] / (record['duration'] / wall):.2f}x as fast")
+        for subtype in args.subtypes:
+            path = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.wav")
+            manifest = join(clips, seconds, path, seed=int(seconds), subtype=subtype)
+            output = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.json")
+            run = run_transcribe(args.model, [path], output, flags)
+            with open(output, encoding="utf-8") as f:
+                (record,) = json.load(f)
+            wer = jiwer.wer(" ".join(c["text"] for c in manifest), record["text"])
+            errors = first_word_errors(manifest, record["words"])
+            rows.append({"seconds": record["duration"], "subtype": subtype, "wer": wer,
+                         "within": float((errors <= TIMING_TOLERANCE).mean()),
+                         "median_error": float(np.median(errors)), "rss_gb": run["rss_gb"],
+                         "speed": record["duration"] / run["transcribing"]})
+            print(f"{seconds / 60:.0f} min, {subtype}: WER {wer:.3f} (clip by clip {clip_wer:.3f}), first word within "
+                  f"{TIMING_TOLERANCE} s of the speech onset for {rows[-1]['within']:.1%} of {len(manifest)} clips "
+                  f"(median error {rows[-1]['median_error']:.3f} s), peak RSS {run['rss_gb']:.2f} GB, "
+                  f"{rows[-1]['speed']:.0f} audio s/s (transcribing; {run['wall']:.1f} s in all with start-up)",
+                  flush=True)
+            if not args.skip_pipeline and seconds == min(args.lengths) and subtype == args.subtypes[0]:
+                text, wall = pipeline_run(args.model, path, args.chunk_seconds + 2 * args.context_seconds,
+                                          args.context_seconds)
+                pipe_wer = jiwer.wer(" ".join(c["text"] for c in manifest), text)
+                print(f"  pipeline(chunk_length_s={args.chunk_seconds + 2 * args.context_seconds:g}, "
+                      f"stride_length_s={args.context_seconds:g}) on the same recording: WER {pipe_wer:.3f}, "
+                      f"{record['duration'] / wall:.0f} audio s/s (the model already loaded, the audio in memory); "
+                      f"ours {rows[-1]['speed'] / (record['duration'] / wall):.2f}x as fast")
     if not args.skip_families and len(args.lengths) > 1:  # the shortest and the second recording, random weights
-        recordings = [os.path.join(work, f"joined-{seconds:.0f}s.wav") for seconds in args.lengths[:2]]
+        recordings = [os.path.join(work, f"joined-{seconds:.0f}s-{args.subtypes[0]}.wav")
+                      for seconds in args.lengths[:2]]
         for family, model in tiny_family_models(work).items():
             runs = [run_transcribe(model, [r], os.path.join(work, "family.json"), flags) for r in recordings]
             print(f"{family} (random tiny model): peak RSS {runs[0]['rss_gb']:.2f} GB at "
                   f"{args.lengths[0] / 60:.0f} min, {runs[1]['rss_gb']:.2f} GB at {args.lengths[1] / 60:.0f} min "
                   f"({runs[1]['rss_gb'] / runs[0]['rss_gb']:.2f}x); "
                   f"{args.lengths[1] / runs[1]['transcribing']:.0f} audio s/s", flush=True)
-    if len(rows) > 1:
-        print(f"peak RSS longest/shortest: {rows[-1]['rss_gb'] / rows[0]['rss_gb']:.2f}x; speed spread: "
-              f"{(max(r['speed'] for r in rows) - min(r['speed'] for r in rows)) / max(r['speed'] for r in rows):.1%}")
+    if len(args.lengths) > 1:
+        for subtype in args.subtypes:
+            own = [r for r in rows if r["subtype"] == subtype]
+            print(f"{subtype}: peak RSS longest/shortest: {own[-1]['rss_gb'] / own[0]['rss_gb']:.2f}x; speed spread: "
+                  f"{(max(r['speed'] for r in own) - min(r['speed'] for r in own)) / max(r['speed'] for r in own):.1%}")
 
 
 if __name__ == "__main__":

@@ -75,10 +75,11 @@ class DataCollatorCTCWithPadding:
         """Waveform rows augmented and featurized; returns them and the counts [clips, *KINDS]."""
         counts, played = np.zeros(1 + len(KINDS), np.int64), []
         factor = self.augmenter.draw_speed([f.get(FASTEST_SPEED_COLUMN) for f in features]) if self.augmenter else 1.0
+        padding = self.augmenter.draw_padding() if self.augmenter else 0  # one of each a batch: little padding
         for f in features:
             audio = np.asarray(f[WAVEFORM_COLUMN], dtype=np.float32)
             if len(audio) and self.augmenter is not None:
-                audio, changed = self.augmenter(audio, factor)
+                audio, changed = self.augmenter(audio, factor, padding)
                 counts += [1, *(changed[k] for k in KINDS)]
             inputs = extract_features(self.feature_extractor, audio) if len(audio) else np.zeros(0, np.float32)
             rest = {k: v for k, v in f.items() if k not in (WAVEFORM_COLUMN, FASTEST_SPEED_COLUMN)}

@@ -217,6 +217,7 @@ class FileFrames:
         self.ids, self.probs, self.logits = [], [], []
         self.texts, self.words = [], []
         self.next_frame = 0  # the file's frame number that the next kept frame has
+        self.last_token = None  # the last greedy token that is not blank
         self.peak = 0.0  # the loudest sample read: 0 for a silent file
 
     def add(self, first_frame: int, logits: torch.Tensor, audio: np.ndarray) -> None:
@@ -225,22 +226,29 @@ class FileFrames:
         overlap = self.next_frame - first_frame
         if overlap > 0:
             logits, first_frame = logits[overlap:], self.next_frame
+        probs = torch.softmax(logits, -1).max(-1)
+        ids = probs.indices.numpy().astype(np.int32)
+        spoken = ids[ids != self.blank]
         gap = first_frame - self.next_frame
         if gap > 0:  # frames of a pause no window covered: blank, with a word boundary amid them
             filled = np.full(gap, self.blank, np.int32)
-            if self.boundary is not None and self.next_frame > 0:
+            # No second boundary where a window's edge already gives one: two would be two spaces in the text
+            if self.boundary is not None and self.next_frame > 0 and self.last_token != self.boundary \
+                    and not (spoken.size and spoken[0] == self.boundary):
                 filled[gap // 2] = self.boundary
+                self.last_token = self.boundary
             self.ids.append(filled)
             self.probs.append(np.ones(gap, np.float32))
             if self.keep_logits:
                 filler = np.full((gap, logits.shape[-1]), BLANK_FILL_LOGIT, np.float32)
                 filler[np.arange(gap), filled] = 0.0
                 self.logits.append(filler)
-        probs = torch.softmax(logits, -1).max(-1)
-        self.ids.append(probs.indices.numpy().astype(np.int32))
+        self.ids.append(ids)
         self.probs.append(probs.values.numpy().astype(np.float32))
         if self.keep_logits:
             self.logits.append(logits.numpy())
+        if spoken.size:
+            self.last_token = int(spoken[-1])
         self.next_frame = first_frame + len(logits)
         self.peak = max(self.peak, float(np.abs(audio).max()) if audio.size else 0.0)
 

@@ -192,10 +192,10 @@ class CTCTrainer(Trainer):
         if self.args.max_batch_duration is None:
             return super().get_train_dataloader()
         rate = self.processing_class.feature_extractor.sampling_rate
-        # A clip slowed down by speed perturbation grows: batches are sized for the slowest factor
+        # A clip slowed down by speed perturbation, or padded, grows: batches are sized for the longest it can become
         augmenter = getattr(self.data_collator, "augmenter", None)
-        slowest = min([1.0, *(augmenter.speeds if augmenter is not None else [])])
-        sampler = DurationBatchSampler(scan_column(self.train_dataset, LENGTH_COLUMN) / slowest,
+        lengths = scan_column(self.train_dataset, LENGTH_COLUMN)
+        sampler = DurationBatchSampler(augmenter.longest(lengths) if augmenter is not None else lengths,
                                        self.args.max_batch_duration * rate, self.args.seed)
         loader = DataLoader(
             self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,

@@ -16,7 +16,7 @@ from conftest import DATA_DIR, ROOT, SCRIPT, base_args, read_csv, read_json, res
 from safetensors.torch import load_file, save_file
 
 from ctc_finetune.audio import load_audio
-from ctc_finetune.augment import Augmenter, fastest_speeds
+from ctc_finetune.augment import PCM16_STEP, Augmenter, fastest_speeds, noise_floor, pad_with_quiet
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.columns import FASTEST_SPEED_COLUMN, LABELS_COLUMN, LENGTH_COLUMN, WAVEFORM_COLUMN
 from ctc_finetune.corpora import eval_set_key
@@ -98,7 +98,7 @@ def test_the_collator_augments_waveform_rows_only(tmp_path):
     train = collator([{WAVEFORM_COLUMN: audio, LABELS_COLUMN: [3, 4, 5], LENGTH_COLUMN: len(audio)}])
     assert train["input_lengths"].tolist() == [2 * len(audio)]  # played at half speed: twice as long
     assert train[LABELS_COLUMN].tolist() == [[3, 4, 5]]  # labels kept
-    assert train["augmented"].tolist() == [1, 1, 0, 0]  # 1 clip: speed changed it, no reverb, no noise
+    assert train["augmented"].tolist() == [1, 1, 0, 0, 0]  # 1 clip: speed changed it, no reverb, noise or padding
     features = extractor(audio, sampling_rate=RATE).input_values[0]
     evaluated = collator([{"input_values": features, LABELS_COLUMN: [3], LENGTH_COLUMN: len(audio)}])
     assert "augmented" not in evaluated and evaluated["input_values"][0].numpy() == pytest.approx(features)
@@ -130,20 +130,25 @@ def test_speed_perturbation_trains_on_played_clips_and_never_touches_evaluation(
                         "--output_dir", data], check=True, capture_output=True, timeout=300)
         flags["text_column_name"] = "text"
     runs = {}
-    for name, speeds in (("plain", None), ("slow", [0.5])):
+    for name, lever in (("plain", {}), ("slow", {"speed_perturbation": [0.5]}),
+                        ("padded", {"silence_padding": 0.5, "silence_padding_prob": 1.0})):
         out = tmp_path / name
         with caplog.at_level("INFO"):
-            runs[name] = ctc.main(base_args(encoder_dir, data, str(out), speed_perturbation=speeds, **flags))
+            runs[name] = ctc.main(base_args(encoder_dir, data, str(out), **lever, **flags))
         runs[name]["rows"] = read_csv(out / "eval_predictions.csv")
-    plain, slow = runs["plain"], runs["slow"]
+    plain, slow, padded = runs["plain"], runs["slow"], runs["padded"]
     # The same 12 clips trained, each played at half speed: twice the audio (hours are rounded to 0.0001)
     assert slow["train_audio_hours"] / plain["train_audio_hours"] == pytest.approx(2, abs=0.05)
     assert slow["train_augmented_speed_share"] == 1.0 and "train_augmented_speed_share" not in plain
     assert "speed 100%" in caplog.text
     # Evaluation sees the clips as they are (rows come worst first, so they are matched by clip)
     seconds = {name: {r["clip_id"]: r["seconds"] for r in run["rows"]} for name, run in runs.items()}
-    assert len(seconds["slow"]) == 4 and seconds["slow"] == seconds["plain"]
-    assert slow["eval_samples"] == plain["eval_samples"] == 4
+    assert len(seconds["slow"]) == 4 and seconds["slow"] == seconds["plain"] == seconds["padded"]
+    assert slow["eval_samples"] == plain["eval_samples"] == padded["eval_samples"] == 4
+    # Silence padding: every clip got 0 to 0.5 s (0.25 s on average) on top of its 1.2-3.9 s
+    assert padded["train_augmented_pad_share"] == 1.0
+    assert "0-0.5 s of quiet around the clips of 100% of batches" in caplog.text
+    assert 1.02 < padded["train_audio_hours"] / plain["train_audio_hours"] < 1.3
 
 
 def test_duration_batches_are_sized_for_the_slowest_speed(tmp_path, encoder_dir):
@@ -155,6 +160,58 @@ def test_duration_batches_are_sized_for_the_slowest_speed(tmp_path, encoder_dir)
                                      speed_perturbation=speeds, do_eval=None))
         epochs[name] = results["epoch"]
     assert epochs["slow"] == pytest.approx(epochs["plain"] / 2, rel=0.35)
+
+
+# Silence padding ---------------------------------------------------------------------------------------------------
+def test_silence_padding_puts_quiet_around_the_clip_and_keeps_it_whole():
+    audio, rng = load_audio(CLIP, RATE), np.random.default_rng(0)
+    floor = 0.002
+    padded = pad_with_quiet(audio, 800, 1600, floor, rng)  # at a noise floor: the clip itself untouched
+    assert len(padded) == len(audio) + 2400 and np.array_equal(padded[800:-1600], audio)
+    assert np.std(padded[:800]) == pytest.approx(floor, rel=0.15)
+    assert np.std(padded[-1600:]) == pytest.approx(floor, rel=0.15)
+    pcm16 = pad_with_quiet(audio, 800, 1600, None, rng)  # as a dithered 16-bit recording
+    steps = pcm16 / PCM16_STEP
+    assert np.array_equal(steps, np.round(steps)) and np.abs(steps[:800]).max() <= 1  # a step of noise at most
+    assert np.abs(pcm16[800:-1600] - audio).max() <= 1.5 * PCM16_STEP  # the clip within a step and a half
+    assert noise_floor(padded, RATE) < 2 * floor and noise_floor(np.zeros(RATE, np.float32), RATE) == 0
+
+
+def test_silence_padding_moves_each_clip_s_onset_within_its_padding():
+    audio = load_audio(CLIP, RATE)
+    onset = int(np.argmax(np.abs(audio) > 0.01))  # well above a 16-bit step of dither
+    augmenter, padding, leads = Augmenter(RATE, pad_seconds=0.5, pad_prob=1.0), 4000, []
+    random.seed(0)
+    for _ in range(100):
+        padded, changed = augmenter(audio, padding=padding)
+        assert changed["pad"] and len(padded) == len(audio) + padding
+        leads.append(int(np.argmax(np.abs(padded) > 0.01)) - onset)
+    assert min(leads) >= 0 and max(leads) <= padding and np.std(leads) > padding / 5  # all over the padding
+    assert augmenter(audio, padding=0)[0] is audio
+
+
+def test_silence_padding_draws_its_share_and_lengths_once_a_batch_and_sizes_batches_for_the_most():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    audio = load_audio(CLIP, RATE)
+    augmenter = Augmenter(RATE, pad_seconds=0.6, pad_prob=0.5)
+    collator = DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(sampling_rate=RATE, return_attention_mask=True),
+                                          augmenter=augmenter)
+    rows = [{WAVEFORM_COLUMN: audio[:n], LABELS_COLUMN: [3], LENGTH_COLUMN: n} for n in (len(audio), 8000)]
+    random.seed(0)
+    added = []
+    for _ in range(200):
+        batch = collator(rows)
+        grown = batch["input_lengths"].numpy() - [len(audio), 8000]
+        assert grown[0] == grown[1] and batch[LABELS_COLUMN].tolist() == [[3], [3]]  # one padding a batch
+        added.append(int(grown[0]))
+    padded = [a for a in added if a]
+    assert 0.4 < len(padded) / len(added) < 0.6 and max(padded) <= 0.6 * RATE
+    assert np.percentile(padded, 10) < 0.2 * RATE < 0.4 * RATE < np.percentile(padded, 90)  # spread, not fixed
+    assert Augmenter(RATE, speeds=[0.5, 1.0], pad_seconds=0.1).longest(np.array([1000])).tolist() == [2000 + 1600]
+    with pytest.raises(UserError, match="--silence_padding takes the most seconds of quiet"):
+        ctc.parse_args(["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o",
+                        "--silence_padding", "-1"])
 
 
 # Noise and reverberation -------------------------------------------------------------------------------------------
