@@ -128,7 +128,7 @@ from ctc_finetune.preprocessing import (
 from ctc_finetune.schedules import TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, HeadFirst
 from ctc_finetune.selection import EarlyStopping, KeepBest, average_checkpoints
 from ctc_finetune.shards import decode_stream, is_stream, log_stream, stream_report
-from ctc_finetune.trainer import CTCTrainer, reuse_cpu_memory
+from ctc_finetune.trainer import CTCTrainer, check_report_to, reuse_cpu_memory
 from ctc_finetune.vocabulary import (DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, hub_kwargs,
                                      text_report)
 
@@ -653,24 +653,6 @@ def check_push_to_hub(training_args: TrainingArguments) -> None:
         ) from e
 
 
-def check_report_to(training_args: TrainingArguments) -> None:
-    """Before any work: every --report_to integration is installed (the Trainer would stop after preprocessing)."""
-    from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    # A callback built without its package can fail again in its __del__ (MLflowCallback): check the package first.
-    missing = [name for name in training_args.report_to or [] if name in INTEGRATION_TO_CALLBACK
-               and name not in get_available_reporting_integrations()]
-    if missing:
-        raise UserError(f"--report_to: {', '.join(missing)} is not installed; pip install {' '.join(missing)}, or pass "
-                        "--report_to none.")
-    for callback in get_reporting_integration_callbacks(training_args.report_to):
-        try:
-            callback()
-        except (RuntimeError, ImportError) as e:
-            raise UserError(f"--report_to: {str(e).strip()} Or pass --report_to none.") from e
-
-
 def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments) -> Optional[str]:
     """Every check that can fail before any work (so a mistake costs seconds, not a preprocessing pass); returns the
     checkpoint to resume from, or None."""
@@ -678,7 +660,7 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
         raise UserError("nothing to do: add --do_train, --do_eval and/or --do_predict (the demo's settings: "
                         "python run_speech_recognition_ctc.py examples/demo.json).")
     check_push_to_hub(training_args)
-    check_report_to(training_args)
+    check_report_to(training_args.report_to)
     check_lm_tools(data_args, training_args)
     check_phonemizer(data_args.phoneme_language)
     check_augmentation(data_args)

@@ -34,6 +34,25 @@ CHECKPOINT_DISK_FULL_FIX = ("free some space, keep fewer checkpoints (--save_tot
                             "--output_dir; then run the same command: it resumes from the previous checkpoint")
 
 
+def check_report_to(report_to) -> None:
+    """Before any work (step 0): every --report_to integration is installed (the Trainer would stop only after
+    preprocessing)."""
+    from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    # A callback built without its package can fail again in its __del__ (MLflowCallback): check the package first.
+    missing = [name for name in report_to or [] if name in INTEGRATION_TO_CALLBACK
+               and name not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(f"--report_to: {', '.join(missing)} is not installed; pip install {' '.join(missing)}, or pass "
+                        "--report_to none.")
+    for callback in get_reporting_integration_callbacks(report_to):
+        try:
+            callback()
+        except (RuntimeError, ImportError) as e:
+            raise UserError(f"--report_to: {str(e).strip()} Or pass --report_to none.") from e
+
+
 def reuse_cpu_memory(training_args) -> None:
     """On CPU, keep freed memory in the process (glibc) instead of unmapping every big tensor after each step.
 
