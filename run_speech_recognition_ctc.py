@@ -36,7 +36,7 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
                               best checkpoints, averaging them)
     7 n-gram LM (optional)    lm
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
-    9 report and model card   report.py (beside this file), curves (its training curves)
+    9 report and model card   report (report.html), analysis (what it says), curves (its training curves)
     after training            transcribe.py (beside this file): longform (recordings of any length, in windows), words
                               (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
                               (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs)
@@ -90,7 +90,7 @@ from ctc_finetune.adapters import DEFAULT_ADAPTER_DIM, save_language_adapter
 from ctc_finetune.augment import build_augmenter, check_augmentation
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
-from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, predictions_file
+from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, is_stream, predictions_file
 from ctc_finetune.corpora import eval_set_key, eval_split_names, load_splits
 from ctc_finetune.families import (answer_no_input_embeddings, blank_token_id, encoder_config, encoder_layer_classes,
                                    has_channel_axis, processor_class)
@@ -127,7 +127,8 @@ from ctc_finetune.preprocessing import (
 )
 from ctc_finetune.schedules import TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, HeadFirst
 from ctc_finetune.selection import EarlyStopping, KeepBest, average_checkpoints
-from ctc_finetune.shards import decode_stream, is_stream, log_stream, stream_report
+from ctc_finetune.report import build_report
+from ctc_finetune.shards import decode_stream, log_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, check_report_to, reuse_cpu_memory
 from ctc_finetune.vocabulary import (DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, hub_kwargs,
                                      text_report)
@@ -405,7 +406,7 @@ class DataTrainingArguments:
     lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
     lm_beta: float = field(default=1.0, metadata={"help": "Bonus per word in beam search (counters short outputs)."})
     lm_beam_width: int = field(default=100, metadata={"help": "Beams kept in LM beam search."})
-    # The error-analysis report (report.py, beside this script)
+    # The error-analysis report (ctc_finetune/report.py)
     report_clips: int = field(default=50, metadata={"help": "Worst clips report.html lists per split, with audio."})
     report_embed_audio: bool = field(
         default=False, metadata={"help": "Put those clips' audio inside report.html (portable) instead of linking it."}
@@ -623,7 +624,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
 # ---------------------------------------------------------------------------------------------------------------------
 # Run setup (step 0): logging, the checks that can fail before any work, distributed settings
 def setup_logging(training_args: TrainingArguments) -> None:
-    """INFO on the main process, WARNING on the others, for this script and the package."""
+    """INFO on the main process, WARNING on the others, for this script and the package; WARNING for datasets and
+    transformers everywhere (their INFO lines would bury the recipe's one line per phase)."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
@@ -631,8 +633,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     level = logging.INFO if is_main_process(training_args.local_process_index) else logging.WARNING
     for name in (__name__, "ctc_finetune"):
         logging.getLogger(name).setLevel(level)
-    datasets.utils.logging.set_verbosity(level if level == logging.WARNING else logging.WARNING)
-    transformers.utils.logging.set_verbosity(level if level == logging.WARNING else logging.WARNING)
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+    transformers.utils.logging.set_verbosity(logging.WARNING)
     logger.warning(
         f"Process rank {training_args.process_index}, device {training_args.device}, "
         f"distributed {training_args.parallel_mode.value == 'distributed'}, fp16 {training_args.fp16}, "
@@ -852,12 +854,7 @@ def evaluate_split(trainer, ds: datasets.Dataset, key: str, dropped: dict, lm, d
 
 
 def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
-    """report.html from this run's files, by report.py beside this script; a failure there never costs the run."""
-    try:
-        from report import build_report
-    except ImportError:
-        logger.warning("No report.html: report.py is not beside this script (copy it from the repository)")
-        return
+    """report.html from this run's files; a failure there never costs the run."""
     try:
         path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
     except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them

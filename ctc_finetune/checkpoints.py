@@ -11,9 +11,8 @@ import shutil
 import zipfile
 from typing import Optional
 
-from .columns import DATA_REPORT_FILE
+from .columns import DATA_REPORT_FILE, SUBWORD_FILE, VOCAB_FILE
 from .faults import UserError
-from .vocabulary import SUBWORD_FILE, VOCAB_FILE
 
 logger = logging.getLogger(__name__)
 

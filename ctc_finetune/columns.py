@@ -1,6 +1,7 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""The columns every step of the recipe reads and writes, the predictions files' names and columns, and
-how a derived split is keyed in the cache. Imported by every other module; imports none of them."""
+"""The columns every step of the recipe reads and writes, the files a run writes beside the model (predictions,
+vocabulary), whether a split is streamed, and how a derived split is keyed in the cache: the names that several
+modules share. Imports no other module of the package."""
 
 import datasets
 from datasets.fingerprint import Hasher
@@ -21,6 +22,9 @@ WAVEFORM_COLUMN = "waveform"  # a training clip's decoded audio, kept instead of
 FASTEST_SPEED_COLUMN = "fastest_speed"  # the fastest --speed_perturbation factor at which CTC still fits the clip
 CACHE_VERSION = 3  # bump when the preprocessing functions change what they write
 DATA_REPORT_FILE = "data_report.json"
+VOCAB_FILE = "vocab.json"  # a character vocabulary
+SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
+STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
 PREDICTIONS_FILES = {"eval": "eval_predictions.csv", "predict": "predictions.csv"}  # every clip scored, worst first
 EVAL_KEY = "eval"  # the eval split's key; one of several eval sets (--eval_split_name "test,test-other") is eval_NAME
 PREDICTION_COLUMNS = (CLIP_ID_COLUMN, "reference", "hypothesis", "wer", "cer", "seconds", "hypothesis_lm", "wer_lm")
@@ -30,6 +34,11 @@ OWN_COLUMNS = frozenset({AUDIO_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, LENG
                          CHANNELS_COLUMN, MIN_FRAMES_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, LABELS_COLUMN,
                          WAVEFORM_COLUMN, FASTEST_SPEED_COLUMN,
                          *PREDICTION_COLUMNS})
+
+
+def is_stream(ds) -> bool:
+    """Whether a split is streamed (tar shards for training): no length, read in order, decoded as it is read."""
+    return isinstance(ds, datasets.IterableDataset)
 
 
 def is_eval(key: str) -> bool:

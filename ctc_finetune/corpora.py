@@ -11,9 +11,9 @@ from typing import Optional
 
 import datasets
 
-from .columns import AUDIO_COLUMN, EVAL_KEY, OWN_COLUMNS, RAW_TEXT_COLUMN
+from .columns import AUDIO_COLUMN, EVAL_KEY, OWN_COLUMNS, RAW_TEXT_COLUMN, is_stream
 from .faults import UserError
-from .shards import is_stream, load_shards, this_process_stream
+from .shards import load_shards, this_process_stream
 
 logger = logging.getLogger(__name__)
 

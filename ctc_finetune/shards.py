@@ -27,7 +27,6 @@ from .preprocessing import drop_reasons, featurize_batch, scan_batch
 logger = logging.getLogger(__name__)
 
 SHARD_AUDIO_EXTENSIONS = tuple(e[1:] for e in AUDIO_EXTENSIONS)  # a shard's audio members: KEY.flac, KEY.wav, ...
-STREAM_TEXT_CLIPS = 20_000  # transcripts a streamed split lends to the vocabulary and the text report
 STREAM_SHUFFLE_BUFFER = 1_000  # clips a streamed split is shuffled within (after its shards are shuffled)
 
 
@@ -84,11 +83,6 @@ def load_shards(tars: list[str], stream: bool, cache_dir):
 
     out = datasets.Features({AUDIO_COLUMN: {"bytes": datasets.Value("binary"), "path": string}, **columns})
     return ds.map(to_columns, remove_columns=list(fields), features=out)
-
-
-def is_stream(ds) -> bool:
-    """Whether a split is streamed (tar shards for training): no length, read in order, decoded as it is read."""
-    return isinstance(ds, datasets.IterableDataset)
 
 
 def this_process_stream(ds: datasets.IterableDataset, training_args) -> datasets.IterableDataset:

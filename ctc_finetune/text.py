@@ -9,8 +9,8 @@ from typing import Optional
 
 import datasets
 
-from .columns import CACHE_VERSION, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN, derived_fingerprint
-from .shards import STREAM_TEXT_CLIPS, is_stream
+from .columns import (CACHE_VERSION, RAW_TEXT_COLUMN, STREAM_TEXT_CLIPS, TARGET_TEXT_COLUMN, derived_fingerprint,
+                      is_stream)
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .augment import KINDS
 from .batching import DurationBatchSampler
-from .columns import LABEL_PAD_ID, LENGTH_COLUMN
+from .columns import LABEL_PAD_ID, LENGTH_COLUMN, is_stream
 from .families import output_frames
 from .faults import DiskFull, UserError, is_disk_full
 from .lora import split_adapter_groups
 from .preprocessing import scan_column
 from .schedules import tri_stage_kwargs, tri_stage_steps
-from .shards import StreamBatches, is_stream
+from .shards import StreamBatches
 
 logger = logging.getLogger(__name__)
 

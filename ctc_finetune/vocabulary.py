@@ -12,15 +12,13 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
 from .adapters import set_tokenizer_language, write_language_vocab
-from .columns import is_eval
+from .columns import SUBWORD_FILE, VOCAB_FILE, is_eval
 from .families import is_character_tokenizer
 from .faults import UserError
 from .text import build_vocab, normalize_transcripts, text_units, transcripts, vocabulary_case
 
 logger = logging.getLogger(__name__)
 
-VOCAB_FILE = "vocab.json"
-SUBWORD_FILE = "tokenizer.json"  # a --vocab_type bpe/unigram vocabulary (the tokenizers library's format)
 VOCAB_TYPES = ("char", "bpe", "unigram")
 DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x models, yet every piece seen often
 # a checkpoint's tokenizer is kept when at most this share of training labels is unknown

@@ -1,4 +1,4 @@
-"""report.py: report.html from a synthetic output_dir whose predictions point at the real fixture audio."""
+"""report.py and ctc_finetune/report.py: report.html from a synthetic output_dir whose predictions point at the real fixture audio."""
 
 import base64
 import csv
@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 from conftest import DATA_DIR, ROOT
 
-from report import build_report, corpus_scores, duration_bucket, frequent_errors
+from ctc_finetune.analysis import corpus_scores, duration_bucket, frequent_errors
+from ctc_finetune.report import build_report
 
 WORST = ("move the white light to the office", "move a light to the office now please thanks")  # S D I I I: 5/7
 SCRIPT_REF = "zero seven thirty ten <script>alert(1)</script>"  # against IMG_HYP: 3/5, second worst
