@@ -38,8 +38,9 @@ from ctc_finetune.export import (
     require_onnx,
 )
 from ctc_finetune.families import blank_token_id, ctc_decode
-from ctc_finetune.faults import UserError
-from transcribe import cli, find_audio, load_model
+from ctc_finetune.engine import load_model
+from ctc_finetune.faults import UserError, run_command
+from ctc_finetune.sources import find_audio
 
 logger = logging.getLogger("export_onnx")
 
@@ -164,4 +165,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    cli(main)
+    run_command(main)

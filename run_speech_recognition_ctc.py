@@ -37,7 +37,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     7 n-gram LM (optional)    lm
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
     9 report and model card   report (report.html), analysis (what it says), curves (its training curves)
-    after training            transcribe.py (beside this file): longform (recordings of any length, in windows), words
+    after training            transcribe.py (beside this file) over engine (the transcription engine), sources (its
+                              inputs), longform (recordings of any length, in windows), words
                               (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
                               (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs)
 

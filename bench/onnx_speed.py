@@ -92,22 +92,22 @@ def export(model_dir: str, int8_ops: list[str], clips: list[str]) -> None:
 
 
 def run_once(model_dir: str, flags: list[str], clips: list[str]) -> dict:
-    """In this process: load the model as transcribe.py does, warm up, then transcribe `clips`; the figures."""
+    """In this process: load the model in the engine transcribe.py runs, warm up, then transcribe `clips`; the
+    figures. `flags`: a RUNTIMES entry (transcribe.py's --onnx flag)."""
     import soundfile as sf
 
-    import transcribe
+    from ctc_finetune.engine import Engine, EngineOptions
 
-    args = transcribe.parse_args([model_dir, *clips, *flags])
-    model, feature_extractor, tokenizer = transcribe.load_model(model_dir, transcribe.torch.device("cpu"), None,
-                                                                args.onnx)
-    transcribe.transcribe(clips[:WARM_UP_CLIPS], model, feature_extractor, tokenizer, args)
+    onnx = (flags[1:] or ["fp32"])[0] if flags else None
+    engine = Engine(model_dir, EngineOptions(device="cpu", onnx=onnx))
+    engine.transcribe_many(clips[:WARM_UP_CLIPS])
     start = time.perf_counter()
-    records, _ = transcribe.transcribe(clips, model, feature_extractor, tokenizer, args)
+    results, _ = engine.transcribe_many(clips)
     wall = time.perf_counter() - start
     audio = sum(sf.info(c).duration for c in clips)
     return {"audio_seconds": audio, "wall_seconds": wall, "audio_per_second": audio / wall, "rtf": wall / audio,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-            "texts": {records[i]["path"]: records[i]["text"] for i in records}}
+            "texts": {r.path: r.text for r in results if r is not None}}
 
 
 def measure(model_dir: str, flags: list[str], clips: list[str]) -> dict:

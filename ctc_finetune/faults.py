@@ -34,6 +34,19 @@ def exit_on_user_error(error: Exception) -> None:
     sys.exit(USER_ERROR_EXIT)
 
 
+def run_command(main) -> None:
+    """Run a command's main() (transcribe.py, export_onnx.py): its log lines on stderr without progress bars, and a
+    user mistake ended by exit_on_user_error."""
+    import transformers
+
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
+    transformers.utils.logging.disable_progress_bar()  # stderr carries only our lines and real warnings
+    try:
+        main()
+    except UserError as e:
+        exit_on_user_error(e)
+
+
 class Stopped(Exception):
     """A stop signal ended the run cleanly (in training: at a saved checkpoint). One line; exit status REQUEUE_EXIT."""
 

@@ -14,12 +14,13 @@ from conftest import transcribe as reference_transcripts  # one clip at a time, 
 from tiny_models import make_checkpoint
 
 import transcribe
+from ctc_finetune.engine import LM_PACKAGES
 
 CLI = os.path.join(ROOT, "transcribe.py")
 TEST_DIR = os.path.join(DATA_DIR, "test")
 ONE_FILE = os.path.join(DATA_DIR, "train", "train-00000.mp3")
 MANIFEST = os.path.join(DATA_DIR, "validation", "metadata.csv")  # file_name column, paths relative to it
-LM_INSTALLED = all(importlib.util.find_spec(name) for name in transcribe.LM_PACKAGES)
+LM_INSTALLED = all(importlib.util.find_spec(name) for name in LM_PACKAGES)
 
 
 @pytest.fixture(scope="module")
