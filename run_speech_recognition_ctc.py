@@ -27,7 +27,8 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     1 load the data           corpora (local layouts, manifests, the hub, split expressions), shards (tar shards)
     2 text and tokenizer      text (normalisation), vocabulary (which tokenizer, new vocabularies), phonemes, adapters
     3 model                   modeling (checkpoint, CTC head), families (what differs between families), adapters,
-                              lora (LoRA adapters through peft, merged at the end of step 6)
+                              lora (LoRA adapters through peft, merged at the end of step 6), distributed (what DDP
+                              and FSDP need of the model)
     4 preprocess              preprocessing (scan, filter, decode, cache, data report), audio (decoding)
     5 processor, trainer      batching (padding, duration batches), trainer (CTCTrainer), columns (shared names),
                               augment (speed perturbation, noise, reverberation: as batches are made), schedules
@@ -62,9 +63,9 @@ Where to change what:
     augmentation         augment.Augmenter (what is done to a training clip), batching.DataCollatorCTCWithPadding
                          (where: in the DataLoader workers), augment.fastest_speeds (speeds CTC can still align)
     model selection      selection.average_checkpoints, selection.KeepBest (which checkpoints stay),
-                         configure_selection (the selection metric, in this file)
+                         selection.configure_selection (the selection metric)
     big models           lora.LORA_TARGETS (which modules get LoRA adapters), families.ENCODER_LAYERS (what FSDP
-                         wraps), configure_distributed (in this file)
+                         wraps), distributed.configure_distributed
     deployment           export.export_onnx (which exporter, the check against PyTorch), export.quantize_int8 (what
                          int8 quantizes), export.OnnxCTCModel (what transcribe.py --onnx runs)
 After changing a function whose output is cached (normalisation, scanning, decoding), bump columns.CACHE_VERSION.
@@ -76,7 +77,7 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import datasets
@@ -87,14 +88,14 @@ import yaml
 from transformers import AutoProcessor, HfArgumentParser, set_seed
 from transformers.trainer_utils import is_main_process
 
-from ctc_finetune.adapters import DEFAULT_ADAPTER_DIM, save_language_adapter
-from ctc_finetune.augment import build_augmenter, check_augmentation
+from ctc_finetune.adapters import AdapterArguments, save_language_adapter
+from ctc_finetune.augment import AugmentArguments, augmenting, build_augmenter, check_augmentation
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, is_stream, predictions_file
 from ctc_finetune.corpora import eval_set_key, eval_split_names, load_splits
-from ctc_finetune.families import (answer_no_input_embeddings, blank_token_id, encoder_config, encoder_layer_classes,
-                                   has_channel_axis, processor_class)
+from ctc_finetune.families import blank_token_id, has_channel_axis, processor_class
+from ctc_finetune.distributed import configure_distributed
 from ctc_finetune.faults import (
     INTERRUPTED_EXIT,
     REQUEUE_EXIT,
@@ -104,8 +105,8 @@ from ctc_finetune.faults import (
     UserError,
     exit_on_user_error,
 )
-from ctc_finetune.lm import build_lm_decoder, check_lm_tools
-from ctc_finetune.lora import is_lora, save_merged_lora, unwrap_lora
+from ctc_finetune.lm import LMArguments, build_lm_decoder, check_lm_tools
+from ctc_finetune.lora import LoraArguments, is_lora, save_merged_lora
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
     compute_metrics,
@@ -126,13 +127,13 @@ from ctc_finetune.preprocessing import (
     save_json,
     scan_and_filter,
 )
-from ctc_finetune.schedules import TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, HeadFirst
-from ctc_finetune.selection import EarlyStopping, KeepBest, average_checkpoints
-from ctc_finetune.report import build_report
+from ctc_finetune.report import ReportArguments, write_report
+from ctc_finetune.schedules import (TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, ScheduleArguments,
+                                    schedule_callbacks)
+from ctc_finetune.selection import SelectionArguments, configure_selection, finish_selection, selection_callbacks
 from ctc_finetune.shards import decode_stream, log_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, check_report_to, reuse_cpu_memory
-from ctc_finetune.vocabulary import (DEFAULT_SUBWORD_SIZE, VOCAB_TYPES, build_tokenizer, choose_tokenizer, hub_kwargs,
-                                     text_report)
+from ctc_finetune.vocabulary import SubwordArguments, build_tokenizer, choose_tokenizer, hub_kwargs, text_report
 
 
 logger = logging.getLogger(__name__)
@@ -223,30 +224,6 @@ class ModelArguments:
         default=False,
         metadata={"help": "Add a convolutional adapter on top of the encoder (meant for Wav2Vec2-BERT)."},
     )
-    adapter_attn_dim: Optional[int] = field(
-        default=None,
-        metadata={"help": "With --target_language: size of the MMS attention adapters (the checkpoint's, else "
-                          f"{DEFAULT_ADAPTER_DIM}); only they and the CTC head train."},
-    )
-    # LoRA through peft (ctc_finetune/lora.py): adapters on the encoder, the CTC head trained fully, merged at the end
-    lora_rank: int = field(
-        default=0, metadata={"help": "Train LoRA adapters of this rank (e.g. 16) instead of the whole encoder."}
-    )
-    lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA scaling alpha (default 2 x rank)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapters' input."})
-    lora_target_modules: Optional[list[str]] = field(
-        default=None,
-        metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
-                          "feed-forward projections, see docs/scaling.md)."},
-    )
-    lora_use_dora: bool = field(
-        default=False, metadata={"help": "With --lora_rank: DoRA (weight-decomposed LoRA, peft's use_dora)."}
-    )
-    lora_modules_to_save: Optional[list[str]] = field(
-        default=None,
-        metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
-                          "feature_projection layer_norm final_layer_norm pos_conv_embed; see docs/scaling.md)."},
-    )
     attn_implementation: str = field(
         default="sdpa",
         metadata={"help": "Attention kernel: 'sdpa' (PyTorch fused; eager where a model lacks it), 'eager', or "
@@ -258,8 +235,6 @@ class ModelArguments:
             raise UserError("pass exactly one of --model_name_or_path (fine-tune) and --config_name (from scratch).")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise UserError(f"--ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")
-        if self.lora_rank < 0 or not 0 <= self.lora_dropout < 1:
-            raise UserError("--lora_rank must be a positive rank (e.g. 16), --lora_dropout between 0 and 1.")
 
 
 @dataclass
@@ -336,34 +311,6 @@ class DataTrainingArguments:
         default=0.05,
         metadata={"help": "Stop if more than this share of label characters is unknown to the tokenizer (0 to 1)."},
     )
-    # Augmentation of training clips, as their batches are made (ctc_finetune/augment.py); evaluation never sees it
-    speed_perturbation: Optional[list[float]] = field(
-        default=None,
-        metadata={"help": "Play each training batch at a speed drawn from these factors, e.g. 0.9 1.0 1.1, by "
-                          "resampling (tempo and pitch change together, as in Kaldi and ESPnet)."},
-    )
-    noise_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Folder of noise recordings (e.g. MUSAN) added to training clips (the augment extra)."},
-    )
-    noise_snr_db: list[float] = field(
-        default_factory=lambda: [5.0, 20.0],
-        metadata={"help": "LOW HIGH: the signal-to-noise ratio of --noise_dir's noise, in dB, drawn uniformly."},
-    )
-    noise_prob: float = field(default=0.5, metadata={"help": "Share of training clips that get --noise_dir's noise."})
-    rir_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Folder of room impulse responses training clips are convolved with (the augment extra)."},
-    )
-    rir_prob: float = field(default=0.5, metadata={"help": "Share of training clips --rir_dir reverberates."})
-    silence_padding: Optional[float] = field(
-        default=None,
-        metadata={"help": "Add 0 to this many seconds of quiet (e.g. 0.5) to training clips, split at random between "
-                          "before and after each, at the clip's own noise floor or as 16-bit silence, so the model "
-                          "does not depend on where speech starts."},
-    )
-    silence_padding_prob: float = field(default=0.5, metadata={"help": "Share of training batches --silence_padding "
-                                                                        "pads."})
     # Hub access
     token: Optional[str] = field(
         default=None, metadata={"help": "Hub token for private datasets and models (default: the stored login)."}
@@ -375,42 +322,10 @@ class DataTrainingArguments:
     unk_token: str = field(default="[UNK]", metadata={"help": "Token for characters outside the vocabulary."})
     pad_token: str = field(default="[PAD]", metadata={"help": "Padding token, which is also the CTC blank."})
     word_delimiter_token: str = field(default="|", metadata={"help": "Token that stands for the space between words."})
-    vocab_type: str = field(
-        default="char",
-        metadata={"help": "Vocabulary built from the transcripts: 'char' (as the Hugging Face example), or subword "
-                          "pieces trained on them, 'bpe' or 'unigram' (SentencePiece-style, words marked by ▁)."},
-    )
-    vocab_size: Optional[int] = field(
-        default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
-    )
-    target_language: Optional[str] = field(
-        default=None,
-        metadata={"help": "Train an MMS language adapter for this language (ISO 639-3, e.g. tur): the base model "
-                          "stays frozen, vocab.json keeps one vocabulary per language, adapter.LANG.safetensors is "
-                          "saved."},
-    )
-    overwrite_lang_vocab: bool = field(
-        default=False, metadata={"help": "With --target_language: rebuild that language's vocabulary if it exists."}
-    )
     phoneme_language: Optional[str] = field(
         default=None,
         metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the "
                           "default metric becomes per."},
-    )
-    # n-gram language model (optional: pyctcdecode + KenLM, see tools/install_extras.sh)
-    lm_text: Optional[str] = field(
-        default=None,
-        metadata={"help": "Build an n-gram LM from this text file (one sentence per line), or 'train' for the "
-                          "training transcripts; eval and predict then also score beam search with it."},
-    )
-    lm_order: int = field(default=3, metadata={"help": "Order n of the n-gram LM."})
-    lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
-    lm_beta: float = field(default=1.0, metadata={"help": "Bonus per word in beam search (counters short outputs)."})
-    lm_beam_width: int = field(default=100, metadata={"help": "Beams kept in LM beam search."})
-    # The error-analysis report (ctc_finetune/report.py)
-    report_clips: int = field(default=50, metadata={"help": "Worst clips report.html lists per split, with audio."})
-    report_embed_audio: bool = field(
-        default=False, metadata={"help": "Put those clips' audio inside report.html (portable) instead of linking it."}
     )
     # Legacy spelling (transformers 4.x command lines)
     use_auth_token: bool = field(default=False, metadata={"help": "Old flag, ignored: the stored hub login is used."})
@@ -424,37 +339,12 @@ class DataTrainingArguments:
             self.eval_metrics = ["per"]
         if "per" in self.eval_metrics and not self.phoneme_language:
             raise UserError("--eval_metrics per scores phonemes: add --phoneme_language (e.g. tr), or use wer/cer.")
-        if self.phoneme_language and self.lm_text:
-            raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
         unknown = [m for m in self.eval_metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise UserError(f"--eval_metrics {' '.join(unknown)} is not supported; "
                             f"choose from {' '.join(SUPPORTED_METRICS)}.")
         if not 0.0 <= self.max_unk_share <= 1.0:
             raise UserError(f"--max_unk_share must be between 0 and 1, got {self.max_unk_share}.")
-        if self.lm_text not in (None, "train") and not os.path.isfile(self.lm_text):
-            raise UserError(f"--lm_text {self.lm_text} is not a file; pass a text file or 'train'.")
-        if self.lm_order < 1 or self.lm_beam_width < 1:
-            raise UserError("--lm_order and --lm_beam_width must be at least 1.")
-        if self.vocab_type not in VOCAB_TYPES:
-            raise UserError(f"--vocab_type {self.vocab_type} is not one of {', '.join(VOCAB_TYPES)}.")
-        if self.vocab_type != "char" and self.phoneme_language:
-            raise UserError("--vocab_type bpe/unigram builds subword pieces of words: phoneme mode keeps phonemes; "
-                            "drop one of --vocab_type and --phoneme_language.")
-        if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
-            raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
-        if self.target_language and (self.phoneme_language or self.vocab_type != "char"):
-            raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it "
-                            "does not go with --phoneme_language or --vocab_type bpe/unigram.")
-        if self.speed_perturbation is not None and not all(0.5 <= s <= 2.0 for s in self.speed_perturbation):
-            raise UserError("--speed_perturbation takes speed factors between 0.5 and 2, e.g. 0.9 1.0 1.1.")
-        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
-            raise UserError(f"--noise_snr_db takes LOW HIGH in dB (e.g. 5 20), got {self.noise_snr_db}.")
-        if not all(0.0 <= share <= 1.0 for share in (self.noise_prob, self.rir_prob, self.silence_padding_prob)):
-            raise UserError("--noise_prob, --rir_prob and --silence_padding_prob are shares of clips, between 0 and 1.")
-        if self.silence_padding is not None and not 0 < self.silence_padding <= 5:
-            raise UserError(f"--silence_padding takes the most seconds of quiet added to a clip, e.g. 0.5; got "
-                            f"{self.silence_padding}.")
 
 
 @dataclass
@@ -490,23 +380,6 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "WARMUP HOLD DECAY shares of the steps for --lr_scheduler_type tri_stage (default 0.1 "
                           "0.4 0.5, as fairseq's wav2vec 2.0 fine-tuning)."},
     )
-    freeze_encoder_steps: int = field(
-        default=0, metadata={"help": "Train only the CTC head for the first N steps, then the whole encoder."}
-    )
-    lora_learning_rate: Optional[float] = field(
-        default=None,
-        metadata={"help": "With --lora_rank: the adapters' learning rate; --learning_rate stays that of what trains "
-                          "in full (the CTC head, the front end). Default: --learning_rate for both."},
-    )
-    average_checkpoints: int = field(
-        default=0,
-        metadata={"help": "At the end, average the N best checkpoints by --metric_for_best_model; the average is the "
-                          "final model only if it beats the best checkpoint. Needs an evaluation at each save."},
-    )
-    early_stopping_patience: Optional[int] = field(
-        default=None,
-        metadata={"help": "Stop when --metric_for_best_model has not improved for N evaluations in a row."},
-    )
     # Legacy form (transformers 4.x), mapped to today's argument with a warning
     group_by_length: bool = field(
         default=False, metadata={"help": "Old form of --train_sampling_strategy group_by_length."}
@@ -530,6 +403,20 @@ class TrainingArguments(transformers.TrainingArguments):
         if self.greater_is_better is None and (self.metric_for_best_model or "").endswith(SUPPORTED_METRICS):
             self.greater_is_better = False  # an error rate: lower is better (the Trainer assumes higher)
         super().__post_init__()
+
+
+@dataclass
+class Features:
+    """The optional features' arguments: one class each, whose flags and checks live in the feature's module."""
+
+    subword: SubwordArguments
+    adapters: AdapterArguments
+    augment: AugmentArguments
+    lora: LoraArguments
+    schedules: ScheduleArguments
+    selection: SelectionArguments
+    lm: LMArguments
+    report: ReportArguments
 
 
 # Flags of the published (transformers 4.x) command lines that today have another name.
@@ -577,12 +464,15 @@ def parse_or_explain(parse, *args, **kwargs):
 
 
 def build_parser() -> ArgumentParser:
-    """The recipe's parser: its three argument classes (docs/arguments.md is generated from it)."""
-    return ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    """The recipe's parser: the upstream example's three argument classes, then each optional feature's (their
+    sections of --help; docs/arguments.md is generated from it)."""
+    return ArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments,
+                           *(f.type for f in fields(Features))))
 
 
-def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    """Parse the command line, or a single JSON or YAML file of arguments; hub tokens move into HF_TOKEN."""
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, Features]:
+    """Parse the command line, or a single JSON or YAML file of arguments; hub tokens move into HF_TOKEN. Each class
+    checks its own flags; the rules between features are checked here."""
     parser = build_parser()
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         if not os.path.isfile(argv[0]):
@@ -603,23 +493,33 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         parsed = parse_or_explain(parser.parse_dict, args)
     else:
         parsed = parse_or_explain(parser.parse_args_into_dataclasses, args=rename_legacy_flags(argv))
-    hide_tokens(parsed[1], parsed[2])
-    if parsed[1].vocab_type != "char" and parsed[0].tokenizer_name_or_path:
+    model_args, data_args, training_args, *features = parsed
+    features = Features(*features)
+    hide_tokens(data_args, training_args)
+    check_feature_rules(model_args, data_args, features)
+    return model_args, data_args, training_args, features
+
+
+def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArguments, features: Features) -> None:
+    """The rules between features (each feature's class checks its own flags)."""
+    lora, subword, language = features.lora, features.subword.vocab_type != "char", features.adapters.target_language
+    if subword and model_args.tokenizer_name_or_path:
         raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
-    if parsed[0].adapter_attn_dim and not parsed[1].target_language:
-        raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
-    if parsed[0].lora_rank and parsed[1].target_language:
+    if subword and data_args.phoneme_language:
+        raise UserError("--vocab_type bpe/unigram builds subword pieces of words: phoneme mode keeps phonemes; "
+                        "drop one of --vocab_type and --phoneme_language.")
+    if language and (data_args.phoneme_language or subword):
+        raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it "
+                        "does not go with --phoneme_language or --vocab_type bpe/unigram.")
+    if lora.lora_rank and language:
         raise UserError("--lora_rank (LoRA) and --target_language (MMS adapters) are two kinds of adapters: pick one.")
-    if parsed[0].lora_rank and parsed[0].config_name:
+    if lora.lora_rank and model_args.config_name:
         raise UserError("--lora_rank adapts a pretrained model: pass it as --model_name_or_path, not --config_name.")
-    lora_only = parsed[2].lora_learning_rate is not None or parsed[0].lora_modules_to_save or parsed[0].lora_use_dora
-    if lora_only and not parsed[0].lora_rank:
-        raise UserError("--lora_learning_rate, --lora_modules_to_save and --lora_use_dora shape a LoRA run: add "
-                        "--lora_rank, or drop them.")
-    if parsed[0].lora_rank and parsed[2].average_checkpoints:
+    if lora.lora_rank and features.selection.average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")
-    return parsed
+    if data_args.phoneme_language and features.lm.lm_text:
+        raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -656,7 +556,7 @@ def check_push_to_hub(training_args: TrainingArguments) -> None:
         ) from e
 
 
-def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments) -> Optional[str]:
+def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments, features: Features) -> Optional[str]:
     """Every check that can fail before any work (so a mistake costs seconds, not a preprocessing pass); returns the
     checkpoint to resume from, or None."""
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -664,86 +564,32 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
                         "python run_speech_recognition_ctc.py examples/demo.json).")
     check_push_to_hub(training_args)
     check_report_to(training_args.report_to)
-    check_lm_tools(data_args, training_args)
+    check_lm_tools(features.lm, training_args)
     check_phonemizer(data_args.phoneme_language)
-    check_augmentation(data_args)
-    configure_selection(data_args, training_args)
-    return resume_or_clear_output_dir(training_args, keep_vocab=bool(data_args.target_language))
-
-
-def configure_selection(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
-    """Model selection on the eval set(s): --metric_for_best_model wer (or cer, loss) names the first eval set's,
-    'test-other_wer' another's; --average_checkpoints and --early_stopping_patience need it and an evaluation at each
-    checkpoint."""
-    args = training_args
-    if not (args.metric_for_best_model or args.average_checkpoints or args.early_stopping_patience):
-        return
-    if args.eval_strategy == "no" or not args.do_eval:
-        raise UserError("--metric_for_best_model, --average_checkpoints and --early_stopping_patience select on "
-                        "evaluations during training: add --do_eval and --eval_strategy steps (with --eval_steps).")
-    sets = eval_split_names(data_args)
-    metric = (args.metric_for_best_model or data_args.eval_metrics[0]).removeprefix("eval_")
-    if len(sets) > 1 and not any(metric.startswith(eval_set_key(n)[len("eval_"):] + "_") for n in sets):
-        metric = f"{eval_set_key(sets[0])[len('eval_'):]}_{metric}"  # the first eval set's
-    measured = metric.rsplit("_", 1)[-1]
-    if measured not in (*data_args.eval_metrics, "loss"):
-        raise UserError(f"--metric_for_best_model {metric}: {measured} is not computed; add it to --eval_metrics "
-                        f"(now {' '.join(data_args.eval_metrics)}).")
-    args.metric_for_best_model, args.greater_is_better = f"eval_{metric}", False  # error rates and loss: lower wins
-    if args.average_checkpoints and args.save_strategy == "no":
-        raise UserError("--average_checkpoints averages saved checkpoints: add --save_strategy steps (and "
-                        "--save_steps, a multiple of --eval_steps).")
-
-
-def configure_distributed(model, training_args: TrainingArguments) -> None:
-    """DDP, FSDP and activation-checkpointing settings the model needs, and one OpenMP thread per rank unless the
-    user chose otherwise."""
-    if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
-    plugin = training_args.fsdp_plugin_args
-    if plugin and plugin.get("auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and not plugin.get(
-            "transformer_cls_names_to_wrap"):  # FSDP shards each encoder layer on its own
-        layers = encoder_layer_classes(unwrap_lora(model))
-        answer_no_input_embeddings(unwrap_lora(model))  # accelerate's FSDP asks for them
-        plugin["transformer_cls_names_to_wrap"] = ",".join(layers)
-        training_args.fsdp_config["transformer_layer_cls_to_wrap"] = layers
-        logger.info(f"FSDP: each encoder layer ({', '.join(layers)}) is wrapped and sharded on its own")
-    if is_lora(model) and training_args.activation_checkpointing:
-        # The frozen base gives the checkpointed layers inputs without gradients: re-entrant checkpointing would
-        # then skip the adapters' backward (peft's usual cure, input embeddings requiring grads, has no speech twin)
-        training_args.activation_checkpointing_kwargs = {
-            "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
-        }
-    unused = getattr(encoder_config(model.config), "layerdrop", 0) > 0 or training_args.freeze_encoder_steps
-    if unused and training_args.ddp_find_unused_parameters is None:
-        # A dropped layer (or a frozen encoder) gets no gradient in that step: DDP's reducer must look for unused
-        # parameters, which re-entrant activation checkpointing does not support.
-        training_args.ddp_find_unused_parameters = True
-        if training_args.activation_checkpointing:
-            training_args.activation_checkpointing_kwargs = {
-                "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
-            }
-        if training_args.world_size > 1:
-            logger.info("DDP: --layerdrop > 0 or --freeze_encoder_steps, so ddp_find_unused_parameters=True "
-                        "(non-reentrant checkpointing)")
+    check_augmentation(features.augment)
+    eval_sets = [eval_set_key(name)[len("eval_"):] for name in eval_split_names(data_args)]
+    configure_selection(features.selection, training_args, eval_sets, data_args.eval_metrics)
+    return resume_or_clear_output_dir(training_args, keep_vocab=bool(features.adapters.target_language))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The steps of main(), in its order; each hands its work to the package ctc_finetune
-def prepare_text(splits, model_args, data_args, training_args):
+def prepare_text(splits, model_args, data_args, training_args, features: Features):
     """The transcripts normalised (or phonemized) for the tokenizer, the tokenizer (given, the checkpoint's own, or
     built from the text), and the text report. Returns (tokenizer, the splits with their transcripts, text_stats)."""
-    tokenizer, splits = choose_tokenizer(splits, model_args, data_args, training_args)
+    subword, adapters = features.subword, features.adapters
+    tokenizer, splits = choose_tokenizer(splits, model_args, data_args, training_args, subword, adapters)
     if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
         # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
         delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
         splits = phonemize_transcripts(splits, data_args, training_args, delimiter)
     if tokenizer is None:
-        tokenizer = build_tokenizer(model_args, data_args, training_args, splits)
+        tokenizer = build_tokenizer(model_args, data_args, training_args, splits, subword, adapters)
     return tokenizer, splits, text_report(splits, tokenizer, data_args)
 
 
-def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args, data_args, training_args):
+def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args, data_args, training_args,
+               augment: AugmentArguments):
     """The model's inputs per split (evaluation splits longest first), the clips dropped per split and reason, and
     the data report. Read splits are scanned and filtered, then featurized (cached); a streamed one (tar shards) is
     set up to be decoded and checked as training reads it. Logs three training examples as the model will see them."""
@@ -753,12 +599,14 @@ def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_ar
     frames, limits = clip_limits(model, feature_extractor, data_args)
     streamed = [k for k, ds in splits.items() if is_stream(ds)]
     read = datasets.DatasetDict({k: ds for k, ds in splits.items() if k not in streamed})
-    kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args)
-    vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root)
+    kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args,
+                                    augment.speed_perturbation)
+    vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root,
+                                    augmenting(augment))
     log_samples(vectorized, tokenizer, rate, training_args.seed)
     report = data_report(vectorized, dropped, text_stats, rate)
     for key in streamed:
-        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, data_args)
+        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, augment)
         dropped[key], report[key] = {}, stream_report(splits[key], key, text_stats[key])
     in_order = list(splits)  # train, eval, predict
     return (datasets.DatasetDict({k: vectorized[k] for k in in_order}), {k: dropped[k] for k in in_order},
@@ -778,16 +626,17 @@ def save_processor(model, feature_extractor, tokenizer, training_args: TrainingA
     return AutoProcessor.from_pretrained(training_args.output_dir)
 
 
-def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args, training_args, stop: StopOnSignal):
+def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args, training_args, features: Features,
+                  stop: StopOnSignal):
     """The CTCTrainer: padding collator (which augments training clips), greedy-decoding metrics on the eval set(s),
     and the callbacks: stop signals, head-first training, early stopping, keeping the best checkpoints."""
     feature_extractor = processor.feature_extractor
-    augmenter = build_augmenter(data_args, feature_extractor.sampling_rate) if training_args.do_train else None
+    augmenter = build_augmenter(features.augment, feature_extractor.sampling_rate) if training_args.do_train \
+        else None
     eval_sets = {key[len("eval_"):]: ds for key, ds in vectorized.items() if is_eval(key) and key != "eval"}
-    if training_args.average_checkpoints:  # KeepBest rotates the checkpoints instead of the Trainer
-        keep_best = KeepBest(training_args.average_checkpoints, training_args.save_total_limit)
-        training_args.save_total_limit = None
-    trainer = CTCTrainer(
+    callbacks = [stop, *schedule_callbacks(features.schedules, model),
+                 *selection_callbacks(features.selection, training_args)]
+    return CTCTrainer(
         model=model,
         args=training_args,
         data_collator=DataCollatorCTCWithPadding(feature_extractor, channel_axis=has_channel_axis(feature_extractor),
@@ -799,19 +648,13 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
             compute_metrics, tokenizer=processor.tokenizer, blank_id=blank_token_id(model.config, processor.tokenizer),
             metric_names=data_args.eval_metrics,
         ),
+        callbacks=callbacks,
+        adapter_learning_rate=features.lora.lora_learning_rate,
     )
-    trainer.add_callback(stop)
-    trainer.adapter_learning_rate = training_args.lora_learning_rate
-    if training_args.freeze_encoder_steps:
-        trainer.add_callback(HeadFirst(model, training_args.freeze_encoder_steps))
-    if training_args.early_stopping_patience:
-        trainer.add_callback(EarlyStopping(training_args.early_stopping_patience))
-    if training_args.average_checkpoints:
-        trainer.add_callback(keep_best)
-    return trainer
 
 
-def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, data_args, training_args) -> dict:
+def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, data_args, training_args,
+          features: Features) -> dict:
     """Train (from last_checkpoint when there is one), save the model (and the language's adapter) and
     train_results.json; a stop signal ends here with the checkpoint saved. Returns the training metrics."""
     reuse_cpu_memory(training_args)  # from here: what set-up freed went back to the system
@@ -820,14 +663,13 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, 
         step = trainer.state.global_step
         raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
                       f"{training_args.output_dir}; run the same command to resume")
-    averaged = average_checkpoints(trainer, training_args.average_checkpoints) if training_args.average_checkpoints \
-        else {}
+    averaged = finish_selection(trainer, features.selection)
     if is_lora(trainer.model):  # the adapter saved alone, and merged: a plain model is saved
         save_merged_lora(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args))
     else:
         trainer.save_model()
-    if data_args.target_language and training_args.should_save:
-        save_language_adapter(trainer.model, training_args.output_dir, data_args.target_language)
+    if features.adapters.target_language and training_args.should_save:
+        save_language_adapter(trainer.model, training_args.output_dir, features.adapters.target_language)
     metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
                **averaged}
     if is_stream(trainer.train_dataset):
@@ -854,17 +696,8 @@ def evaluate_split(trainer, ds: datasets.Dataset, key: str, dropped: dict, lm, d
     return metrics, rows
 
 
-def write_report(output_dir: str, data_args: DataTrainingArguments) -> None:
-    """report.html from this run's files; a failure there never costs the run."""
-    try:
-        path = build_report(output_dir, clips=data_args.report_clips, embed_audio=data_args.report_embed_audio)
-    except Exception as e:  # noqa: BLE001 - the model and metrics are saved; the report is a view of them
-        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
-        return
-    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
-
-
-def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict:
+def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArguments,
+                      target_language: Optional[str] = None) -> dict:
     """Model card fields as upstream, with local paths reduced to their last component (no user paths leak)."""
     dataset = data_args.dataset_name or os.path.basename(data_args.train_file or data_args.eval_file)
     dataset = os.path.basename(os.path.normpath(dataset)) if os.path.exists(dataset) else dataset
@@ -883,17 +716,17 @@ def model_card_kwargs(model_args: ModelArguments, data_args: DataTrainingArgumen
         kwargs["finetuned_from"] = os.path.basename(os.path.normpath(base)) if os.path.isdir(base) else base
     if "common_voice" in dataset:
         kwargs["language"] = data_args.dataset_config_name
-    if data_args.target_language:  # an MMS adapter, as upstream's adapter script tags it
+    if target_language:  # an MMS adapter, as upstream's adapter script tags it
         kwargs["tags"].append("mms")
     return kwargs
 
 
-def finish_run(trainer, model_args, data_args, training_args) -> None:
+def finish_run(trainer, model_args, data_args, training_args, features: Features) -> None:
     """The error-analysis report (after evaluation or prediction), then the model card, or a push to the hub; under
     torchrun, the process group is closed once every rank is done."""
     if training_args.should_save and (training_args.do_eval or training_args.do_predict):
-        write_report(training_args.output_dir, data_args)
-    card = model_card_kwargs(model_args, data_args)
+        write_report(training_args.output_dir, features.report)
+    card = model_card_kwargs(model_args, data_args, features.adapters.target_language)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
     elif training_args.should_save:
@@ -910,41 +743,43 @@ def finish_run(trainer, model_args, data_args, training_args) -> None:
 # main: the pipeline, step by step
 def main(argv: Optional[list[str]] = None) -> dict:
     """Fine-tune and/or evaluate; returns the metrics written to all_results.json."""
-    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, features = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(training_args)
     with StopOnSignal() as stop:  # SIGTERM, SIGUSR1, Ctrl-C: a checkpoint in training, a clean stop elsewhere
         # 0. Every check that can fail before any work; the checkpoint to resume from
-        last_checkpoint = check_run(data_args, training_args)
+        last_checkpoint = check_run(data_args, training_args, features)
         set_seed(training_args.seed)  # before the model exists, so a fresh CTC head is reproducible
 
         # 1. Load the data: audio references and transcripts, nothing decoded yet
         splits = load_splits(data_args, training_args, model_args.cache_dir)
 
         # 2. Text: normalised (or phonemized) transcripts and the tokenizer (given, the checkpoint's, or built)
-        tokenizer, splits, text_stats = prepare_text(splits, model_args, data_args, training_args)
+        tokenizer, splits, text_stats = prepare_text(splits, model_args, data_args, training_args, features)
 
         # 3. Model
-        feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train)
-        configure_distributed(model, training_args)
+        feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train, features.lora,
+                                              features.adapters)
+        configure_distributed(model, training_args, features.schedules.freeze_encoder_steps)
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"
         vectorized, dropped, report = preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args,
-                                                 data_args, training_args)
+                                                 data_args, training_args, features.augment)
         save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:
             return log_cache_files(vectorized)
 
         # 5. Processor (saved once, loaded by every process), collator and trainer
         processor = save_processor(model, feature_extractor, tokenizer, training_args)
-        trainer = build_trainer(model, processor, vectorized, data_args, training_args, stop)
+        trainer = build_trainer(model, processor, vectorized, data_args, training_args, features, stop)
 
         # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory), save the model
-        results = (train(trainer, last_checkpoint, stop, model_args, data_args, training_args)
+        results = (train(trainer, last_checkpoint, stop, model_args, data_args, training_args, features)
                    if training_args.do_train else {})
 
         # 7. n-gram language model (optional): evaluation and prediction then score beam search beside greedy decoding
-        lm = build_lm_decoder(splits, model.config, processor.tokenizer, data_args, training_args)
+        lm = build_lm_decoder(splits, model.config, processor.tokenizer, features.lm, data_args.chars_to_ignore,
+                              training_args)
 
         # 8. Evaluate, and transcribe the predict split: metrics to {eval,predict}_results.json, every clip to a CSV
         stop.phase = "evaluating"
@@ -954,7 +789,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             log_summary(key, results, rows, report, training_args.output_dir)
 
         # 9. The error-analysis report, the model card, or push to the hub
-        finish_run(trainer, model_args, data_args, training_args)
+        finish_run(trainer, model_args, data_args, training_args, features)
         return results
 
 

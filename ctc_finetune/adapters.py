@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from typing import Optional
 
 from transformers import AutoTokenizer
@@ -16,6 +17,32 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ADAPTER_DIM = 16  # upstream's --adapter_attn_dim (MMS's adapters)
 ADAPTER_FILE = "adapter.{}.safetensors"  # a language's MMS adapter and CTC head, as Wav2Vec2ForCTC.load_adapter reads
+
+
+@dataclass
+class AdapterArguments:
+    """MMS language adapters: a base model frozen, small adapters and a CTC head trained per language."""
+
+    _argument_group_name = "MMS language adapters (ctc_finetune/adapters.py)"
+
+    target_language: Optional[str] = field(
+        default=None,
+        metadata={"help": "Train an MMS language adapter for this language (ISO 639-3, e.g. tur): the base model "
+                          "stays frozen, vocab.json keeps one vocabulary per language, adapter.LANG.safetensors is "
+                          "saved."},
+    )
+    overwrite_lang_vocab: bool = field(
+        default=False, metadata={"help": "With --target_language: rebuild that language's vocabulary if it exists."}
+    )
+    adapter_attn_dim: Optional[int] = field(
+        default=None,
+        metadata={"help": "With --target_language: size of the MMS attention adapters (the checkpoint's, else "
+                          f"{DEFAULT_ADAPTER_DIM}); only they and the CTC head train."},
+    )
+
+    def __post_init__(self):
+        if self.adapter_attn_dim and not self.target_language:
+            raise UserError("--adapter_attn_dim sizes MMS language adapters: add --target_language (e.g. tur).")
 
 
 def language_vocabularies(path_or_source: Optional[str], hub: dict) -> dict:

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import jiwer
 
 from .columns import PREDICTION_COLUMNS
-from .metrics import clip_error
+from .faults import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,13 @@ DURATION_EDGES = (2, 5, 10, 20)  # seconds: buckets < 2, 2-5, 5-10, 10-20, >= 20
 TOP_ERRORS = 20  # rows in each most-frequent-errors table
 
 
-class ReportError(Exception):
+def clip_error(measure, ref: str, hyp: str) -> float:
+    """WER or CER of one clip (jiwer's `measure`), to 4 places; an empty reference scores 1 for any output, 0 for
+    none. metrics.py scores each evaluated clip by it, and read_predictions a file without scores."""
+    return round(measure(ref, hyp), 4) if ref.strip() else float(bool(hyp.strip()))
+
+
+class ReportError(UserError):
     """Input the user can fix; the command line prints it as one `error:` line."""
 
 

@@ -1,6 +1,7 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """Audio files: their headers, and decoding to mono float32 at the model's rate (soundfile + soxr, no FFmpeg).
-Preprocessing (step 4), tar shards and transcribe.py use it."""
+Preprocessing (step 4), tar shards and the transcription engine use it; the engine writes arrays of samples as
+float WAV files (write_array) to read them as it reads any recording."""
 
 import io
 import os
@@ -41,3 +42,16 @@ def load_audio(source, sampling_rate: int) -> np.ndarray:
     if rate != sampling_rate:
         audio = soxr.resample(audio, rate, sampling_rate)
     return audio.astype(np.float32, copy=False)
+
+
+def write_array(samples: np.ndarray, rate: int, path: str) -> str:
+    """Samples (mono, or [samples, channels]; float in [-1, 1] or int16) written as a float WAV file at `path`. A
+    ValueError says what an array that is neither holds."""
+    samples = np.asarray(samples)
+    if samples.dtype == np.int16:
+        samples = samples.astype(np.float32) / 32768
+    if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.floating) or not samples.size:
+        raise ValueError(f"audio arrays hold float samples (or int16), as [samples] or [samples, channels]; got "
+                         f"{samples.dtype} of shape {samples.shape}.")
+    sf.write(path, samples.astype(np.float32, copy=False), rate, subtype="FLOAT")
+    return path

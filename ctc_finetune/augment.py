@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import warnings
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -32,9 +33,55 @@ PCM16_STEP = 1 / 32768  # one step of 16-bit audio, in float full scale
 warnings.filterwarnings("ignore", message=".* had to be resampled from", category=UserWarning)
 
 
-def augmenting(data_args) -> bool:
+@dataclass
+class AugmentArguments:
+    """Augmentation of training clips, as their batches are made; evaluation never sees it."""
+
+    _argument_group_name = "Augmentation (ctc_finetune/augment.py)"
+
+    speed_perturbation: Optional[list[float]] = field(
+        default=None,
+        metadata={"help": "Play each training batch at a speed drawn from these factors, e.g. 0.9 1.0 1.1, by "
+                          "resampling (tempo and pitch change together, as in Kaldi and ESPnet)."},
+    )
+    noise_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of noise recordings (e.g. MUSAN) added to training clips (the augment extra)."},
+    )
+    noise_snr_db: list[float] = field(
+        default_factory=lambda: [5.0, 20.0],
+        metadata={"help": "LOW HIGH: the signal-to-noise ratio of --noise_dir's noise, in dB, drawn uniformly."},
+    )
+    noise_prob: float = field(default=0.5, metadata={"help": "Share of training clips that get --noise_dir's noise."})
+    rir_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of room impulse responses training clips are convolved with (the augment extra)."},
+    )
+    rir_prob: float = field(default=0.5, metadata={"help": "Share of training clips --rir_dir reverberates."})
+    silence_padding: Optional[float] = field(
+        default=None,
+        metadata={"help": "Add 0 to this many seconds of quiet (e.g. 0.5) to training clips, split at random between "
+                          "before and after each, at the clip's own noise floor or as 16-bit silence, so the model "
+                          "does not depend on where speech starts."},
+    )
+    silence_padding_prob: float = field(default=0.5, metadata={"help": "Share of training batches --silence_padding "
+                                                                        "pads."})
+
+    def __post_init__(self):
+        if self.speed_perturbation is not None and not all(0.5 <= s <= 2.0 for s in self.speed_perturbation):
+            raise UserError("--speed_perturbation takes speed factors between 0.5 and 2, e.g. 0.9 1.0 1.1.")
+        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
+            raise UserError(f"--noise_snr_db takes LOW HIGH in dB (e.g. 5 20), got {self.noise_snr_db}.")
+        if not all(0.0 <= share <= 1.0 for share in (self.noise_prob, self.rir_prob, self.silence_padding_prob)):
+            raise UserError("--noise_prob, --rir_prob and --silence_padding_prob are shares of clips, between 0 and 1.")
+        if self.silence_padding is not None and not 0 < self.silence_padding <= 5:
+            raise UserError(f"--silence_padding takes the most seconds of quiet added to a clip, e.g. 0.5; got "
+                            f"{self.silence_padding}.")
+
+
+def augmenting(args: AugmentArguments) -> bool:
     """Whether training clips are augmented (so preprocessing keeps their waveforms)."""
-    return bool(data_args.speed_perturbation or data_args.noise_dir or data_args.rir_dir or data_args.silence_padding)
+    return bool(args.speed_perturbation or args.noise_dir or args.rir_dir or args.silence_padding)
 
 
 def noise_floor(audio: np.ndarray, rate: int) -> float:
@@ -75,9 +122,9 @@ def audio_files(folder: str, flag: str) -> list[str]:
     return files
 
 
-def check_augmentation(data_args) -> None:
+def check_augmentation(args: AugmentArguments) -> None:
     """Before any work: the noise and impulse-response folders hold readable audio, and audiomentations is there."""
-    folders = [(d, f) for d, f in ((data_args.noise_dir, "--noise_dir"), (data_args.rir_dir, "--rir_dir")) if d]
+    folders = [(d, f) for d, f in ((args.noise_dir, "--noise_dir"), (args.rir_dir, "--rir_dir")) if d]
     for folder, flag in folders:
         audio_files(folder, flag)
     if folders:
@@ -198,17 +245,17 @@ class Augmenter:
         return ", ".join(parts)
 
 
-def build_augmenter(data_args, rate: int) -> Optional[Augmenter]:
+def build_augmenter(args: AugmentArguments, rate: int) -> Optional[Augmenter]:
     """The Augmenter the flags ask for (None when none is), logged in one line."""
-    if not augmenting(data_args):
+    if not augmenting(args):
         return None
     augmenter = Augmenter(
-        rate, speeds=data_args.speed_perturbation or (),
-        noise_files=audio_files(data_args.noise_dir, "--noise_dir") if data_args.noise_dir else (),
-        snr_db=data_args.noise_snr_db, noise_prob=data_args.noise_prob,
-        rir_files=audio_files(data_args.rir_dir, "--rir_dir") if data_args.rir_dir else (),
-        rir_prob=data_args.rir_prob, pad_seconds=data_args.silence_padding or 0.0,
-        pad_prob=data_args.silence_padding_prob,
+        rate, speeds=args.speed_perturbation or (),
+        noise_files=audio_files(args.noise_dir, "--noise_dir") if args.noise_dir else (),
+        snr_db=args.noise_snr_db, noise_prob=args.noise_prob,
+        rir_files=audio_files(args.rir_dir, "--rir_dir") if args.rir_dir else (),
+        rir_prob=args.rir_prob, pad_seconds=args.silence_padding or 0.0,
+        pad_prob=args.silence_padding_prob,
     )
     logger.info(f"Augmentation (training clips only, as their batches are made): {augmenter.describe()}")
     rates = {read_header(f)[1] for f in (*augmenter.noise_files, *augmenter.rir_files)} - {rate}

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from .adapters import ADAPTER_FILE
-from .audio import AUDIO_ERRORS, read_header
+from .audio import AUDIO_ERRORS, read_header, write_array
 from .batching import DataCollatorCTCWithPadding, duration_batches
 from .export import ONNX_FILES, OnnxCTCModel
 from .families import TORCHAUDIO_INSTALL, blank_token_id, ctc_decode, has_channel_axis, output_frames
@@ -35,7 +35,6 @@ from .faults import UserError
 from .lm import LM_DIR, LM_INSTALL, ctc_alphabet
 from .longform import (DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileFrames, batches_of_windows, find_pauses,
                        frame_energy, frame_hop, keep_memory_flat, kept_logits, plan_windows, read_window)
-from .sources import write_array
 from .subtitles import cues
 from .words import beam_words, greedy_words, pause_cut
 
@@ -280,8 +279,11 @@ class Engine:
         """Every input's Transcript, in input order (None for one skipped with a warning), and the skips by reason.
         Inputs are paths or arrays of samples; all are batched together."""
         with tempfile.TemporaryDirectory(prefix="ctc-engine-") as work:
-            paths = [a if isinstance(a, str) else write_array(a, self.sampling_rate, os.path.join(work, f"{i}.wav"))
-                     for i, a in enumerate(inputs)]
+            try:
+                paths = [a if isinstance(a, str) else write_array(a, self.sampling_rate, os.path.join(work, f"{i}.wav"))
+                         for i, a in enumerate(inputs)]
+            except ValueError as e:
+                raise UserError(str(e)) from e
             records, skipped = Run(self, paths).run()
         results = [records.get(i) for i in range(len(paths))]
         for result, given in zip(results, inputs):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from typing import Optional
 
 import datasets
@@ -24,21 +25,45 @@ LM_DIR = "language_model"  # pyctcdecode's layout in output_dir: alphabet.json +
 LM_INSTALL = "bash tools/install_extras.sh lm"  # pyctcdecode (--no-deps: it pins numpy<2), kenlm, KenLM's lmplz
 
 
+@dataclass
+class LMArguments:
+    """An n-gram language model (optional: pyctcdecode + KenLM, see tools/install_extras.sh), built after training;
+    evaluation and prediction then also score beam search with it."""
+
+    _argument_group_name = "n-gram language model (ctc_finetune/lm.py)"
+
+    lm_text: Optional[str] = field(
+        default=None,
+        metadata={"help": "Build an n-gram LM from this text file (one sentence per line), or 'train' for the "
+                          "training transcripts; eval and predict then also score beam search with it."},
+    )
+    lm_order: int = field(default=3, metadata={"help": "Order n of the n-gram LM."})
+    lm_alpha: float = field(default=0.5, metadata={"help": "Weight of the LM score in beam search."})
+    lm_beta: float = field(default=1.0, metadata={"help": "Bonus per word in beam search (counters short outputs)."})
+    lm_beam_width: int = field(default=100, metadata={"help": "Beams kept in LM beam search."})
+
+    def __post_init__(self):
+        if self.lm_text not in (None, "train") and not os.path.isfile(self.lm_text):
+            raise UserError(f"--lm_text {self.lm_text} is not a file; pass a text file or 'train'.")
+        if self.lm_order < 1 or self.lm_beam_width < 1:
+            raise UserError("--lm_order and --lm_beam_width must be at least 1.")
+
+
 def kenlm_binary(name: str) -> Optional[str]:
     """Path of a KenLM program (lmplz, build_binary): on PATH or beside this Python (a venv not activated)."""
     beside = os.path.join(os.path.dirname(sys.executable), name)
     return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
 
 
-def check_lm_tools(data_args, training_args) -> None:
+def check_lm_tools(args: LMArguments, training_args) -> None:
     """Before any work: --lm_text needs pyctcdecode, kenlm and lmplz, and 'train' needs --do_train."""
-    if data_args.lm_text is None:
+    if args.lm_text is None:
         return
     missing = [p for p in ("pyctcdecode", "pygtrie", "kenlm") if importlib.util.find_spec(p) is None]
     missing += [b for b in ("lmplz", "build_binary") if kenlm_binary(b) is None]
     if missing:
         raise UserError(f"--lm_text needs {', '.join(missing)}, optional extras: install them with `{LM_INSTALL}`.")
-    if data_args.lm_text == "train" and not training_args.do_train:
+    if args.lm_text == "train" and not training_args.do_train:
         raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
 
 
@@ -73,10 +98,12 @@ def ctc_alphabet(tokenizer, size: int, blank_id: int) -> list[str]:
     return ["" if i == blank_id else " " if t == delimiter else t or f"<{i}>" for i, t in enumerate(labels)]
 
 
-def build_lm_decoder(splits: datasets.DatasetDict, config, tokenizer, data_args, training_args):
+def build_lm_decoder(splits: datasets.DatasetDict, config, tokenizer, args: LMArguments, chars_to_ignore,
+                     training_args):
     """With --lm_text: estimate the n-gram on the main process and save the decoder to output_dir; every process loads
-    it. Returns the beam search (one clip's logits -> text), or None without --lm_text."""
-    if not data_args.lm_text:
+    it; its text is normalised as the transcripts were (`chars_to_ignore`). Returns the beam search (one clip's
+    logits -> text), or None without --lm_text."""
+    if not args.lm_text:
         return None
     from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
@@ -84,21 +111,21 @@ def build_lm_decoder(splits: datasets.DatasetDict, config, tokenizer, data_args,
     train_texts = transcripts(splits["train"]) if "train" in splits else []
     with training_args.main_process_first(desc="n-gram language model"):
         if training_args.should_save:
-            sentences = lm_sentences(data_args.lm_text, train_texts, chars_to_ignore_regex(data_args.chars_to_ignore),
+            sentences = lm_sentences(args.lm_text, train_texts, chars_to_ignore_regex(chars_to_ignore),
                                      vocabulary_case(tokenizer.get_vocab()))
             if not sentences:
-                raise UserError(f"--lm_text {data_args.lm_text} holds no text.")
+                raise UserError(f"--lm_text {args.lm_text} holds no text.")
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 decoder = build_ctcdecoder(
                     ctc_alphabet(tokenizer, config.vocab_size, blank_id),
-                    estimate_ngram(sentences, data_args.lm_order, tmp),
+                    estimate_ngram(sentences, args.lm_order, tmp),
                     # explicit unigrams: read from the ARPA file they would include lmplz's <s> and </s>
                     unigrams=sorted({w for t in sentences for w in t.split()}),
-                    alpha=data_args.lm_alpha, beta=data_args.lm_beta,
+                    alpha=args.lm_alpha, beta=args.lm_beta,
                 )
                 shutil.rmtree(os.path.join(out, LM_DIR), ignore_errors=True)  # a previous run's
                 decoder.save_to_dir(out)
             words = sum(len(t.split()) for t in sentences)
-            logger.info(f"Language model: {data_args.lm_order}-gram from {len(sentences):,} sentences "
-                        f"({words:,} words) of {data_args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
-    return functools.partial(BeamSearchDecoderCTC.load_from_dir(out).decode, beam_width=data_args.lm_beam_width)
+            logger.info(f"Language model: {args.lm_order}-gram from {len(sentences):,} sentences "
+                        f"({words:,} words) of {args.lm_text}, saved in {os.path.join(out, LM_DIR)}")
+    return functools.partial(BeamSearchDecoderCTC.load_from_dir(out).decode, beam_width=args.lm_beam_width)

@@ -6,6 +6,8 @@ without peft), and saved alone beside it."""
 
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -33,6 +35,45 @@ LORA_TARGETS = {
 }
 
 
+@dataclass
+class LoraArguments:
+    """LoRA through peft: adapters on the encoder, the CTC head trained fully, merged into a plain model at the end."""
+
+    _argument_group_name = "LoRA (ctc_finetune/lora.py)"
+
+    lora_rank: int = field(
+        default=0, metadata={"help": "Train LoRA adapters of this rank (e.g. 16) instead of the whole encoder."}
+    )
+    lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA scaling alpha (default 2 x rank)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Module name suffixes that get adapters (default: the family's attention and "
+                          "feed-forward projections, see docs/scaling.md)."},
+    )
+    lora_use_dora: bool = field(
+        default=False, metadata={"help": "With --lora_rank: DoRA (weight-decomposed LoRA, peft's use_dora)."}
+    )
+    lora_modules_to_save: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "With --lora_rank: module name suffixes trained in full beside the CTC head (e.g. "
+                          "feature_projection layer_norm final_layer_norm pos_conv_embed; see docs/scaling.md)."},
+    )
+    lora_learning_rate: Optional[float] = field(
+        default=None,
+        metadata={"help": "With --lora_rank: the adapters' learning rate; --learning_rate stays that of what trains "
+                          "in full (the CTC head, the front end). Default: --learning_rate for both."},
+    )
+
+    def __post_init__(self):
+        if self.lora_rank < 0 or not 0 <= self.lora_dropout < 1:
+            raise UserError("--lora_rank must be a positive rank (e.g. 16), --lora_dropout between 0 and 1.")
+        if (self.lora_learning_rate is not None or self.lora_modules_to_save or self.lora_use_dora) \
+                and not self.lora_rank:
+            raise UserError("--lora_learning_rate, --lora_modules_to_save and --lora_use_dora shape a LoRA run: add "
+                            "--lora_rank, or drop them.")
+
+
 def lora_targets(model_type: str, given=None) -> list[str]:
     """--lora_target_modules, else the family's attention and feed-forward projections."""
     if given:
@@ -58,30 +99,30 @@ def modules_named(model, suffixes, inside=()) -> list[str]:
     return [n for n in outer if not any(n == i or n.startswith(i + ".") or i.startswith(n + ".") for i in inside)]
 
 
-def add_lora(model, model_args):
+def add_lora(model, args: LoraArguments, train_front_end: bool = False):
     """The model wrapped by peft with LoRA adapters (rank --lora_rank) on its targets and a fully trained CTC head
-    (and front end, with --freeze_feature_encoder False); everything else frozen. Returns the PeftModel and the
-    log's description."""
+    (and front end, with `train_front_end`: --freeze_feature_encoder False); everything else frozen. Returns the
+    PeftModel and the log's description."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
         raise UserError(f"--lora_rank uses the peft package; run `{LORA_INSTALL}`.") from e
-    targets = lora_targets(model.config.model_type, model_args.lora_target_modules)
+    targets = lora_targets(model.config.model_type, args.lora_target_modules)
     # Batch norms (Parakeet's and LASR's convolution modules) update their statistics in training: they go with the
     # head into the adapter, so that it alone reproduces the merged model
     norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     # --freeze_feature_encoder False: the convolutional front end trains in full too, as without LoRA (a few % of
     # the weights: 1.3% of wav2vec2-large); new voices and recording conditions reach it first
-    front_end = None if model_args.freeze_feature_encoder else front_end_path(model)
+    front_end = front_end_path(model) if train_front_end else None
     if front_end:
         norms = [n for n in norms if not n.startswith(front_end + ".")]
     full = [ctc_head_name(model), *([front_end] if front_end else [])]
-    full += modules_named(model, model_args.lora_modules_to_save or [], inside=full)
+    full += modules_named(model, args.lora_modules_to_save or [], inside=full)
     norms = [n for n in norms if not any(n.startswith(f + ".") for f in full)]
     full += norms
-    config = LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha or 2 * model_args.lora_rank,
-                        lora_dropout=model_args.lora_dropout, target_modules=targets, modules_to_save=full,
-                        bias="none", use_dora=model_args.lora_use_dora)
+    config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank,
+                        lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=full,
+                        bias="none", use_dora=args.lora_use_dora)
     total = sum(p.numel() for p in model.parameters())
     answer_no_input_embeddings(model)
     none = model.get_input_embeddings() is None

@@ -10,6 +10,7 @@ import datasets
 import jiwer
 import numpy as np
 
+from .analysis import clip_error
 from .columns import CLIP_ID_COLUMN, LABEL_PAD_ID, LENGTH_COLUMN, predictions_file
 from .corpora import passthrough_columns
 from .families import blank_token_id, ctc_decode, decode_labels
@@ -65,12 +66,6 @@ def transcribe_split(trainer, ds: datasets.Dataset, key: str, metric_names, lm=N
         metrics = dict(items[:at] + [(f"{key}_{k}_lm", v) for k, v in scores.items()] + items[at:])  # scores first
     trainer.log(metrics)  # as trainer.evaluate does: into the log history and the --report_to integrations
     return metrics, texts
-
-
-def clip_error(measure, ref: str, hyp: str) -> float:
-    """WER or CER of one clip (jiwer's `measure`), to 4 places; an empty reference scores 1 for any output, 0 for
-    none. report.py scores a predictions file by it too."""
-    return round(measure(ref, hyp), 4) if ref.strip() else float(bool(hyp.strip()))
 
 
 def prediction_rows(ds: datasets.Dataset, texts: dict, sampling_rate: int) -> list[dict]:

@@ -177,13 +177,14 @@ def describe_model(model, feature_extractor, frozen: str) -> str:
             f"{output_frames(model, feature_extractor, [100 * rate])[0] / 100:g} output frames per second")
 
 
-def load_model(model_args, data_args, tokenizer, training: bool = True):
+def load_model(model_args, data_args, tokenizer, training: bool = True, lora=None, adapters=None):
     """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised. With
-    --target_language, MMS language adapters: new ones to train, or the language's saved one to evaluate."""
+    --target_language, MMS language adapters: new ones to train, or the language's saved one to evaluate. With `lora`
+    (lora.LoraArguments) of a rank, in training: LoRA adapters; `adapters`: adapters.AdapterArguments."""
     config, feature_extractor = load_config(model_args, data_args)
-    language = data_args.target_language
+    language = adapters.target_language if adapters is not None else None
     if language:
-        configure_language_adapter(config, language, model_args.adapter_attn_dim, training)
+        configure_language_adapter(config, language, adapters.adapter_attn_dim, training)
     source, hub = model_args.model_name_or_path or model_args.config_name, hub_kwargs(model_args, data_args)
     # The checkpoint's own head and ids stay when the tokenizer is the checkpoint's; any other vocabulary needs a new
     # head. An evaluated language adapter brings its own CTC head.
@@ -215,7 +216,7 @@ def load_model(model_args, data_args, tokenizer, training: bool = True):
         frozen = "--freeze_feature_encoder " + (freeze_front_end(model) if model_args.freeze_feature_encoder
                                                 else "froze nothing")
     logger.info(f"Model: {describe_model(model, feature_extractor, frozen)}")
-    if model_args.lora_rank and training:  # LoRA: the encoder frozen, adapters on its projections, the head trained
-        model, lora = add_lora(model, model_args)
-        logger.info(f"Model: {lora}")
+    if lora is not None and lora.lora_rank and training:  # the encoder frozen, adapters on its projections
+        model, described = add_lora(model, lora, train_front_end=not model_args.freeze_feature_encoder)
+        logger.info(f"Model: {described}")
     return feature_extractor, model

@@ -17,7 +17,7 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer
 
 from .audio import AUDIO_ERRORS, TRUNCATION_TOLERANCE, audio_source, load_audio, read_header
-from .augment import augmenting, fastest_speeds
+from .augment import fastest_speeds
 from .columns import (
     AUDIO_COLUMN,
     CACHE_VERSION,
@@ -274,9 +274,11 @@ def clip_limits(model, feature_extractor, data_args) -> tuple:
     return functools.partial(output_frames, model, feature_extractor), limits
 
 
-def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, data_args, training_args):
+def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, data_args, training_args,
+                    speeds=None):
     """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not.
-    `encode`: the LabelEncoder; `frames` and `limits`: from clip_limits; `rate`: the model's sampling rate."""
+    `encode`: the LabelEncoder; `frames` and `limits`: from clip_limits; `rate`: the model's sampling rate; `speeds`:
+    --speed_perturbation's factors, for which each training clip gets the fastest CTC can still align."""
     key_parts = [encode.tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
     scan = functools.partial(scan_batch, encode=encode, sampling_rate=rate)
     kept, dropped = datasets.DatasetDict(), {}
@@ -290,22 +292,22 @@ def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, 
             dropped[key] = log_drops(key, reasons, scanned, "Scanned")
             if key == "train":
                 check_ctc_fit(reasons, frames([100 * rate])[0] / 100, len(encode.tokenizer))
-            if key == "train" and data_args.speed_perturbation:  # per clip, the fastest factor CTC can still align
+            if key == "train" and speeds:  # per clip, the fastest factor CTC can still align
                 fastest = fastest_speeds(lengths, columns[MIN_FRAMES_COLUMN], frames, limits["mask_time_frames"],
-                                         data_args.speed_perturbation)
+                                         speeds)
                 scanned = scanned.add_column(FASTEST_SPEED_COLUMN, fastest.tolist())
             kept[key] = scanned.select(np.flatnonzero(reasons == "")).remove_columns([DROP_COLUMN, MIN_FRAMES_COLUMN])
     check_drops(kept, dropped, data_args)
     return kept, dropped
 
 
-def featurize(kept, data_args, training_args, feature_extractor, dropped,
-              cache_root) -> tuple[datasets.DatasetDict, dict]:
+def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root,
+              augmented: bool = False) -> tuple[datasets.DatasetDict, dict]:
     """Decode every kept clip into cached features, or (--preprocess_on_the_fly) set up decoding at access time.
     Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to
     decode."""
     dropped = {key: dict(reasons) for key, reasons in dropped.items()}
-    waveform = {key: key == "train" and augmenting(data_args) for key in kept}  # augmented as batches are made
+    waveform = {key: key == "train" and augmented for key in kept}
     if data_args.preprocess_on_the_fly:
         return datasets.DatasetDict({k: (ds if k == "train" else sort_longest_first(ds)).with_transform(
             functools.partial(featurize_on_access, feature_extractor=feature_extractor, waveform=waveform[k]))

@@ -15,6 +15,7 @@ import pathlib
 import time
 import urllib.parse
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Optional
 
 import jiwer
@@ -35,6 +36,33 @@ ERROR_MARKS = {  # alignment chunk type -> CSS class, the letter under the word,
     "delete": ("del", "D", "deleted"),
     "insert": ("ins", "I", "inserted"),
 }
+
+
+@dataclass
+class ReportArguments:
+    """report.html, the error analysis written into output_dir after evaluation or prediction."""
+
+    _argument_group_name = "The error-analysis report (ctc_finetune/report.py)"
+
+    report_clips: int = field(default=50, metadata={"help": "Worst clips report.html lists per split, with audio."})
+    report_embed_audio: bool = field(
+        default=False, metadata={"help": "Put those clips' audio inside report.html (portable) instead of linking it."}
+    )
+
+    def __post_init__(self):
+        if self.report_clips < 0:
+            raise ReportError(f"--report_clips must be 0 or more, got {self.report_clips}")
+
+
+def write_report(output_dir: str, args: ReportArguments) -> None:
+    """report.html for a run that has just finished (step 9); a failure here never costs the run, whose model and
+    metrics are saved: it is logged with the command that retries."""
+    try:
+        path = build_report(output_dir, clips=args.report_clips, embed_audio=args.report_embed_audio)
+    except Exception as e:  # noqa: BLE001 - the report is a view of the saved files
+        logger.warning(f"No report.html ({type(e).__name__}: {e}); `python report.py {output_dir}` retries")
+        return
+    logger.info(f"Report: {path} (`python report.py {output_dir}` rebuilds it)")
 
 
 def esc(value) -> str:

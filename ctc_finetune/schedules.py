@@ -4,10 +4,12 @@ freeze_finetune_updates) and the tri-stage learning rate (--lr_scheduler_type tr
 warmup_stable_decay with fairseq's phase shares)."""
 
 import logging
+from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 
 from .families import ctc_head_name
+from .faults import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +17,25 @@ TRI_STAGE = "tri_stage"
 TRI_STAGE_RATIOS = (0.1, 0.4, 0.5)  # fairseq's wav2vec 2.0 fine-tuning: warm-up, hold, decay
 TRI_STAGE_SCHEDULER = "warmup_stable_decay"  # transformers' three-phase schedule, which tri_stage configures
 TRI_STAGE_MIN_LR_RATIO = 0.05  # fairseq's final_lr_scale: the rate starts (warm-up) and ends (decay) at 5% of the peak
+
+
+@dataclass
+class ScheduleArguments:
+    """Head-first training: only the CTC head trains for the first steps."""
+
+    _argument_group_name = "Schedules (ctc_finetune/schedules.py)"
+
+    freeze_encoder_steps: int = field(
+        default=0, metadata={"help": "Train only the CTC head for the first N steps, then the whole encoder."}
+    )
+
+    def __post_init__(self):
+        if self.freeze_encoder_steps < 0:
+            raise UserError(f"--freeze_encoder_steps takes a number of steps, got {self.freeze_encoder_steps}.")
+
+
+def schedule_callbacks(args: ScheduleArguments, model) -> list:
+    return [HeadFirst(model, args.freeze_encoder_steps)] if args.freeze_encoder_steps else []
 
 
 def tri_stage_steps(ratios, total_steps: int) -> tuple[int, int]:

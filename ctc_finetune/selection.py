@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file
@@ -17,6 +19,67 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from .faults import UserError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SelectionArguments:
+    """Model selection on --metric_for_best_model: the N best checkpoints averaged, and early stopping."""
+
+    _argument_group_name = "Model selection (ctc_finetune/selection.py)"
+
+    average_checkpoints: int = field(
+        default=0,
+        metadata={"help": "At the end, average the N best checkpoints by --metric_for_best_model; the average is the "
+                          "final model only if it beats the best checkpoint. Needs an evaluation at each save."},
+    )
+    early_stopping_patience: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stop when --metric_for_best_model has not improved for N evaluations in a row."},
+    )
+
+    def __post_init__(self):
+        if self.average_checkpoints < 0 or (self.early_stopping_patience is not None
+                                            and self.early_stopping_patience < 1):
+            raise UserError("--average_checkpoints takes a number of checkpoints (e.g. 5), --early_stopping_patience "
+                            "a number of evaluations (e.g. 3).")
+
+
+def configure_selection(args: SelectionArguments, training_args, eval_sets: list[str], eval_metrics: list[str]):
+    """Before any work: the selection metric. --metric_for_best_model wer (or cer, loss) names the first eval set's,
+    'test-other_wer' another's (`eval_sets`: the sets' names in metric keys, when there are several);
+    --average_checkpoints and --early_stopping_patience need it and an evaluation at each checkpoint."""
+    train = training_args
+    if not (train.metric_for_best_model or args.average_checkpoints or args.early_stopping_patience):
+        return
+    if train.eval_strategy == "no" or not train.do_eval:
+        raise UserError("--metric_for_best_model, --average_checkpoints and --early_stopping_patience select on "
+                        "evaluations during training: add --do_eval and --eval_strategy steps (with --eval_steps).")
+    metric = (train.metric_for_best_model or eval_metrics[0]).removeprefix("eval_")
+    if len(eval_sets) > 1 and not any(metric.startswith(name + "_") for name in eval_sets):
+        metric = f"{eval_sets[0]}_{metric}"  # the first eval set's
+    measured = metric.rsplit("_", 1)[-1]
+    if measured not in (*eval_metrics, "loss"):
+        raise UserError(f"--metric_for_best_model {metric}: {measured} is not computed; add it to --eval_metrics "
+                        f"(now {' '.join(eval_metrics)}).")
+    train.metric_for_best_model, train.greater_is_better = f"eval_{metric}", False  # error rates, loss: lower wins
+    if args.average_checkpoints and train.save_strategy == "no":
+        raise UserError("--average_checkpoints averages saved checkpoints: add --save_strategy steps (and "
+                        "--save_steps, a multiple of --eval_steps).")
+
+
+def selection_callbacks(args: SelectionArguments, training_args) -> list:
+    """The trainer's callbacks for selection: early stopping, and KeepBest, which rotates the checkpoints instead
+    of the Trainer when they are averaged."""
+    callbacks = [EarlyStopping(args.early_stopping_patience)] if args.early_stopping_patience else []
+    if args.average_checkpoints:
+        callbacks.append(KeepBest(args.average_checkpoints, training_args.save_total_limit))
+        training_args.save_total_limit = None
+    return callbacks
+
+
+def finish_selection(trainer, args: SelectionArguments) -> dict:
+    """After training: the N best checkpoints averaged when asked (see average_checkpoints); its figures."""
+    return average_checkpoints(trainer, args.average_checkpoints) if args.average_checkpoints else {}
 
 
 def checkpoint_scores(output_dir: str, log_history: list[dict], metric: str) -> dict[str, float]:

@@ -126,12 +126,12 @@ def decode_stream_batch(batch: dict, *, feature_extractor, encode, frames, limit
     return {**scanned, DROP_COLUMN: reasons.tolist()}
 
 
-def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict, data_args):
+def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict, augment):
     """The streamed split as training reads it: nothing is read now; each clip is scanned, decoded and checked
     (decode_stream_batch) when a DataLoader worker reaches it."""
     decode = functools.partial(decode_stream_batch, feature_extractor=feature_extractor, encode=encode,
-                               frames=frames, limits=limits, waveform=augmenting(data_args),
-                               speeds=data_args.speed_perturbation or ())
+                               frames=frames, limits=limits, waveform=augmenting(augment),
+                               speeds=augment.speed_perturbation or ())
     return ds.map(decode, batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
 
 

@@ -1,12 +1,8 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """The audio a transcription is given: files, directories (searched recursively), manifests (a table with an audio
-column), and arrays of samples, which are written as float WAV files so that the engine (engine.py) reads every
-input the same way, block by block."""
+column), for the commands that take them (transcribe.py, export_onnx.py)."""
 
 import os
-
-import numpy as np
-import soundfile as sf
 
 from .audio import AUDIO_EXTENSIONS
 from .corpora import AUDIO_COLUMN_ALIASES, read_table
@@ -49,16 +45,3 @@ def manifest_paths(manifest: str) -> list[str]:
         path, in_clips = os.path.join(base, name), os.path.join(base, "clips", name)
         paths.append(in_clips if not os.path.exists(path) and os.path.exists(in_clips) else path)
     return paths
-
-
-def write_array(samples: np.ndarray, rate: int, path: str) -> str:
-    """Samples (mono, or [samples, channels]; float in [-1, 1] or int16) written as a float WAV file at `path`, so
-    the engine reads them as it reads any recording, window by window."""
-    samples = np.asarray(samples)
-    if samples.dtype == np.int16:
-        samples = samples.astype(np.float32) / 32768
-    if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.floating) or not samples.size:
-        raise UserError(f"audio arrays hold float samples (or int16), as [samples] or [samples, channels]; got "
-                        f"{samples.dtype} of shape {samples.shape}.")
-    sf.write(path, samples.astype(np.float32, copy=False), rate, subtype="FLOAT")
-    return path

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections import Counter
+from typing import Optional
 
 import datasets
 import numpy as np
@@ -22,6 +23,7 @@ from .batching import DurationBatchSampler
 from .columns import LABEL_PAD_ID, LENGTH_COLUMN, is_stream
 from .families import output_frames
 from .faults import DiskFull, UserError, is_disk_full
+from .distributed import only_real_norms
 from .lora import split_adapter_groups
 from .preprocessing import scan_column
 from .schedules import tri_stage_kwargs, tri_stage_steps
@@ -146,25 +148,6 @@ class AudioThroughput(TrainerCallback):
                 **({f"augmented_{k}_share": v for k, v in self.augmented_shares().items()} if counts is None else {})}
 
 
-def only_real_norms() -> None:
-    """accelerate's FSDP2 puts the base model's last child whose class name holds "Norm" with the output head in a
-    group of its own, meaning the final layer norm of a language model; in wav2vec2-large-style models that child is
-    the whole encoder (Wav2Vec2EncoderStableLayerNorm), whose input then becomes a hooked view it zeroes in place
-    (failing backward at random). A norm layer has no sub-modules: anything else is not taken for one."""
-    from accelerate.utils import fsdp_utils
-
-    find = getattr(fsdp_utils, "_find_final_norm", None)
-    if find is None or getattr(find, "real_norms_only", False):
-        return
-
-    def find_final_norm(model):
-        norm = find(model)
-        return norm if norm is not None and not any(True for _ in norm.children()) else None
-
-    find_final_norm.real_norms_only = True
-    fsdp_utils._find_final_norm = find_final_norm
-
-
 class CTCTrainer(Trainer):
     """Trainer whose evaluation yields greedy CTC ids, each cut to its clip's real number of output frames.
 
@@ -176,7 +159,9 @@ class CTCTrainer(Trainer):
     The methods named with an underscore override Trainer internals (no public hook does these things); each says why.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, adapter_learning_rate: Optional[float] = None, **kwargs):
+        # --lora_learning_rate: the LoRA adapters' own; the rest keeps --learning_rate (see create_optimizer)
+        self.adapter_learning_rate = adapter_learning_rate
         super().__init__(*args, **kwargs)
         feature_extractor = self.processing_class.feature_extractor
         self.throughput = AudioThroughput(feature_extractor.sampling_rate)
@@ -306,8 +291,6 @@ class CTCTrainer(Trainer):
                 raise
             path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise DiskFull("checkpoint", path, self.model_bytes(), CHECKPOINT_DISK_FULL_FIX) from e
-
-    adapter_learning_rate = None  # --lora_learning_rate: the LoRA adapters' own; the rest keeps --learning_rate
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)

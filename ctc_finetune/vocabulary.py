@@ -6,6 +6,8 @@ import json
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
 
 import datasets
 import transformers
@@ -25,12 +27,34 @@ DEFAULT_SUBWORD_SIZE = 256  # --vocab_size for bpe/unigram: short labels for 8x 
 KEEP_TOKENIZER_MAX_UNK = 0.001
 
 
+@dataclass
+class SubwordArguments:
+    """A subword vocabulary (bpe or unigram pieces) built from the transcripts instead of characters."""
+
+    _argument_group_name = "Subword vocabularies (ctc_finetune/vocabulary.py)"
+
+    vocab_type: str = field(
+        default="char",
+        metadata={"help": "Vocabulary built from the transcripts: 'char' (as the Hugging Face example), or subword "
+                          "pieces trained on them, 'bpe' or 'unigram' (SentencePiece-style, words marked by ▁)."},
+    )
+    vocab_size: Optional[int] = field(
+        default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
+    )
+
+    def __post_init__(self):
+        if self.vocab_type not in VOCAB_TYPES:
+            raise UserError(f"--vocab_type {self.vocab_type} is not one of {', '.join(VOCAB_TYPES)}.")
+        if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
+            raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
+
+
 def hub_kwargs(model_args, data_args) -> dict:
     """The hub arguments of every from_pretrained call: the cache, and whether remote code may run."""
     return {"cache_dir": model_args.cache_dir, "trust_remote_code": data_args.trust_remote_code}  # token: HF_TOKEN
 
 
-def load_existing_tokenizer(model_args, data_args, training_args):
+def load_existing_tokenizer(model_args, data_args, training_args, language: Optional[str]):
     """The tokenizer given by --tokenizer_name_or_path, or the fine-tuned model's one when not training; else None."""
     source = model_args.tokenizer_name_or_path or (None if training_args.do_train else model_args.model_name_or_path)
     if source is None and not training_args.do_train:
@@ -44,7 +68,6 @@ def load_existing_tokenizer(model_args, data_args, training_args):
             f"no tokenizer could be loaded from {source} ({type(e).__name__}); pass --tokenizer_name_or_path, "
             "or --do_train to build a vocabulary from the data."
         ) from e
-    language = data_args.target_language
     if language:
         set_tokenizer_language(tokenizer, language, source)
     logger.info(f"Tokenizer: reused from {source} ({len(tokenizer):,} tokens{f', {language}' if language else ''})")
@@ -56,12 +79,12 @@ def has_ctc_head(config) -> bool:
     return any(a.endswith("ForCTC") for a in config.architectures or [])
 
 
-def shipped_tokenizer(model_args, data_args, training_args):
+def shipped_tokenizer(model_args, data_args, training_args, subword: SubwordArguments, language: Optional[str]):
     """When fine-tuning a checkpoint that ships a CTC head and a tokenizer, and no other vocabulary is given or already
     built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
     source = model_args.model_name_or_path
     if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
-            or data_args.vocab_type != "char" or data_args.target_language
+            or subword.vocab_type != "char" or language
             or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
         return None
     hub = hub_kwargs(model_args, data_args)
@@ -88,11 +111,12 @@ def describe_vocabulary(tokenizer) -> str:
     return f"{kind}, {len(tokenizer):,} tokens"
 
 
-def choose_tokenizer(raw, model_args, data_args, training_args):
+def choose_tokenizer(raw, model_args, data_args, training_args, subword: SubwordArguments, adapters):
     """Pick the tokenizer and normalise the transcripts for it: the tokenizer given, else the checkpoint's own when it
     covers the normalised training text (returned), else None: build_tokenizer makes a vocabulary from the text."""
-    tokenizer = load_existing_tokenizer(model_args, data_args, training_args)
-    shipped = shipped_tokenizer(model_args, data_args, training_args) if tokenizer is None else None
+    language = adapters.target_language
+    tokenizer = load_existing_tokenizer(model_args, data_args, training_args, language)
+    shipped = shipped_tokenizer(model_args, data_args, training_args, subword, language) if tokenizer is None else None
     case = vocabulary_case((tokenizer or shipped).get_vocab()) if (tokenizer or shipped) is not None else "lower"
     text = normalize_transcripts(raw, data_args, training_args, case)
     if shipped is not None:
@@ -132,7 +156,7 @@ def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, 
     return tokenizer
 
 
-def build_subword_tokenizer(data_args, training_args, splits: datasets.DatasetDict):
+def build_subword_tokenizer(subword: SubwordArguments, data_args, training_args, splits: datasets.DatasetDict):
     """--vocab_type bpe/unigram: train the vocabulary once (main process), save it in output_dir, load it everywhere.
 
     It is wrapped as a ParakeetTokenizer: a CTC tokenizer (repeats merged, pad dropped as the blank) that
@@ -143,38 +167,39 @@ def build_subword_tokenizer(data_args, training_args, splits: datasets.DatasetDi
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(path):
             texts = [t for key in vocabulary_splits(splits) for t in transcripts(splits[key]) if t]
-            size = data_args.vocab_size or DEFAULT_SUBWORD_SIZE
-            trained = train_subword_vocab(texts, data_args.vocab_type, size, **special)
+            size = subword.vocab_size or DEFAULT_SUBWORD_SIZE
+            trained = train_subword_vocab(texts, subword.vocab_type, size, **special)
             lowered = ("" if trained.get_vocab_size() >= size
                        else f" (lowered from {size:,}: the text supports no more)")
             transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(
                 training_args.output_dir
             )
-            logger.info(f"Vocabulary: {data_args.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
-                        f"{len(texts):,} transcripts{'' if data_args.vocab_size else ' (the default --vocab_size)'}, "
+            logger.info(f"Vocabulary: {subword.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
+                        f"{len(texts):,} transcripts{'' if subword.vocab_size else ' (the default --vocab_size)'}, "
                         f"written to {path}")
         else:
             logger.info(f"Vocabulary: reusing {path}")
     return AutoTokenizer.from_pretrained(training_args.output_dir)
 
 
-def build_tokenizer(model_args, data_args, training_args, splits: datasets.DatasetDict):
+def build_tokenizer(model_args, data_args, training_args, splits: datasets.DatasetDict, subword: SubwordArguments,
+                    adapters):
     """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused.
     With --target_language the vocab.json holds one vocabulary per language (the checkpoint's, or output_dir's)."""
-    if data_args.vocab_type != "char":
-        return build_subword_tokenizer(data_args, training_args, splits)
+    if subword.vocab_type != "char":
+        return build_subword_tokenizer(subword, data_args, training_args, splits)
     special = {
         "word_delimiter_token": data_args.word_delimiter_token,
         "unk_token": data_args.unk_token,
         "pad_token": data_args.pad_token,
     }
     vocab_path = os.path.join(training_args.output_dir, VOCAB_FILE)
-    language = data_args.target_language
+    language = adapters.target_language
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and language:
             texts = (t for key in vocabulary_splits(splits) for t in transcripts(splits[key]))
             write_language_vocab(vocab_path, language, build_vocab(texts, **special), model_args.model_name_or_path,
-                                 hub_kwargs(model_args, data_args), data_args.overwrite_lang_vocab)
+                                 hub_kwargs(model_args, data_args), adapters.overwrite_lang_vocab)
         elif training_args.should_save and not os.path.isfile(vocab_path):
             texts = (t for key in vocabulary_splits(splits) for t in transcripts(splits[key]))
             vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))

@@ -35,6 +35,7 @@ from ctc_finetune.families import (
 from ctc_finetune.faults import UserError
 from ctc_finetune.preprocessing import CTC_INFEASIBLE, encode_labels
 import run_speech_recognition_ctc as ctc
+from ctc_finetune.distributed import configure_distributed
 import transcribe
 
 TEST_DIR = os.path.join(DATA_DIR, "test")
@@ -333,7 +334,7 @@ def test_transcribe_without_torchaudio_is_one_line_naming_the_install(checkpoint
     def missing(*args, **kwargs):
         raise ImportError("GraniteSpeech5FeatureExtractor requires the torchaudio library but it was not found")
 
-    monkeypatch.setattr(transcribe.AutoFeatureExtractor, "from_pretrained", missing)
+    monkeypatch.setattr(transformers.AutoFeatureExtractor, "from_pretrained", missing)
     with pytest.raises(UserError, match=r"needs a missing package .*install_extras.sh granite"):
         transcribe.main([checkpoints("parakeet_ctc"), os.path.join(TEST_DIR, "test-00005.flac")])
 
@@ -344,10 +345,10 @@ def test_layerdrop_in_a_sub_config_turns_on_ddp_unused_parameter_search(tmp_path
     assert args.ddp_find_unused_parameters is None
     from types import SimpleNamespace  # what configure_distributed reads of a model (a real 0.6B one is too big)
 
-    ctc.configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig()), args)
+    configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig()), args)
     assert args.ddp_find_unused_parameters is True
     quiet = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    ctc.configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig(encoder_config={"layerdrop": 0.0})),
+    configure_distributed(SimpleNamespace(config=transformers.ParakeetCTCConfig(encoder_config={"layerdrop": 0.0})),
                               quiet)
     assert quiet.ddp_find_unused_parameters is None
 

@@ -201,7 +201,7 @@ def test_model_card_has_no_local_paths(tmp_path):
 
 def test_legacy_flags_map_to_todays_arguments(tmp_path):
     with pytest.warns(UserWarning):
-        model_args, data_args, training_args = ctc.parse_args(
+        model_args, data_args, training_args, _ = ctc.parse_args(
             ["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", str(tmp_path),
              "--evaluation_strategy", "steps", "--group_by_length", "--no_cuda", "--freeze_feature_extractor", "False",
              "--overwrite_output_dir"]

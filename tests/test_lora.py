@@ -2,7 +2,6 @@
 (and the adapter alone beside it); FSDP's auto-wrap finds each family's encoder layer."""
 
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,12 +13,11 @@ from transformers import AutoModelForCTC, AutoProcessor
 from ctc_finetune.audio import load_audio
 from ctc_finetune.families import ctc_head_name, encoder_layer_classes, front_end_path
 from ctc_finetune.faults import UserError
-from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, add_lora, modules_named
+from ctc_finetune.lora import ADAPTER_DIR, LORA_TARGETS, LoraArguments, add_lora, modules_named
 import run_speech_recognition_ctc as ctc
 
 CLIP = os.path.join(DATA_DIR, "test", "test-00005.flac")
-LORA = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, lora_target_modules=None,
-                       lora_modules_to_save=None, lora_use_dora=False, freeze_feature_encoder=True)
+LORA = LoraArguments(lora_rank=4, lora_dropout=0.0)
 
 
 def tiny(tmp_path, family):
@@ -52,7 +50,7 @@ def test_an_unfrozen_front_end_trains_in_full_beside_the_adapters(tmp_path, fami
     model = AutoModelForCTC.from_pretrained(tiny(tmp_path, family))
     front_end = front_end_path(model)
     weights = len(list(model.get_submodule(front_end).parameters())) if front_end else 0
-    wrapped, text = add_lora(model, SimpleNamespace(**{**vars(LORA), "freeze_feature_encoder": False}))
+    wrapped, text = add_lora(model, LORA, train_front_end=True)
     trained = {n for n, p in wrapped.named_parameters() if p.requires_grad}
     if front_end is None:  # Wav2Vec2-BERT: a linear projection, no front end to train
         assert not any(".modules_to_save." in n and "feature" in n for n in trained) and "front end" not in text

@@ -85,7 +85,7 @@ def test_list_shows_every_row_of_the_seed_tables():
 def test_every_recipe_prints_a_command_the_script_accepts(name):
     gpus = listed(RUN_SH)[name][1]
     _, argv = printed_command(RUN_SH, name)
-    _, data_args, training_args = parse(argv)
+    _, data_args, training_args, _ = parse(argv)
     assert training_args.do_train and training_args.do_eval and training_args.fp16
     assert training_args.train_sampling_strategy == "group_by_length"
     assert data_args.text_column_name == ("sentence" if name.startswith("common-voice") else "text")
@@ -96,7 +96,7 @@ def test_every_recipe_prints_a_command_the_script_accepts(name):
 
 
 def test_w2v_bert_recipe_is_the_published_one():
-    model, data, training = parse(printed_command(RUN_SH, "common-voice-mn-w2v-bert-2.0")[1])
+    model, data, training, _ = parse(printed_command(RUN_SH, "common-voice-mn-w2v-bert-2.0")[1])
     assert (model.model_name_or_path, data.dataset_config_name) == ("facebook/w2v-bert-2.0", "mn")
     assert model.add_adapter and model.mask_time_prob == 0.0 and model.layerdrop == 0.0
     assert (training.learning_rate, training.per_device_train_batch_size, training.gradient_accumulation_steps,
@@ -105,7 +105,7 @@ def test_w2v_bert_recipe_is_the_published_one():
 
 
 def test_defaults_are_the_seed_commands():
-    data, single = parse(printed_command(RUN_SH)[1])[1:]
+    data, single = parse(printed_command(RUN_SH)[1])[1:3]
     assert (data.dataset_name, data.dataset_config_name) == ("common_voice", "tr")
     assert (data.train_split_name, data.eval_split_name) == ("train+validation", "test")
     assert (single.per_device_train_batch_size, single.gradient_accumulation_steps) == (16, 2)
@@ -121,7 +121,7 @@ def test_defaults_are_the_seed_commands():
 def test_data_dir_and_overrides_reach_the_command(tmp_path):
     _, argv = printed_command(RUN_SH, "librispeech-100h-wavlm-large", "--learning_rate", "1e-5",
                               DATA_DIR=DATA_DIR, MODEL="my/model", OUTPUT_DIR=str(tmp_path))
-    model, data, training = parse(argv)
+    model, data, training, _ = parse(argv)
     assert data.dataset_name == DATA_DIR and model.model_name_or_path == "my/model"
     assert (data.train_split_name, data.eval_split_name) == ("train-clean-100", "dev-clean")  # the local names
     assert training.learning_rate == 1e-5  # the pass-through argument comes last and wins
@@ -150,7 +150,7 @@ def test_another_corpus_says_which_recipe_settings_it_keeps(tmp_path, script):
         assert given not in proc.stderr, given  # set by the caller: not the recipe's any more
     assert "Extra arguments override any of these (later ones win)" in notes[1]
     # The printed command is what the note says: the recipe's settings, then the caller's, which win.
-    _, data, training = parse(split_command(proc.stdout)[1])
+    _, data, training, _ = parse(split_command(proc.stdout)[1])
     assert (data.dataset_name, data.dataset_config_name, data.text_column_name) == (str(corpus), "tr", "sentence")
     assert (data.train_split_name, data.eval_split_name, training.fp16) == ("train", "test", False)
     assert training.push_to_hub and training.learning_rate == 3e-4

@@ -91,7 +91,7 @@ def test_duration_batches_train_and_report_throughput(tmp_path, encoder_dir, cap
 
 
 def test_reuse_cpu_memory_can_be_turned_off(caplog):
-    _, _, training_args = ctc.parse_args(base_args("m", DATA_DIR, "out", reuse_cpu_memory="False", use_cpu=True))
+    _, _, training_args, _ = ctc.parse_args(base_args("m", DATA_DIR, "out", reuse_cpu_memory="False", use_cpu=True))
     with caplog.at_level("INFO"):
         reuse_cpu_memory(training_args)
     assert "kept for reuse" not in caplog.text

@@ -140,7 +140,7 @@ SEED_MULTI_GPU = """--dataset_name=common_voice --model_name_or_path=facebook/wa
 def test_seed_command_lines_parse_and_train(tmp_path, encoder_dir, seed_command):
     argv = seed_command.split()  # what the shell hands over (quotes and backslashes removed)
     with pytest.warns(UserWarning):
-        model_args, data_args, training_args = ctc.parse_args(argv)
+        model_args, data_args, training_args, _ = ctc.parse_args(argv)
     assert data_args.chars_to_ignore == [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]
     assert training_args.eval_strategy == "steps" and training_args.train_sampling_strategy == "group_by_length"
     assert model_args.freeze_feature_encoder and training_args.overwrite_output_dir and training_args.push_to_hub

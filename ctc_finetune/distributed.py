@@ -1,0 +1,67 @@
+# Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
+"""Distributed training set-up (step 3, and the trainer's accelerator): what DDP, FSDP and activation checkpointing
+need of the model (which layers FSDP wraps, whether DDP looks for unused parameters, non-reentrant checkpointing for
+LoRA), one OpenMP thread per rank, and the FSDP2 fix for CPU ranks. CTCTrainer (trainer.py) turns FSDP on for CPU
+ranks and saves their sharded model."""
+
+import logging
+import os
+
+import torch
+
+from .families import answer_no_input_embeddings, encoder_config, encoder_layer_classes
+from .lora import is_lora, unwrap_lora
+
+logger = logging.getLogger(__name__)
+
+
+def only_real_norms() -> None:
+    """accelerate's FSDP2 puts the base model's last child whose class name holds "Norm" with the output head in a
+    group of its own, meaning the final layer norm of a language model; in wav2vec2-large-style models that child is
+    the whole encoder (Wav2Vec2EncoderStableLayerNorm), whose input then becomes a hooked view it zeroes in place
+    (failing backward at random). A norm layer has no sub-modules: anything else is not taken for one."""
+    from accelerate.utils import fsdp_utils
+
+    find = getattr(fsdp_utils, "_find_final_norm", None)
+    if find is None or getattr(find, "real_norms_only", False):
+        return
+
+    def find_final_norm(model):
+        norm = find(model)
+        return norm if norm is not None and not any(True for _ in norm.children()) else None
+
+    find_final_norm.real_norms_only = True
+    fsdp_utils._find_final_norm = find_final_norm
+
+
+def configure_distributed(model, training_args, freeze_encoder_steps: int = 0) -> None:
+    """DDP, FSDP and activation-checkpointing settings the model needs (`freeze_encoder_steps`: head-first training,
+    whose frozen encoder gets no gradients), and one OpenMP thread per rank unless the user chose otherwise."""
+    if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
+    plugin = training_args.fsdp_plugin_args
+    if plugin and plugin.get("auto_wrap_policy") == "TRANSFORMER_BASED_WRAP" and not plugin.get(
+            "transformer_cls_names_to_wrap"):  # FSDP shards each encoder layer on its own
+        layers = encoder_layer_classes(unwrap_lora(model))
+        answer_no_input_embeddings(unwrap_lora(model))  # accelerate's FSDP asks for them
+        plugin["transformer_cls_names_to_wrap"] = ",".join(layers)
+        training_args.fsdp_config["transformer_layer_cls_to_wrap"] = layers
+        logger.info(f"FSDP: each encoder layer ({', '.join(layers)}) is wrapped and sharded on its own")
+    if is_lora(model) and training_args.activation_checkpointing:
+        # The frozen base gives the checkpointed layers inputs without gradients: re-entrant checkpointing would
+        # then skip the adapters' backward (peft's usual cure, input embeddings requiring grads, has no speech twin)
+        training_args.activation_checkpointing_kwargs = {
+            "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
+        }
+    unused = getattr(encoder_config(model.config), "layerdrop", 0) > 0 or freeze_encoder_steps
+    if unused and training_args.ddp_find_unused_parameters is None:
+        # A dropped layer (or a frozen encoder) gets no gradient in that step: DDP's reducer must look for unused
+        # parameters, which re-entrant activation checkpointing does not support.
+        training_args.ddp_find_unused_parameters = True
+        if training_args.activation_checkpointing:
+            training_args.activation_checkpointing_kwargs = {
+                "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
+            }
+        if training_args.world_size > 1:
+            logger.info("DDP: --layerdrop > 0 or --freeze_encoder_steps, so ddp_find_unused_parameters=True "
+                        "(non-reentrant checkpointing)")
