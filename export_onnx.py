@@ -149,6 +149,12 @@ def main(argv=None) -> dict:
     with open(os.path.join(args.model_dir, CHECK_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     # 4. Fail when an export disagrees beyond the tolerance (its file is deleted: nothing wrong is left to run)
+    reject_disagreeing(results, paths, args)
+    return summary
+
+
+def reject_disagreeing(results: dict, paths: dict, args) -> None:
+    """Delete each export that disagrees with PyTorch beyond its tolerance, and say why in one error."""
     bad = []
     if results["fp32"]["relative_logit_diff"] > args.tolerance:
         bad.append(("fp32", f"largest logit difference {results['fp32']['relative_logit_diff']:.1e} of the largest "
@@ -161,7 +167,6 @@ def main(argv=None) -> dict:
     if bad:
         raise UserError("; ".join(f"{os.path.basename(paths[p])} disagrees with PyTorch ({why}), deleted"
                                   for p, why in bad) + ".")
-    return summary
 
 
 if __name__ == "__main__":

@@ -43,32 +43,7 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
                               (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
                               (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs)
 
-Where to change what:
-    text normalisation   text.normalize_text (case, ignored characters), applied by text.normalize_transcripts
-    filtering clips      preprocessing.drop_reasons (duration limits, CTC feasibility; preprocessing.clip_limits
-                         sets the limits), audio.read_header (missing, unreadable, empty files),
-                         preprocessing.featurize_batch (undecodable, truncated audio)
-    vocabulary           text.build_vocab (characters), vocabulary.train_subword_vocab (bpe/unigram),
-                         vocabulary.build_tokenizer (vocab.json, one per language), vocabulary.choose_tokenizer (the
-                         given tokenizer, the checkpoint's, or a new one)
-    batching             batching.DataCollatorCTCWithPadding (padding), batching.DurationBatchSampler
-                         (--max_batch_duration), shards.StreamBatches (tar shards), trainer.CTCTrainer (which of them)
-    scoring              metrics.score (WER/CER/PER of a split), metrics.clip_error and metrics.prediction_rows (each
-                         clip's row)
-    adding a family      families: its tables (families.FEATURE_FRAMES, families.FRONT_ENDS,
-                         families.CONFIG_KEY_ALIASES) and helpers (families.encoder_config, families.model_input_names,
-                         families.output_frames, families.ctc_head_name, families.blank_token_id); then a tiny
-                         checkpoint of it in tests/tiny_models.py
-    audio decoding       audio.load_audio (soundfile + soxr; no FFmpeg)
-    augmentation         augment.Augmenter (what is done to a training clip), batching.DataCollatorCTCWithPadding
-                         (where: in the DataLoader workers), augment.fastest_speeds (speeds CTC can still align)
-    model selection      selection.average_checkpoints, selection.KeepBest (which checkpoints stay),
-                         selection.configure_selection (the selection metric)
-    big models           lora.LORA_TARGETS (which modules get LoRA adapters), families.ENCODER_LAYERS (what FSDP
-                         wraps), distributed.configure_distributed
-    deployment           export.export_onnx (which exporter, the check against PyTorch), export.quantize_int8 (what
-                         int8 quantizes), export.OnnxCTCModel (what transcribe.py --onnx runs)
-After changing a function whose output is cached (normalisation, scanning, decoding), bump columns.CACHE_VERSION.
+Where to change what, and how the arguments are organised: docs/development.md.
 """
 
 import functools

@@ -70,7 +70,11 @@ def parse_args(argv):
     parser.add_argument("--onnx", nargs="?", const="fp32", choices=tuple(ONNX_FILES),
                         help="Run model_dir's ONNX export in onnxruntime on the CPU: fp32 (model.onnx, the default) "
                              "or int8 (model.int8.onnx); made by export_onnx.py.")
-    args = parser.parse_args(argv)
+    return check_args(parser, parser.parse_args(argv))
+
+
+def check_args(parser, args):
+    """The flags' own rules (as usage errors), hotwords read from --hotwords_file, and --output's folder."""
     if args.batch_seconds <= 0 or args.beam_width < 1:
         parser.error("--batch_seconds must be > 0 and --beam_width >= 1")
     if args.chunk_seconds <= 0 or args.context_seconds < 0:

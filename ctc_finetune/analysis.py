@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import jiwer
 
-from .columns import PREDICTION_COLUMNS
+from .columns import EVAL_KEY, PREDICTION_COLUMNS, PREDICTIONS_FILES, predictions_file
 from .faults import UserError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,22 @@ def load_json(path: str) -> Optional[dict]:
         logger.warning(f"{path} is unreadable ({e}); the report leaves its part out")
         return None
     return data if isinstance(data, dict) else None
+
+
+def prediction_files(output_dir: str) -> dict[str, str]:
+    """The predictions files of a run's output_dir by split (eval, predict, eval_NAME of several eval sets); a
+    folder without any is a ReportError that names the fix."""
+    if not os.path.isdir(output_dir):
+        raise ReportError(f"{output_dir} is not a directory; pass the output_dir of a run of "
+                          "run_speech_recognition_ctc.py")
+    found = {split: os.path.join(output_dir, name) for split, name in PREDICTIONS_FILES.items()
+             if os.path.isfile(os.path.join(output_dir, name))}
+    for path in sorted(glob.glob(os.path.join(output_dir, predictions_file(EVAL_KEY + "_*")))):  # several eval sets
+        found[os.path.basename(path)[:-len(predictions_file(""))]] = path
+    if not found:
+        raise ReportError(f"{output_dir} has no {' or '.join(PREDICTIONS_FILES.values())}; run "
+                          f"run_speech_recognition_ctc.py with --do_eval or --do_predict into it first")
+    return found
 
 
 def load_trainer_state(output_dir: str) -> Optional[dict]:

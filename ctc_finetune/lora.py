@@ -108,18 +108,7 @@ def add_lora(model, args: LoraArguments, train_front_end: bool = False):
     except ImportError as e:
         raise UserError(f"--lora_rank uses the peft package; run `{LORA_INSTALL}`.") from e
     targets = lora_targets(model.config.model_type, args.lora_target_modules)
-    # Batch norms (Parakeet's and LASR's convolution modules) update their statistics in training: they go with the
-    # head into the adapter, so that it alone reproduces the merged model
-    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    # --freeze_feature_encoder False: the convolutional front end trains in full too, as without LoRA (a few % of
-    # the weights: 1.3% of wav2vec2-large); new voices and recording conditions reach it first
-    front_end = front_end_path(model) if train_front_end else None
-    if front_end:
-        norms = [n for n in norms if not n.startswith(front_end + ".")]
-    full = [ctc_head_name(model), *([front_end] if front_end else [])]
-    full += modules_named(model, args.lora_modules_to_save or [], inside=full)
-    norms = [n for n in norms if not any(n.startswith(f + ".") for f in full)]
-    full += norms
+    full, front_end, norms = trained_in_full(model, args, train_front_end)
     config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank,
                         lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=full,
                         bias="none", use_dora=args.lora_use_dora)
@@ -135,17 +124,34 @@ def add_lora(model, args: LoraArguments, train_front_end: bool = False):
     finally:
         if none:
             model.get_input_embeddings = lambda: None
-    model = wrapped
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapted = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
+    trained = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    adapted = sum(1 for n, _ in wrapped.named_modules() if n.endswith(".lora_A"))
     with_front = f", the front end ({front_end})" if front_end else ""
     extra = len(full) - 1 - bool(front_end) - len(norms)
     with_norms = f", {extra} modules named by --lora_modules_to_save" if extra else ""
     with_norms += f" (and {len(norms)} batch norms)" if norms else ""
     kind = "DoRA" if config.use_dora else "LoRA"
-    return model, (f"{kind} rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
-                   f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_front}{with_norms} in full: "
-                   f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")
+    return wrapped, (f"{kind} rank {config.r} (alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}) on "
+                     f"{adapted:,} modules ({', '.join(targets)}) and the CTC head{with_front}{with_norms} in full: "
+                     f"{trained:,} of {total:,} parameters trainable ({trained / total:.2%})")
+
+
+def trained_in_full(model, args: LoraArguments, train_front_end: bool) -> tuple[list[str], Optional[str], list[str]]:
+    """What trains in full beside the adapters: the CTC head, the front end (`train_front_end`), the modules
+    --lora_modules_to_save names, and the batch norms; and of them, the front end's path and the norms."""
+    # Batch norms (Parakeet's and LASR's convolution modules) update their statistics in training: they go with the
+    # head into the adapter, so that it alone reproduces the merged model
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    # --freeze_feature_encoder False: the convolutional front end trains in full too, as without LoRA (a few % of
+    # the weights: 1.3% of wav2vec2-large); new voices and recording conditions reach it first
+    front_end = front_end_path(model) if train_front_end else None
+    if front_end:
+        norms = [n for n in norms if not n.startswith(front_end + ".")]
+    full = [ctc_head_name(model), *([front_end] if front_end else [])]
+    full += modules_named(model, args.lora_modules_to_save or [], inside=full)
+    norms = [n for n in norms if not any(n.startswith(f + ".") for f in full)]
+    full += norms
+    return full, front_end, norms
 
 
 def split_adapter_groups(optimizer, model, adapter_lr: float) -> None:

@@ -177,6 +177,17 @@ def describe_model(model, feature_extractor, frozen: str) -> str:
             f"{output_frames(model, feature_extractor, [100 * rate])[0] / 100:g} output frames per second")
 
 
+def new_head(model, why: str, source: str, shipped, tokenizer, old_blank, hub: dict) -> None:
+    """A checkpoint's CTC head replaced (`why`): the rows of the tokens it shares with the `shipped` tokenizer carried
+    over (--carry_ctc_head_rows; None: none), logged."""
+    carried = 0
+    if shipped is not None and has_ctc_head(model.config):
+        carried = carry_head_rows(model, checkpoint_tensors(source, ctc_head_name(model), hub),
+                                  head_row_map(shipped, tokenizer, old_blank))
+    kept = f"; {carried:,} rows of the tokens both vocabularies share carried over" if carried else ""
+    logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source}{kept})")
+
+
 def load_model(model_args, data_args, tokenizer, training: bool = True, lora=None, adapters=None):
     """Load config, feature extractor and CTC model; a missing or mis-sized CTC head is freshly initialised. With
     --target_language, MMS language adapters: new ones to train, or the language's saved one to evaluate. With `lora`
@@ -204,12 +215,8 @@ def load_model(model_args, data_args, tokenizer, training: bool = True, lora=Non
     else:
         model, why = load_pretrained(source, config, shipped_vocab is not None and not own_vocab, model_args, hub)
         if why and not evaluate_adapter:
-            carried = 0
-            if shipped is not None and model_args.carry_ctc_head_rows and has_ctc_head(config):
-                carried = carry_head_rows(model, checkpoint_tensors(source, ctc_head_name(model), hub),
-                                          head_row_map(shipped, tokenizer, old_blank))
-            kept = f"; {carried:,} rows of the tokens both vocabularies share carried over" if carried else ""
-            logger.info(f"Model: new CTC head for {len(tokenizer):,} tokens ({why} in {source}{kept})")
+            new_head(model, why, source, shipped if model_args.carry_ctc_head_rows else None, tokenizer, old_blank,
+                     hub)
     if language:
         frozen = attach_language_adapter(model, language, training, source)
     else:

@@ -6,7 +6,6 @@ Inline CSS and plots, no scripts: it opens offline in any browser. What it says 
 from the data goes through esc()."""
 
 import base64
-import glob
 import html
 import logging
 import mimetypes
@@ -21,8 +20,8 @@ from typing import Optional
 import jiwer
 
 from .analysis import (DURATION_EDGES, TOP_ERRORS, ReportError, breakdown, chunk_tokens, column_groups, corpus_scores,
-                       duration_bucket, frequent_errors, load_json, load_trainer_state, read_predictions)
-from .columns import EVAL_KEY, PREDICTIONS_FILES, predictions_file
+                       duration_bucket, frequent_errors, load_json, load_trainer_state, prediction_files,
+                       read_predictions)
 from .curves import training_curves_svg
 
 logger = logging.getLogger(__name__)
@@ -375,18 +374,8 @@ def build_report(output_dir: str, clips: int = 50, embed_audio: bool = False) ->
         clips: how many of each split's worst clips to list with a player and an alignment.
         embed_audio: put those clips' audio inside the page as data: URIs instead of relative links.
     """
-    if not os.path.isdir(output_dir):
-        raise ReportError(f"{output_dir} is not a directory; pass the output_dir of a run of "
-                          "run_speech_recognition_ctc.py")
-    found = {split: os.path.join(output_dir, name) for split, name in PREDICTIONS_FILES.items()
-             if os.path.isfile(os.path.join(output_dir, name))}
-    for path in sorted(glob.glob(os.path.join(output_dir, predictions_file(EVAL_KEY + "_*")))):  # several eval sets
-        found[os.path.basename(path)[:-len(predictions_file(""))]] = path
-    if not found:
-        raise ReportError(f"{output_dir} has no {' or '.join(PREDICTIONS_FILES.values())}; run "
-                          f"run_speech_recognition_ctc.py with --do_eval or --do_predict into it first")
     splits = {}
-    for split, path in found.items():
+    for split, path in prediction_files(output_dir).items():
         rows, extras = read_predictions(path)
         overall = corpus_scores([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
         splits[split] = (rows, extras, overall)
