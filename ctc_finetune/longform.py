@@ -28,6 +28,10 @@ QUIET_OVER_FLOOR = 3.0  # quiet: an RMS under 3 times the recording's noise floo
 QUIET_SHARE = 0.001  # or under this share of its loud level (95th percentile), whichever is higher,
 QUIET_CEILING = 0.5  # but never above half its loud level (steady noise or music has no pauses)
 MIN_WINDOW_SECONDS = 0.3  # a window ends in a pause only after this much audio
+TRIM_LEVEL = 1.5 / 32768  # a window's edge in a pause is trimmed to its first (last) sample louder than the pause's
+# floor or than this, whichever is higher: 1.5 steps of 16-bit audio, so that a 16-bit recording and its float
+# original give the same windows (a quiet onset rounds to 0 or 1 step in 16 bits; a 2-step sample is louder in both)
+LEAD_SECONDS = 0.05  # quiet kept before a window's first sound (a clip's own leading silence)
 TRAILING_QUIET_SECONDS = 0.15  # quiet kept after a window's last sound (a clip's own trailing silence)
 BLANK_FILL_LOGIT = -30.0  # the other tokens' logits in a frame filled in as blank for the beam search
 MALLOC_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
@@ -153,9 +157,11 @@ def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple
     if source_rate != rate:  # each window resampled alone: its edges lie in pauses or in dropped context
         audio = soxr.resample(audio, source_rate, rate).astype(np.float32, copy=False)
     loud = np.abs(audio)
-    lead = int(np.argmax(loud > window.quiet_before)) if window.quiet_before >= 0 and loud.size else 0
-    tail = len(audio) - int(np.argmax(loud[::-1] > window.quiet_after)) if window.quiet_after >= 0 and loud.size \
-        else len(audio)
+    lead, tail = 0, len(audio)
+    if window.quiet_before >= 0 and loud.size:
+        lead = max(0, int(np.argmax(loud > max(window.quiet_before, TRIM_LEVEL))) - round(LEAD_SECONDS * rate))
+    if window.quiet_after >= 0 and loud.size:
+        tail = len(audio) - int(np.argmax(loud[::-1] > max(window.quiet_after, TRIM_LEVEL)))
     tail = min(len(audio), tail + round(TRAILING_QUIET_SECONDS * rate))
     return audio[lead:max(tail, lead + 1)], window.start + lead, complete
 

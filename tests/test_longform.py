@@ -9,12 +9,13 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA_DIR, make_finetuned
+from conftest import DATA_DIR, ROOT, make_finetuned
 from tiny_models import NEW_FAMILIES, make_checkpoint, torchaudio_problem
 
 import transcribe
 from ctc_finetune.audio import load_audio
-from ctc_finetune.longform import TRAILING_QUIET_SECONDS, Window, plan_windows
+from ctc_finetune.longform import (LEAD_SECONDS, TRAILING_QUIET_SECONDS, TRIM_LEVEL, Window, find_pauses, frame_energy,
+                                   plan_windows, read_window)
 from ctc_finetune.subtitles import MAX_CUE_SECONDS, MAX_LINE_CHARS, cues, wrap
 from ctc_finetune.words import greedy_words, pause_cut, token_runs
 
@@ -33,19 +34,20 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory):
-    """The fixture clips as speech a window holds (from the first to the last sound, plus the quiet a window keeps
-    after it), each written alone, and all of them joined with pauses into one recording: their paths, and where
-    each clip starts in the recording (seconds)."""
+    """The fixture clips as speech a window holds (from the first to the last sound, with the quiet a window keeps
+    before and after it), each written alone, and all of them joined with pauses into one recording: their paths,
+    and where each clip starts in the recording (seconds)."""
     folder = tmp_path_factory.mktemp("joined")
     parts, starts, clips = [], [], []
+    leading = np.zeros(round(LEAD_SECONDS * RATE), np.float32)
+    trailing = np.zeros(round(TRAILING_QUIET_SECONDS * RATE), np.float32)
     for i, (path, pause) in enumerate(zip(CLIPS, PAUSES)):
         audio = load_audio(path, RATE)
-        loud = np.flatnonzero(np.abs(audio) > 0)
-        trailing = np.zeros(round(TRAILING_QUIET_SECONDS * RATE), np.float32)
-        clip = np.concatenate([audio[loud[0]:loud[-1] + 1], trailing])
+        loud = np.flatnonzero(np.abs(audio) > TRIM_LEVEL)
+        clip = np.concatenate([leading, audio[loud[0]:loud[-1] + 1], trailing])
         clips.append(str(folder / f"clip-{i}.wav"))
         sf.write(clips[-1], clip, RATE, subtype="FLOAT")
-        parts.append(np.zeros(round(pause * RATE), np.float32))
+        parts.append(np.zeros(round(pause * RATE) - len(leading), np.float32))
         starts.append(sum(len(p) for p in parts) / RATE)
         parts.append(clip)
     parts.append(np.zeros(RATE // 2, np.float32))
@@ -75,6 +77,42 @@ def test_a_joined_recording_gives_the_words_of_its_clips_at_their_times(model_di
     np.testing.assert_allclose(got, shifted, atol=0.021)
     assert [w["confidence"] for w in whole["words"]] == pytest.approx([w["confidence"] for w in expected], abs=1e-3)
     assert all(0 < w["confidence"] <= 1 and w["start"] < w["end"] for w in whole["words"])
+
+
+def window_edges(path: str) -> np.ndarray:
+    """Where each window of a recording starts and ends as read_window reads it (samples), 3 s chunks."""
+    samples = sf.info(path).frames
+    windows = plan_windows(0, samples, samples // 320, find_pauses(*frame_energy(path, RATE)), chunk=3 * RATE,
+                           context=RATE, hop=320, rate=RATE)
+    edges = []
+    for window in windows:
+        audio, start, _ = read_window(path, window, RATE, RATE)
+        edges.append((start, start + len(audio)))
+    return np.array(edges)
+
+
+def test_a_16_bit_recording_and_its_float_original_give_the_same_windows(tmp_path, monkeypatch):
+    # Eight MP3 clips of the demo corpus (decoded, each starts and ends in a quiet ramp, much of which rounds to
+    # silence in 16 bits) joined with pauses, written once as float and once as 16-bit WAV: the windows start and
+    # end within a frame (20 ms) of each other.
+    demo_test = os.path.join(ROOT, "examples", "demo_corpus", "test")
+    parts = []
+    for name, pause in zip(sorted(n for n in os.listdir(demo_test) if n.endswith(".mp3"))[:8], PAUSES):
+        parts += [np.zeros(round(pause * RATE), np.float32), load_audio(os.path.join(demo_test, name), RATE)]
+    audio = np.concatenate([*parts, np.zeros(RATE // 2, np.float32)])
+    for subtype in ("FLOAT", "PCM_16"):
+        sf.write(str(tmp_path / f"{subtype}.wav"), audio, RATE, subtype=subtype)
+    edges = {subtype: window_edges(str(tmp_path / f"{subtype}.wav")) for subtype in ("FLOAT", "PCM_16")}
+    assert len(edges["FLOAT"]) == len(edges["PCM_16"]) >= 8
+    assert np.abs(edges["FLOAT"] - edges["PCM_16"]).max() <= 320
+    # Each window keeps LEAD_SECONDS of quiet before its first sound
+    assert all(np.abs(audio[start:start + round(LEAD_SECONDS * RATE) - 1]).max() <= TRIM_LEVEL
+               for start, _ in edges["FLOAT"][1:])
+    # Trimmed at the first sample above the pause's floor (0 here), as before, the two differed
+    monkeypatch.setattr("ctc_finetune.longform.TRIM_LEVEL", 0.0)
+    monkeypatch.setattr("ctc_finetune.longform.LEAD_SECONDS", 0.0)
+    old = {subtype: window_edges(str(tmp_path / f"{subtype}.wav")) for subtype in ("FLOAT", "PCM_16")}
+    assert np.abs(old["FLOAT"] - old["PCM_16"]).max() > 320
 
 
 @pytest.mark.parametrize("arch", ["wav2vec2", *[

@@ -16,7 +16,7 @@ from conftest import DATA_DIR, ROOT, SCRIPT, base_args, read_csv, read_json, res
 from safetensors.torch import load_file, save_file
 
 from ctc_finetune.audio import load_audio
-from ctc_finetune.augment import PCM16_STEP, Augmenter, fastest_speeds, noise_floor, pad_with_quiet
+from ctc_finetune.augment import PCM16_STEP, Augmenter, fastest_speeds, noise_floor, pad_with_quiet, trailing_quiet
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.columns import FASTEST_SPEED_COLUMN, LABELS_COLUMN, LENGTH_COLUMN, WAVEFORM_COLUMN
 from ctc_finetune.corpora import eval_set_key
@@ -145,10 +145,10 @@ def test_speed_perturbation_trains_on_played_clips_and_never_touches_evaluation(
     seconds = {name: {r["clip_id"]: r["seconds"] for r in run["rows"]} for name, run in runs.items()}
     assert len(seconds["slow"]) == 4 and seconds["slow"] == seconds["plain"] == seconds["padded"]
     assert slow["eval_samples"] == plain["eval_samples"] == padded["eval_samples"] == 4
-    # Silence padding: every clip got 0 to 0.5 s (0.25 s on average) on top of its 1.2-3.9 s
+    # Silence padding: every clip starts 0 to 0.5 s later, behind its own trailing quiet first (so it grows by less)
     assert padded["train_augmented_pad_share"] == 1.0
-    assert "0-0.5 s of quiet around the clips of 100% of batches" in caplog.text
-    assert 1.02 < padded["train_audio_hours"] / plain["train_audio_hours"] < 1.3
+    assert "0-0.5 s of quiet before the clips of 100% of batches (their own trailing quiet first)" in caplog.text
+    assert 1.0 <= padded["train_audio_hours"] / plain["train_audio_hours"] < 1.3
 
 
 def test_duration_batches_are_sized_for_the_slowest_speed(tmp_path, encoder_dir):
@@ -177,23 +177,38 @@ def test_silence_padding_puts_quiet_around_the_clip_and_keeps_it_whole():
     assert noise_floor(padded, RATE) < 2 * floor and noise_floor(np.zeros(RATE, np.float32), RATE) == 0
 
 
-def test_silence_padding_moves_each_clip_s_onset_within_its_padding():
-    audio = load_audio(CLIP, RATE)
-    onset = int(np.argmax(np.abs(audio) > 0.01))  # well above a 16-bit step of dither
-    augmenter, padding, leads = Augmenter(RATE, pad_seconds=0.5, pad_prob=1.0), 4000, []
+def speech_end(audio):
+    return len(audio) - int(np.argmax(np.abs(audio[::-1]) > 0.01))  # well above a 16-bit step of dither
+
+
+def test_silence_padding_moves_each_clip_s_onset_within_its_padding_taking_its_trailing_quiet_first():
+    clip = load_audio(CLIP, RATE)
+    speech = clip[:speech_end(clip)]  # cut where its speech ends: no trailing quiet to move
+    ending_quiet = np.concatenate([speech, np.zeros(RATE // 2, np.float32)])  # 0.5 s of trailing silence
+    assert trailing_quiet(speech, RATE) < 0.02 * RATE and trailing_quiet(ending_quiet, RATE) >= 0.49 * RATE
+    onset = int(np.argmax(np.abs(speech) > 0.1))  # far above the added quiet (the clip's floor, 0.006 here)
+    augmenter, padding = Augmenter(RATE, pad_seconds=0.25, pad_prob=1.0), 4000
     random.seed(0)
-    for _ in range(100):
+    leads, grown = [], []
+    for audio in [speech] * 100 + [ending_quiet] * 100:
         padded, changed = augmenter(audio, padding=padding)
-        assert changed["pad"] and len(padded) == len(audio) + padding
-        leads.append(int(np.argmax(np.abs(padded) > 0.01)) - onset)
+        assert changed["pad"]
+        leads.append(int(np.argmax(np.abs(padded) > 0.1)) - onset)
+        grown.append(len(padded) - len(audio))
+        # The clip's speech is whole, in order, and ends at least KEEP_TAIL_SECONDS before the padded clip does
+        assert np.abs(padded[leads[-1] + onset:][:len(speech) - onset] - speech[onset:]).max() <= 1.5 * PCM16_STEP
     assert min(leads) >= 0 and max(leads) <= padding and np.std(leads) > padding / 5  # all over the padding
-    assert augmenter(audio, padding=0)[0] is audio
+    assert grown[:100] == leads[:100]  # a clip without trailing quiet grows by its lead
+    assert not any(grown[100:]) and all(len(p) - speech_end(p) >= 0.1 * RATE - 1 for p in [  # one that has it: not
+        augmenter(ending_quiet, padding=padding)[0] for _ in range(20)])  # at all, and keeps 0.1 s of it
+    assert augmenter(speech, padding=0)[0] is speech
 
 
-def test_silence_padding_draws_its_share_and_lengths_once_a_batch_and_sizes_batches_for_the_most():
+def test_silence_padding_draws_its_share_once_a_batch_and_sizes_batches_for_the_most():
     from transformers import Wav2Vec2FeatureExtractor
 
     audio = load_audio(CLIP, RATE)
+    audio = audio[:speech_end(audio)]  # no trailing quiet: each clip grows by its lead
     augmenter = Augmenter(RATE, pad_seconds=0.6, pad_prob=0.5)
     collator = DataCollatorCTCWithPadding(Wav2Vec2FeatureExtractor(sampling_rate=RATE, return_attention_mask=True),
                                           augmenter=augmenter)
@@ -203,8 +218,9 @@ def test_silence_padding_draws_its_share_and_lengths_once_a_batch_and_sizes_batc
     for _ in range(200):
         batch = collator(rows)
         grown = batch["input_lengths"].numpy() - [len(audio), 8000]
-        assert grown[0] == grown[1] and batch[LABELS_COLUMN].tolist() == [[3], [3]]  # one padding a batch
-        added.append(int(grown[0]))
+        assert batch[LABELS_COLUMN].tolist() == [[3], [3]]
+        assert grown.all() or not grown.any()  # a batch is padded or not (a lead of exactly 0 is 1 in 9,601)
+        added += grown.tolist()
     padded = [a for a in added if a]
     assert 0.4 < len(padded) / len(added) < 0.6 and max(padded) <= 0.6 * RATE
     assert np.percentile(padded, 10) < 0.2 * RATE < 0.4 * RATE < np.percentile(padded, 90)  # spread, not fixed
