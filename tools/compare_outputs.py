@@ -1,12 +1,14 @@
 """Compare the output folders of two tools/fixed_seed_runs.sh runs, ignoring what differs between identical runs
-(timings, the report's clock and matplotlib's random SVG ids): python tools/compare_outputs.py OLD NEW"""
+(timings and peak memory, the report's clock, matplotlib's random SVG ids, the order peft writes its module sets
+in, and the pickled training arguments): python tools/compare_outputs.py OLD NEW"""
 
 import json
 import os
 import re
 import sys
 
-TIMING = re.compile(r"runtime|preparation_time|per_second|seconds_to_first_step|total_flos")
+TIMING = re.compile(r"runtime|preparation_time|per_second|seconds_to_first_step|total_flos|peak_rss")
+PEFT_SETS = ("target_modules", "modules_to_save")  # sets in peft's config, written in the process's hash order
 REPORT_NOISE = re.compile(rb"written [0-9-]+ [0-9:]+|trained for [0-9.]+ (s|min)|[#\"][mp][0-9a-f]{10}\b")
 
 
@@ -24,6 +26,9 @@ def comparable(path: str):
     with open(path, "rb") as f:
         data = f.read()
     name = os.path.basename(path)
+    if name == "adapter_config.json":
+        config = json.loads(data)
+        return {k: sorted(v) if k in PEFT_SETS and isinstance(v, list) else v for k, v in config.items()}
     if name.endswith(".json"):
         return without_timings(json.loads(data))
     if name == "README.md":
@@ -42,7 +47,7 @@ def differences(old: str, new: str) -> list[str]:
                  for root, _, files in os.walk(os.path.join(old, run)) for f in files}
         names |= {os.path.relpath(os.path.join(root, f), new)
                   for root, _, files in os.walk(os.path.join(new, run)) for f in files}
-        for name in sorted(names - {os.path.join(run, "training_args.bin")}):
+        for name in sorted(n for n in names if os.path.basename(n) != "training_args.bin"):
             a, b = os.path.join(old, name), os.path.join(new, name)
             if not (os.path.exists(a) and os.path.exists(b)):
                 found.append(f"only in {'new' if os.path.exists(b) else 'old'}: {name}")

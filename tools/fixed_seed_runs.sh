@@ -44,8 +44,13 @@ run train_lm $TRAIN --group_by_length --lm_text train                  # train, 
 run train_on_the_fly $TRAIN --preprocess_on_the_fly --max_batch_duration 20
 run eval_lm $EVAL                                                       # a trained model: real transcripts, LM
 run eval_lm_on_the_fly $EVAL --preprocess_on_the_fly
-# The optional features, each on its own: tar shards, phonemes, an MMS adapter, a subword vocabulary on a newer family
+# The optional features, each on its own: tar shards, phonemes, an MMS adapter, a subword vocabulary on a newer family,
+# LoRA, speed perturbation, and model selection with head-first training and the tri-stage schedule
 run shards $FEATURE --model_name_or_path "$INPUTS/models/wav2vec2" --dataset_name "$INPUTS/shards" --text_column_name text
 run phonemes $TRAIN --phoneme_language en-us
 run adapter $FEATURE --model_name_or_path "$INPUTS/models/mms" --target_language tur
 run bpe_parakeet $FEATURE --model_name_or_path "$INPUTS/models/parakeet" --vocab_type bpe --vocab_size 80
+run lora $FEATURE --model_name_or_path "$INPUTS/models/wav2vec2" --lora_rank 4 --lora_learning_rate 0.01
+run speed $TRAIN --speed_perturbation 0.9 1.0 1.1
+run selection $TRAIN --save_strategy steps --save_steps 6 --average_checkpoints 2 --early_stopping_patience 3 \
+  --metric_for_best_model cer --freeze_encoder_steps 2 --lr_scheduler_type tri_stage --report_clips 3
