@@ -63,8 +63,8 @@ import yaml
 from transformers import AutoProcessor, HfArgumentParser, set_seed
 from transformers.trainer_utils import is_main_process
 
-from ctc_finetune.adapters import AdapterArguments, save_language_adapter
-from ctc_finetune.augment import AugmentArguments, augmenting, build_augmenter, check_augmentation
+from ctc_finetune.adapters import AdapterArguments
+from ctc_finetune.augment import AugmentArguments, augmenting, build_augmenter
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, is_stream, predictions_file
@@ -81,7 +81,7 @@ from ctc_finetune.faults import (
     exit_on_user_error,
 )
 from ctc_finetune.lm import LMArguments, build_lm_decoder, check_lm_tools
-from ctc_finetune.lora import LoraArguments, is_lora, save_merged_lora
+from ctc_finetune.lora import LoraArguments
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
     compute_metrics,
@@ -90,7 +90,7 @@ from ctc_finetune.metrics import (
     transcribe_split,
     write_csv,
 )
-from ctc_finetune.modeling import load_model
+from ctc_finetune.modeling import load_model, save_model
 from ctc_finetune.phonemes import check_phonemizer, phonemize_transcripts
 from ctc_finetune.preprocessing import (
     LabelEncoder,
@@ -541,7 +541,6 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
     check_report_to(training_args.report_to)
     check_lm_tools(features.lm, training_args)
     check_phonemizer(data_args.phoneme_language)
-    check_augmentation(features.augment)
     eval_sets = [eval_set_key(name)[len("eval_"):] for name in eval_split_names(data_args)]
     configure_selection(features.selection, training_args, eval_sets, data_args.eval_metrics)
     return resume_or_clear_output_dir(training_args, keep_vocab=bool(features.adapters.target_language))
@@ -639,12 +638,8 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, 
         raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
                       f"{training_args.output_dir}; run the same command to resume")
     averaged = finish_selection(trainer, features.selection)
-    if is_lora(trainer.model):  # the adapter saved alone, and merged: a plain model is saved
-        save_merged_lora(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args))
-    else:
-        trainer.save_model()
-    if features.adapters.target_language and training_args.should_save:
-        save_language_adapter(trainer.model, training_args.output_dir, features.adapters.target_language)
+    save_model(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args),
+               features.adapters.target_language)
     metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
                **averaged}
     if is_stream(trainer.train_dataset):

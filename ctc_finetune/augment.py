@@ -80,6 +80,7 @@ class AugmentArguments:
         if self.silence_padding is not None and not 0 < self.silence_padding <= 5:
             raise UserError(f"--silence_padding takes the most seconds of quiet added to a clip, e.g. 0.5; got "
                             f"{self.silence_padding}.")
+        check_augmentation(self)
 
 
 def augmenting(args: AugmentArguments) -> bool:

@@ -1,6 +1,7 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """The model (step 3): a checkpoint (or a config) loaded for CTC, with a new head where the vocabulary changed (the
-rows of the tokens both vocabularies share carried over), its attention kernel, and the front end frozen."""
+rows of the tokens both vocabularies share carried over), its attention kernel, and the front end frozen; and the
+trained model saved at the end of step 6 (merged LoRA adapters, an MMS language's adapter file)."""
 
 import functools
 import json
@@ -13,7 +14,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 from transformers.utils import cached_file
 
-from .adapters import attach_language_adapter, configure_language_adapter
+from .adapters import attach_language_adapter, configure_language_adapter, save_language_adapter
 from .checkpoints import damaged_file
 from .families import (
     TORCHAUDIO_INSTALL,
@@ -25,7 +26,7 @@ from .families import (
     set_ctc_vocabulary,
 )
 from .faults import UserError
-from .lora import add_lora
+from .lora import add_lora, is_lora, save_merged_lora
 from .vocabulary import has_ctc_head, hub_kwargs
 
 logger = logging.getLogger(__name__)
@@ -227,3 +228,14 @@ def load_model(model_args, data_args, tokenizer, training: bool = True, lora=Non
         model, described = add_lora(model, lora, train_front_end=not model_args.freeze_feature_encoder)
         logger.info(f"Model: {described}")
     return feature_extractor, model
+
+
+def save_model(trainer, base_source: Optional[str], hub: dict, language: Optional[str] = None) -> None:
+    """The trained model saved to output_dir (step 6): a LoRA run's adapter alone and merged into a plain model of
+    `base_source`; with --target_language, also the language's adapter file."""
+    if is_lora(trainer.model):
+        save_merged_lora(trainer, base_source, hub)
+    else:
+        trainer.save_model()
+    if language and trainer.args.should_save:
+        save_language_adapter(trainer.model, trainer.args.output_dir, language)

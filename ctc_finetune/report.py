@@ -22,7 +22,6 @@ import jiwer
 from .analysis import (DURATION_EDGES, TOP_ERRORS, ReportError, breakdown, chunk_tokens, column_groups, corpus_scores,
                        duration_bucket, frequent_errors, load_json, load_trainer_state, prediction_files,
                        read_predictions)
-from .curves import training_curves_svg
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +200,9 @@ def headline_html(output_dir: str, config: Optional[dict], results: Optional[dic
 
 
 def curves_html(state: Optional[dict]) -> str:
+    # matplotlib is imported here, when a page is drawn: every rank of a training run imports this module
+    from .curves import training_curves_svg
+
     history = (state or {}).get("log_history")
     svg = training_curves_svg(history, METRICS) if isinstance(history, list) else ""
     if not svg:
