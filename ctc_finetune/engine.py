@@ -266,21 +266,24 @@ class Engine:
         alone = "; the model takes no attention mask, so each clip runs alone" if not self.batch_seconds else ""
         return f"{self.model_dir}{runtime} on {self.device}, {how}{alone}"
 
-    def transcribe(self, audio: Union[str, np.ndarray]) -> Transcript:
-        """One input: a path, or samples at `sampling_rate` (mono, float or int16). A file that cannot be
-        transcribed (unreadable, silent, too short) is a UserError that says why."""
-        results, skipped = self.transcribe_many([audio])
+    def transcribe(self, audio: Union[str, np.ndarray], sampling_rate: Optional[int] = None) -> Transcript:
+        """One input: a path, or samples (mono or [samples, channels], float or int16) at `sampling_rate` (default:
+        the model's, self.sampling_rate; others are resampled). Audio that cannot be transcribed (unreadable,
+        silent, too short) is a UserError that says why."""
+        results, skipped = self.transcribe_many([audio], sampling_rate)
         if results[0] is None:
             raise UserError(f"cannot transcribe {audio if isinstance(audio, str) else 'the audio'}: "
                             f"{', '.join(skipped)}.")
         return results[0]
 
-    def transcribe_many(self, inputs: list) -> tuple[list[Optional[Transcript]], Counter]:
+    def transcribe_many(self, inputs: list, sampling_rate: Optional[int] = None
+                        ) -> tuple[list[Optional[Transcript]], Counter]:
         """Every input's Transcript, in input order (None for one skipped with a warning), and the skips by reason.
-        Inputs are paths or arrays of samples; all are batched together."""
+        Inputs are paths or arrays of samples at `sampling_rate` (as in transcribe); all are batched together."""
+        rate = sampling_rate or self.sampling_rate
         with tempfile.TemporaryDirectory(prefix="ctc-engine-") as work:
             try:
-                paths = [a if isinstance(a, str) else write_array(a, self.sampling_rate, os.path.join(work, f"{i}.wav"))
+                paths = [a if isinstance(a, str) else write_array(a, rate, os.path.join(work, f"{i}.wav"))
                          for i, a in enumerate(inputs)]
             except ValueError as e:
                 raise UserError(str(e)) from e

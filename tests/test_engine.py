@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from conftest import DATA_DIR, make_finetuned
 
 import transcribe
@@ -48,6 +49,11 @@ def test_an_array_transcribes_as_its_file_does(engine):
     int16 = engine.transcribe(np.round(audio * 32767).astype(np.int16))
     assert int16.duration == from_file.duration and int16.words and all(
         0 <= w["start"] <= w["end"] <= int16.duration + 0.05 for w in int16.words)
+    # Samples at another rate are resampled when it is given
+    at_8k = load_audio(CLIPS[1], 8000)
+    resampled = engine.transcribe(at_8k, sampling_rate=8000)
+    assert resampled.duration == pytest.approx(from_file.duration, abs=1e-3)
+    assert resampled.text == engine.transcribe(soxr.resample(at_8k, 8000, engine.sampling_rate)).text
     # Segments are the words between pauses: every word in one segment, in order
     segments = from_file.segments
     assert segments and " ".join(s["text"] for s in segments) == " ".join(w["word"] for w in from_file.words)
