@@ -23,7 +23,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ctc_finetune.columns import AUDIO_COLUMN, TARGET_TEXT_COLUMN
-from ctc_finetune.preprocessing import LabelEncoder, featurize_batch, scan_batch
+from ctc_finetune.preprocessing import ClipForm, LabelEncoder, featurize_batch, scan_batch
 from ctc_finetune.text import build_vocab  # noqa: E402
 from corpus import DEFAULT_CORPUS, read_split, require  # noqa: E402
 
@@ -63,7 +63,7 @@ def main():
         ds = datasets.Dataset.from_dict({AUDIO_COLUMN: paths, TARGET_TEXT_COLUMN: texts})
         scan = functools.partial(scan_batch, encode=LabelEncoder(tokenizer), sampling_rate=16000)
         scanned = ds.map(scan, batched=True, batch_size=16)
-        featurize = functools.partial(featurize_batch, feature_extractor=fe)
+        featurize = functools.partial(featurize_batch, form=ClipForm(fe))
         print(f"{len(paths):,} clips, {audio_seconds / 3600:.2f} h of audio ({args.split} of {args.corpus}), "
               f"{os.cpu_count()} CPU cores")
         print(f"{'path':<44} {'workers':>7} {'wall s':>8} {'audio s / s':>12}")

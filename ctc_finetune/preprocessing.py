@@ -2,6 +2,7 @@
 """Preprocessing (step 4): scan every file's header, drop unusable clips (counted per reason), decode and
 extract features into a cache (or at access time), and the data report."""
 
+import dataclasses
 import functools
 import json
 import logging
@@ -100,49 +101,67 @@ def empty_features(feature_extractor) -> np.ndarray:
     return extract_features(feature_extractor, np.zeros(feature_extractor.sampling_rate, np.float32))[:0]
 
 
-def featurize_batch(batch: dict, *, feature_extractor, one_thread: bool = False, waveform: bool = False) -> dict:
-    """datasets.map function: decode, resample and extract each clip's features (`waveform`: keep the decoded audio
-    instead, for augmentation as batches are made); truncated or corrupt files get a reason."""
+@dataclasses.dataclass(frozen=True)
+class ClipForm:
+    """What a split keeps of each decoded clip, chosen once per split in preprocess: the model's input features, or,
+    for a training split that is augmented, the waveform itself, which the collator (batching) plays through the
+    Augmenter and featurizes as batches are made."""
+
+    feature_extractor: object
+    waveform: bool = False
+
+    @property
+    def column(self) -> str:
+        return WAVEFORM_COLUMN if self.waveform else model_input_names(self.feature_extractor)[0]
+
+    @property
+    def kind(self) -> str:
+        return "waveforms" if self.waveform else "features"
+
+    def of(self, audio: np.ndarray) -> np.ndarray:
+        return audio if self.waveform else extract_features(self.feature_extractor, audio)
+
+    def empty(self) -> np.ndarray:
+        """What a clip that failed to decode is stored as: an input of no frames, shaped like a real one."""
+        return np.zeros(0, np.float32) if self.waveform else empty_features(self.feature_extractor)
+
+
+def featurize_batch(batch: dict, *, form: ClipForm, one_thread: bool = False) -> dict:
+    """datasets.map function: decode and resample each clip, kept in its `form` (features, or the waveform for
+    augmentation as batches are made); truncated or corrupt files get a reason."""
     if one_thread:  # a forked worker: torch's OpenMP pool, copied mid-state from the parent, would deadlock
         torch.set_num_threads(1)
-    rate = feature_extractor.sampling_rate
-    input_name = WAVEFORM_COLUMN if waveform else model_input_names(feature_extractor)[0]
-    out = {input_name: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
+    rate = form.feature_extractor.sampling_rate
+    out = {form.column: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
     for cell, expected in zip(batch[AUDIO_COLUMN], batch[LENGTH_COLUMN]):
         reason, audio, features = "", np.zeros(0, dtype=np.float32), None
         try:
             audio = load_audio(audio_source(cell), rate)
-            features = audio if waveform else extract_features(feature_extractor, audio)
+            features = form.of(audio)
         except AUDIO_ERRORS:
             reason = "undecodable audio"
         if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
             reason = "truncated audio"
-        empty = np.zeros(0, np.float32) if waveform else empty_features(feature_extractor)
-        out[input_name].append(features if not reason else empty)
+        out[form.column].append(features if not reason else form.empty())
         out[LENGTH_COLUMN].append(len(audio))
         out[DROP_COLUMN].append(reason)
     return out
 
 
-def featurize_on_access(batch: dict, *, feature_extractor, waveform: bool = False) -> dict:
-    """Dataset transform for --preprocess_on_the_fly: decode in the DataLoader workers, store nothing (`waveform`:
-    give the decoded audio, which the collator augments and featurizes).
-
-    A file that fails to decode gives an empty input, which the collator skips with a warning.
-    """
+def featurize_on_access(batch: dict, *, form: ClipForm) -> dict:
+    """Dataset transform for --preprocess_on_the_fly: decode in the DataLoader workers, store nothing, and give each
+    clip in its `form`. A file that fails to decode gives an empty input, which the collator skips with a warning."""
     if AUDIO_COLUMN not in batch:  # a read of other columns only
         return batch
-    rate = feature_extractor.sampling_rate
-    input_name = WAVEFORM_COLUMN if waveform else model_input_names(feature_extractor)[0]
+    rate = form.feature_extractor.sampling_rate
     batch = dict(batch)
     features = []
     for cell in batch.pop(AUDIO_COLUMN):
         try:
-            audio = load_audio(audio_source(cell), rate)
-            features.append(audio if waveform else extract_features(feature_extractor, audio))
+            features.append(form.of(load_audio(audio_source(cell), rate)))
         except AUDIO_ERRORS:
-            features.append(np.zeros(0, np.float32) if waveform else empty_features(feature_extractor))
-    batch[input_name] = features
+            features.append(form.empty())
+    batch[form.column] = features
     return batch
 
 
@@ -307,20 +326,18 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
     Returns them and the drop counts per split and reason: the scan's `dropped` plus the clips that failed to
     decode."""
     dropped = {key: dict(reasons) for key, reasons in dropped.items()}
-    waveform = {key: key == "train" and augmented for key in kept}
+    forms = {key: ClipForm(feature_extractor, waveform=key == "train" and augmented) for key in kept}
     if data_args.preprocess_on_the_fly:
         return datasets.DatasetDict({k: (ds if k == "train" else sort_longest_first(ds)).with_transform(
-            functools.partial(featurize_on_access, feature_extractor=feature_extractor, waveform=waveform[k]))
-            for k, ds in kept.items()}), dropped
+            functools.partial(featurize_on_access, form=forms[k])) for k, ds in kept.items()}), dropped
     key_parts = [feature_extractor.to_dict(), TRUNCATION_TOLERANCE, CACHE_VERSION]
     vectorized = datasets.DatasetDict()
     with training_args.main_process_first(desc="decoding audio"):
         for key, ds in kept.items():
-            featurize_fn = functools.partial(featurize_batch, feature_extractor=feature_extractor,
-                                             waveform=waveform[key],
+            featurize_fn = functools.partial(featurize_batch, form=forms[key],
                                              one_thread=(data_args.preprocessing_num_workers or 1) > 1)
             samples = float(scan_column(ds, LENGTH_COLUMN).sum())  # float32 features: about 4 bytes per sample
-            name = f"{'waveforms' if waveform[key] else 'features'}-{key}"
+            name = f"{forms[key].kind}-{key}"
             ds = cached_map(ds, featurize_fn, key_parts, name, cache_root, data_args, 4 * samples)
             reasons = np.asarray(ds[DROP_COLUMN], dtype=object)
             for reason, n in log_drops(key, reasons, ds, "Decoded").items():
@@ -329,8 +346,7 @@ def featurize(kept, data_args, training_args, feature_extractor, dropped, cache_
             if key != "train":
                 ds = sort_longest_first(ds)
             # Features read as numpy arrays (zero-copy from Arrow), not as Python lists of floats
-            column = WAVEFORM_COLUMN if waveform[key] else model_input_names(feature_extractor)[0]
-            vectorized[key] = ds.with_format("numpy", columns=[column], output_all_columns=True)
+            vectorized[key] = ds.with_format("numpy", columns=[forms[key].column], output_all_columns=True)
     check_drops(vectorized, dropped, data_args)
     return vectorized, dropped
 

@@ -22,7 +22,7 @@ from .augment import augmenting, fastest_speeds
 from .columns import (AUDIO_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, FASTEST_SPEED_COLUMN, LENGTH_COLUMN,
                       MIN_FRAMES_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN)
 from .faults import UserError
-from .preprocessing import drop_reasons, featurize_batch, scan_batch
+from .preprocessing import ClipForm, drop_reasons, featurize_batch, scan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +106,13 @@ def this_process_stream(ds: datasets.IterableDataset, training_args) -> datasets
     return ds.shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
 
 
-def decode_stream_batch(batch: dict, *, feature_extractor, encode, frames, limits: dict, waveform: bool = False,
-                        speeds=()) -> dict:
+def decode_stream_batch(batch: dict, *, form, encode, frames, limits: dict, speeds=()) -> dict:
     """Stream map function (run in the DataLoader workers): what scan_batch, featurize_batch and drop_reasons make of
     each clip, in one pass. Dropped clips stay, with their reason, for StreamBatches to count. `encode`, `frames` and
-    `limits` are those of preprocessing (LabelEncoder, clip_limits); `waveform` and `speeds`: keep the decoded audio
-    for augmentation, and each clip's fastest speed factor (augment.fastest_speeds)."""
-    scanned = scan_batch(batch, encode=encode, sampling_rate=feature_extractor.sampling_rate)
-    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]},
-                              feature_extractor=feature_extractor, waveform=waveform)
+    `limits` are those of preprocessing (LabelEncoder, clip_limits); `form`: what is kept of each clip
+    (preprocessing.ClipForm); `speeds`: for each clip's fastest speed factor (augment.fastest_speeds)."""
+    scanned = scan_batch(batch, encode=encode, sampling_rate=form.feature_extractor.sampling_rate)
+    decoded = featurize_batch({AUDIO_COLUMN: batch[AUDIO_COLUMN], LENGTH_COLUMN: scanned[LENGTH_COLUMN]}, form=form)
     reasons = [scan or decode for scan, decode in zip(scanned[DROP_COLUMN], decoded[DROP_COLUMN])]
     scanned.update(decoded, **{DROP_COLUMN: reasons})
     lengths = scanned[LENGTH_COLUMN]
@@ -129,9 +127,8 @@ def decode_stream_batch(batch: dict, *, feature_extractor, encode, frames, limit
 def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict, augment):
     """The streamed split as training reads it: nothing is read now; each clip is scanned, decoded and checked
     (decode_stream_batch) when a DataLoader worker reaches it."""
-    decode = functools.partial(decode_stream_batch, feature_extractor=feature_extractor, encode=encode,
-                               frames=frames, limits=limits, waveform=augmenting(augment),
-                               speeds=augment.speed_perturbation or ())
+    decode = functools.partial(decode_stream_batch, form=ClipForm(feature_extractor, waveform=augmenting(augment)),
+                               encode=encode, frames=frames, limits=limits, speeds=augment.speed_perturbation or ())
     return ds.map(decode, batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
 
 

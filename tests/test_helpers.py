@@ -24,7 +24,8 @@ from ctc_finetune.corpora import parse_split_expression, slice_dataset
 from ctc_finetune.faults import UserError
 from ctc_finetune.metrics import decode_predictions, score
 from ctc_finetune.modeling import carry_head_rows, head_row_map
-from ctc_finetune.preprocessing import LabelEncoder, ctc_min_frames, drop_reasons, featurize_batch, scan_batch
+from ctc_finetune.preprocessing import (ClipForm, LabelEncoder, ctc_min_frames, drop_reasons, featurize_batch,
+                                        scan_batch)
 from ctc_finetune.text import build_vocab, chars_to_ignore_regex, normalize_text, vocabulary_case
 from ctc_finetune.vocabulary import text_report
 import run_speech_recognition_ctc as ctc
@@ -153,7 +154,7 @@ def test_scan_and_featurize_mark_bad_clips(tmp_path, tokenizer):
     assert scanned[MIN_FRAMES_COLUMN][0] == 6  # h e l [blank] l o
     featurized = featurize_batch(
         {AUDIO_COLUMN: [good, paths[5]], LENGTH_COLUMN: [scanned[LENGTH_COLUMN][0], 30000]},
-        feature_extractor=Wav2Vec2FeatureExtractor(),
+        form=ClipForm(Wav2Vec2FeatureExtractor()),
     )
     assert featurized[DROP_COLUMN][0] == "" and featurized[DROP_COLUMN][1] in ("undecodable audio", "truncated audio")
     assert abs(float(np.mean(featurized["input_values"][0]))) < 1e-3  # normalised by the feature extractor
