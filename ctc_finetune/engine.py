@@ -4,7 +4,7 @@ into text, words with their times and confidence, and segments. transcribe.py, e
 so will a server or an aligner.
 
     engine = Engine("out", EngineOptions(device="cpu"))
-    result = engine.transcribe("interview.mp3")          # or an array of samples at engine.sampling_rate
+    result = engine.transcribe("interview.mp3")          # or samples: engine.transcribe(array, sampling_rate=44100)
     results, skipped = engine.transcribe_many(paths)     # many files, batched together
 
 Short clips run longest first in batches of similar length, each prediction cut at its clip's real length, so
