@@ -88,24 +88,28 @@ def augmenting(args: AugmentArguments) -> bool:
     return bool(args.speed_perturbation or args.noise_dir or args.rir_dir or args.silence_padding)
 
 
-def noise_floor(audio: np.ndarray, rate: int) -> float:
-    """The RMS of a clip's quietest stretches (its recording's noise; 0 for digital silence)."""
+def frame_rms(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """The RMS of each whole 10 ms frame of a clip, and the frame's length in samples."""
     frame = max(round(rate * FLOOR_FRAME_SECONDS), 1)
     frames = audio[: len(audio) // frame * frame].reshape(-1, frame)
-    return float(np.percentile(np.sqrt(np.mean(frames ** 2, axis=1)), FLOOR_PERCENTILE)) if len(frames) else 0.0
+    return np.sqrt(np.mean(frames ** 2, axis=1)), frame
+
+
+def noise_floor(audio: np.ndarray, rate: int) -> float:
+    """The RMS of a clip's quietest stretches (its recording's noise; 0 for digital silence)."""
+    rms, _ = frame_rms(audio, rate)
+    return float(np.percentile(rms, FLOOR_PERCENTILE)) if rms.size else 0.0
 
 
 def trailing_quiet(audio: np.ndarray, rate: int) -> int:
     """Samples of quiet at a clip's end (whole 10 ms frames under its QUIET_OVER_FLOOR x noise floor or QUIET_SHARE
     of its loudest frame): the silence a recorded or synthesised clip usually ends in."""
-    frame = max(round(rate * FLOOR_FRAME_SECONDS), 1)
-    n = len(audio) // frame
-    if not n:
+    rms, frame = frame_rms(audio, rate)
+    if not rms.size:
         return 0
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1))
     threshold = max(QUIET_OVER_FLOOR * float(np.percentile(rms, FLOOR_PERCENTILE)), QUIET_SHARE * float(rms.max()))
     loud = np.flatnonzero(rms >= threshold)
-    return (n - 1 - int(loud[-1])) * frame if loud.size else n * frame
+    return (rms.size - 1 - int(loud[-1])) * frame if loud.size else rms.size * frame
 
 
 def pad_with_quiet(audio: np.ndarray, lead: int, tail: int, floor: Optional[float],
