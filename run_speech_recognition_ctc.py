@@ -608,7 +608,7 @@ def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args,
     augmenter = build_augmenter(features.augment, feature_extractor.sampling_rate) if training_args.do_train \
         else None
     eval_sets = {key[len("eval_"):]: ds for key, ds in vectorized.items() if is_eval(key) and key != "eval"}
-    callbacks = [stop, *schedule_callbacks(features.schedules, model),
+    callbacks = [stop, *schedule_callbacks(features.schedules, model, training_args),
                  *selection_callbacks(features.selection, training_args)]
     return CTCTrainer(
         model=model,
@@ -729,7 +729,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train, features.lora,
                                               features.adapters)
-        configure_distributed(model, training_args, features.schedules.freeze_encoder_steps)
+        configure_distributed(model, training_args)
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"

@@ -34,9 +34,9 @@ def only_real_norms() -> None:
     fsdp_utils._find_final_norm = find_final_norm
 
 
-def configure_distributed(model, training_args, freeze_encoder_steps: int = 0) -> None:
-    """DDP, FSDP and activation-checkpointing settings the model needs (`freeze_encoder_steps`: head-first training,
-    whose frozen encoder gets no gradients), and one OpenMP thread per rank unless the user chose otherwise."""
+def configure_distributed(model, training_args) -> None:
+    """DDP, FSDP and activation-checkpointing settings the model needs, and one OpenMP thread per rank unless the
+    user chose otherwise."""
     if training_args.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # N ranks x all cores each oversubscribes the CPU and slows every rank down
     plugin = training_args.fsdp_plugin_args
@@ -50,18 +50,24 @@ def configure_distributed(model, training_args, freeze_encoder_steps: int = 0) -
     if is_lora(model) and training_args.activation_checkpointing:
         # The frozen base gives the checkpointed layers inputs without gradients: re-entrant checkpointing would
         # then skip the adapters' backward (peft's usual cure, input embeddings requiring grads, has no speech twin)
-        training_args.activation_checkpointing_kwargs = {
-            "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
-        }
-    unused = getattr(encoder_config(model.config), "layerdrop", 0) > 0 or freeze_encoder_steps
-    if unused and training_args.ddp_find_unused_parameters is None:
-        # A dropped layer (or a frozen encoder) gets no gradient in that step: DDP's reducer must look for unused
-        # parameters, which re-entrant activation checkpointing does not support.
-        training_args.ddp_find_unused_parameters = True
-        if training_args.activation_checkpointing:
-            training_args.activation_checkpointing_kwargs = {
-                "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
-            }
-        if training_args.world_size > 1:
-            logger.info("DDP: --layerdrop > 0 or --freeze_encoder_steps, so ddp_find_unused_parameters=True "
-                        "(non-reentrant checkpointing)")
+        non_reentrant_checkpointing(training_args)
+    if getattr(encoder_config(model.config), "layerdrop", 0) > 0:
+        find_unused_parameters(training_args, "--layerdrop > 0")
+
+
+def non_reentrant_checkpointing(training_args) -> None:
+    training_args.activation_checkpointing_kwargs = {
+        "use_reentrant": False, **(training_args.activation_checkpointing_kwargs or {})
+    }
+
+
+def find_unused_parameters(training_args, reason: str) -> None:
+    """Some parameters get no gradient in some steps (a dropped layer, a frozen encoder): DDP's reducer must look for
+    unused parameters, which re-entrant activation checkpointing does not support. The user's own choice stays."""
+    if training_args.ddp_find_unused_parameters is not None:
+        return
+    training_args.ddp_find_unused_parameters = True
+    if training_args.activation_checkpointing:
+        non_reentrant_checkpointing(training_args)
+    if training_args.world_size > 1:
+        logger.info(f"DDP: {reason}, so ddp_find_unused_parameters=True (non-reentrant checkpointing)")

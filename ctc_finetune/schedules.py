@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 
+from .distributed import find_unused_parameters
 from .families import ctc_head_name
 from .faults import UserError
 
@@ -34,8 +35,12 @@ class ScheduleArguments:
             raise UserError(f"--freeze_encoder_steps takes a number of steps, got {self.freeze_encoder_steps}.")
 
 
-def schedule_callbacks(args: ScheduleArguments, model) -> list:
-    return [HeadFirst(model, args.freeze_encoder_steps)] if args.freeze_encoder_steps else []
+def schedule_callbacks(args: ScheduleArguments, model, training_args) -> list:
+    """The trainer's callbacks for head-first training (whose frozen encoder DDP must know about), if asked."""
+    if not args.freeze_encoder_steps:
+        return []
+    find_unused_parameters(training_args, "--freeze_encoder_steps")
+    return [HeadFirst(model, args.freeze_encoder_steps)]
 
 
 def tri_stage_steps(ratios, total_steps: int) -> tuple[int, int]:

@@ -353,6 +353,20 @@ def test_layerdrop_in_a_sub_config_turns_on_ddp_unused_parameter_search(tmp_path
     assert quiet.ddp_find_unused_parameters is None
 
 
+def test_head_first_training_turns_on_ddp_unused_parameter_search_unless_the_user_chose(tmp_path):
+    from ctc_finetune.schedules import HeadFirst, ScheduleArguments, schedule_callbacks
+
+    model = AutoModelForCTC.from_pretrained(make_checkpoint(str(tmp_path / "w"), "wav2vec2"))
+    args = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert schedule_callbacks(ScheduleArguments(), model, args) == [] and args.ddp_find_unused_parameters is None
+    callbacks = schedule_callbacks(ScheduleArguments(freeze_encoder_steps=3), model, args)
+    assert [type(c) for c in callbacks] == [HeadFirst] and args.ddp_find_unused_parameters is True
+    chosen = ctc.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                   ddp_find_unused_parameters=False)
+    schedule_callbacks(ScheduleArguments(freeze_encoder_steps=3), model, chosen)
+    assert chosen.ddp_find_unused_parameters is False
+
+
 def test_subword_tokenizer_that_misses_the_text_stops_naming_the_characters(tmp_path):
     # A given subword tokenizer of another script: the unknown share counts label tokens, and names the letters
     # (not the word delimiter, which a subword tokenizer has no need for).
