@@ -33,45 +33,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from corpus import DEFAULT_CORPUS, read_split, repeated, require  # noqa: E402
+from shapes import parakeet_shape, wav2vec2_base_shape  # noqa: E402
 
 DEMO_TEST = os.path.join(ROOT, "examples", "demo_corpus", "test")
 WORK = os.path.join(ROOT, "outputs", "onnx_speed")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 RUNTIMES = {"PyTorch fp32": [], "ONNX fp32": ["--onnx"], "ONNX int8": ["--onnx", "int8"]}
 WARM_UP_CLIPS = 5
-
-
-def make_models(root: str) -> dict:
-    """The two shapes, saved with random weights, a feature extractor and a tokenizer that covers the head."""
-    import transformers
-    from tiny_models import make_checkpoint
-    from transformers import Wav2Vec2CTCTokenizer
-
-    from ctc_finetune.text import build_vocab
-
-    paths = {}
-    path = os.path.join(root, "wav2vec2-base-shape")
-    if not os.path.isfile(os.path.join(path, "model.safetensors")):
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "vocab.json"), "w") as f:
-            json.dump(build_vocab(["abcdefghijklmnopqrstuvwxyz'"], "|", "[UNK]", "[PAD]"), f)
-        tokenizer = Wav2Vec2CTCTokenizer(os.path.join(path, "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
-        config = transformers.Wav2Vec2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        transformers.Wav2Vec2ForCTC(config).save_pretrained(path)  # the published base config's sizes
-        transformers.Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-    paths["wav2vec2-base shape (95M)"] = path
-    path = os.path.join(root, "parakeet-ctc-0.6b-shape")
-    if not os.path.isfile(os.path.join(path, "model.safetensors")):
-        make_checkpoint(path, "parakeet_ctc", tokenizer_vocab_size=1024)  # its tokenizer, extractor and processor
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        encoder = transformers.ParakeetEncoderConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=8,
-                                                     intermediate_size=4096)
-        config = transformers.ParakeetCTCConfig(encoder_config=encoder.to_dict(), vocab_size=len(tokenizer),
-                                                pad_token_id=tokenizer.pad_token_id)
-        transformers.ParakeetForCTC(config).save_pretrained(path)
-    paths["parakeet-ctc-0.6b shape (609M)"] = path
-    return paths
 
 
 def export(model_dir: str, int8_ops: list[str], clips: list[str]) -> None:
@@ -140,7 +108,10 @@ def corpus_clips(folder: str, count: int) -> tuple[list[str], dict]:
 def speed(corpus: str, count: int, int8_ops: list[str]) -> None:
     clips = repeated([r["path"] for r in read_split(corpus, "test")], count, f"the test split of {corpus}")
     print(f"speed: {len(clips)} test clips of {corpus}, {os.cpu_count()} CPU cores", flush=True)
-    for name, path in make_models(os.path.join(WORK, "models")).items():
+    models = os.path.join(WORK, "models")
+    shapes = {"wav2vec2-base shape (95M)": wav2vec2_base_shape(models),
+              "parakeet-ctc-0.6b shape (609M)": parakeet_shape(models)}
+    for name, path in shapes.items():
         export(path, int8_ops, clips)
         print(f"\n{name}\n  {'runtime':13} {'audio s/s':>10} {'RTF':>7} {'peak RSS':>9} {'file':>10} {'speed-up':>9}")
         base = None

@@ -26,7 +26,8 @@ ENERGY_FRAME_SECONDS = 0.01  # the energy of the recording is measured per 10 ms
 PAUSE_SECONDS = 0.25  # quiet this long is a pause a window may end in
 QUIET_OVER_FLOOR = 3.0  # quiet: an RMS under 3 times the recording's noise floor (its 5th percentile of RMS),
 QUIET_SHARE = 0.001  # or under this share of its loud level (95th percentile), whichever is higher,
-QUIET_CEILING = 0.5  # but never above half its loud level (steady noise or music has no pauses)
+QUIET_CEILING = 0.5  # but never above half its loud level (steady noise or music has no pauses); and always
+SILENCE_RMS = 1 / 32768  # quiet under one step of 16-bit audio (a stream's first frames have no loud level yet)
 MIN_WINDOW_SECONDS = 0.3  # a window ends in a pause only after this much audio
 TRIM_LEVEL = 1.5 / 32768  # a window's edge in a pause is trimmed to its first (last) sample louder than the pause's
 # floor or than this, whichever is higher: 1.5 steps of 16-bit audio, so that a 16-bit recording and its float
@@ -84,13 +85,18 @@ def frame_energy(path: str, source_rate: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate(rms), np.concatenate(peak)) if rms else (np.zeros(0), np.zeros(0))
 
 
+def quiet_threshold(rms: np.ndarray) -> float:
+    """The RMS under which a 10 ms frame is quiet (see QUIET_OVER_FLOOR), from the RMS of a recording's frames."""
+    loud = np.percentile(rms, 95)
+    relative = min(max(QUIET_OVER_FLOOR * np.percentile(rms, 5), QUIET_SHARE * loud), QUIET_CEILING * loud)
+    return float(max(relative, SILENCE_RMS))
+
+
 def find_pauses(rms: np.ndarray, peak: np.ndarray) -> list[tuple[float, float, float]]:
     """Every pause (quiet for PAUSE_SECONDS or longer): its start and end in seconds, and its floor (see below)."""
     if not rms.size:
         return []
-    loud = np.percentile(rms, 95)
-    threshold = min(max(QUIET_OVER_FLOOR * np.percentile(rms, 5), QUIET_SHARE * loud), QUIET_CEILING * loud)
-    quiet = np.concatenate([[False], rms < threshold, [False]])
+    quiet = np.concatenate([[False], rms < quiet_threshold(rms), [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
     pauses = []
     for start, stop in zip(edges[::2], edges[1::2]):  # runs of quiet frames: [start, stop)
@@ -106,33 +112,33 @@ def plan_windows(file: int, samples: int, total_frames: int, pauses: list, chunk
                  rate: int) -> list[Window]:
     """The windows of a file of `samples` samples (at `rate`) with `total_frames` output frames. A window ends in the
     middle of the first pause (find_pauses) after MIN_WINDOW_SECONDS and the next starts there; both trim the pause's
-    quiet at that edge (read_window), so each holds speech as a training clip does. Without a pause within `chunk`
-    samples, a window ends there, and the cut is read with `context` samples on both sides (kept frames tile the file
-    exactly). A file no longer than a chunk plus its context is one window, the whole file."""
+    quiet at that edge (read_window), so each holds speech as a training clip does (and a live stream of the same
+    audio is cut the same way: streaming.py). Without a pause within `chunk` samples, a window ends there, and the
+    cut is read with `context` samples on both sides (kept frames tile the file exactly). A file no longer than a chunk plus its context is one window, the whole file."""
     if samples <= chunk + context:
         return [Window(file, 0, samples, 0, total_frames, whole=True, last=True)]
     windows, start, keep_start, quiet_before = [], 0, 0, -1.0
     if pauses and pauses[0][0] == 0:  # the file starts in a pause: its first window's leading quiet is trimmed
         keep_start, quiet_before = None, pauses[0][2]
-    # A file that ends in a pause: its last window's trailing quiet is trimmed
+    # A file that ends in a pause: its last window's trailing quiet is trimmed (and not cut in)
     ends_in_pause = pauses and round(pauses[-1][1] * rate) >= samples - round(ENERGY_FRAME_SECONDS * rate)
     ends_quiet = pauses[-1][2] if ends_in_pause else -1.0
-    following = 0  # the next pause that may end a window
+    cuts = [p for p in pauses[:len(pauses) - 1 if ends_in_pause else None] if p[0] > 0]  # pauses a window may end in
+    following = 0  # the next of them
     while True:
-        if samples - start <= chunk:
-            windows.append(Window(file, start, samples, keep_start, total_frames, False, True, quiet_before,
-                                  ends_quiet))
-            return windows
-        # The first pause amid which to cut (a pause the file starts in is trimmed, not cut in); pauses are in order
-        while following < len(pauses) and ((pauses[following][0] + pauses[following][1]) / 2 * rate
-                                           < start + MIN_WINDOW_SECONDS * rate or pauses[following][0] == 0):
+        # The first pause amid which to cut, at least MIN_WINDOW_SECONDS after the window's start
+        while following < len(cuts) and (cuts[following][0] + cuts[following][1]) / 2 * rate \
+                < start + MIN_WINDOW_SECONDS * rate:
             following += 1
-        ahead = following < len(pauses) and (pauses[following][0] + pauses[following][1]) / 2 * rate < start + chunk
-        if ahead:  # cut amid the pause; both windows trim its quiet at their edge
-            begin, end, floor = pauses[following]
+        if following < len(cuts) and (cuts[following][0] + cuts[following][1]) / 2 * rate < start + chunk:
+            begin, end, floor = cuts[following]  # cut amid the pause; both windows trim its quiet at their edge
             middle = round((begin + end) / 2 * rate)
             windows.append(Window(file, start, middle, keep_start, None, False, False, quiet_before, floor))
             start, keep_start, quiet_before = middle, None, floor
+        elif samples - start <= chunk:
+            windows.append(Window(file, start, samples, keep_start, total_frames, False, True, quiet_before,
+                                  ends_quiet))
+            return windows
         else:  # speech runs on: cut at the chunk's end, with context on both sides
             cut = (start + chunk) // hop * hop
             windows.append(Window(file, start if keep_start is None else max(0, start - context),
@@ -156,6 +162,13 @@ def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple
     complete = len(audio) == stop - first
     if source_rate != rate:  # each window resampled alone: its edges lie in pauses or in dropped context
         audio = soxr.resample(audio, source_rate, rate).astype(np.float32, copy=False)
+    audio, lead = trim_quiet(audio, window, rate)
+    return audio, window.start + lead, complete
+
+
+def trim_quiet(audio: np.ndarray, window: Window, rate: int) -> tuple[np.ndarray, int]:
+    """A window's audio with the quiet of the pauses at its edges trimmed (LEAD_SECONDS and TRAILING_QUIET_SECONDS
+    kept), and how many samples went from its start."""
     loud = np.abs(audio)
     lead, tail = 0, len(audio)
     if window.quiet_before >= 0 and loud.size:
@@ -163,7 +176,7 @@ def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple
     if window.quiet_after >= 0 and loud.size:
         tail = len(audio) - int(np.argmax(loud[::-1] > max(window.quiet_after, TRIM_LEVEL)))
     tail = min(len(audio), tail + round(TRAILING_QUIET_SECONDS * rate))
-    return audio[lead:max(tail, lead + 1)], window.start + lead, complete
+    return audio[lead:max(tail, lead + 1)], lead
 
 
 def batches_of_windows(windows: list[Window], batch_seconds: float, rate: int) -> list[list[Window]]:
@@ -194,7 +207,7 @@ def kept_logits(windows: list[Window], audios: list[np.ndarray], starts: list[in
     for window, clip, n, start in zip(windows, logits, frames, starts):
         first = round(start / hop)  # the file's number of the window's first frame
         lo = first if window.keep_start is None else max(window.keep_start, first)
-        hi = first + n if window.keep_end is None else window.keep_end
+        hi = first + n if window.keep_end is None else min(window.keep_end, first + n)  # never a padding frame
         kept.append((lo, clip[lo - first:max(hi - first, lo - first)]))
     return kept
 

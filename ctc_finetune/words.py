@@ -33,9 +33,10 @@ def starts_word(token: str, delimiter: Optional[str]) -> bool:
     return token == delimiter or token.startswith(SUBWORD_BOUNDARY)
 
 
-def greedy_words(ids: np.ndarray, probs: np.ndarray, tokenizer, blank: int, seconds_per_frame: float) -> list[dict]:
+def greedy_words(ids: np.ndarray, probs: np.ndarray, tokenizer, blank: int, seconds_per_frame: float,
+                 first_frame: int = 0) -> list[dict]:
     """Words with start and end (seconds from the file's start) and confidence, from every frame's greedy token id
-    and its probability."""
+    and its probability (`first_frame`: the file's number of the first of them)."""
     delimiter = getattr(tokenizer, "word_delimiter_token", None)
     runs = token_runs(ids, blank)
     distinct = sorted({t for t, _, _ in runs})
@@ -54,7 +55,8 @@ def greedy_words(ids: np.ndarray, probs: np.ndarray, tokenizer, blank: int, seco
         if not text:
             continue
         frames = np.concatenate([np.arange(first, last + 1) for _, first, last in word])
-        out.append(word_record(text, word[0][1], word[-1][2] + 1, float(probs[frames].mean()), seconds_per_frame))
+        out.append(word_record(text, first_frame + word[0][1], first_frame + word[-1][2] + 1,
+                               float(probs[frames].mean()), seconds_per_frame))
     return out
 
 
