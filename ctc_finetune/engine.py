@@ -1,7 +1,7 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """The transcription engine: a trained model loaded once (PyTorch or its ONNX export), and audio of any length turned
-into text, words with their times and confidence, and segments. transcribe.py, export_onnx.py and bench/ call it;
-so will a server or an aligner.
+into text, words with their times and confidence, and segments. transcribe.py, export_onnx.py, serve.py (whose
+batcher runs `forward` on the windows of many requests at once) and bench/ call it; so will an aligner.
 
     engine = Engine("out", EngineOptions(device="cpu"))
     result = engine.transcribe("interview.mp3")          # or samples: engine.transcribe(array, sampling_rate=44100)
@@ -13,6 +13,7 @@ a window ends in a pause where there is one, else at the chunk's length with `co
 sides whose output is dropped. Memory stays flat however long the recording. Decoding is greedy, or a beam search
 (pyctcdecode) with the n-gram LM saved beside the model and/or hotwords, run stretch by stretch between pauses."""
 
+import copy
 import dataclasses
 import glob
 import importlib.util
@@ -219,6 +220,14 @@ class Decoding:
         frames.texts.append(text)
         frames.words += beam_words(offsets, ids, probs, self.blank, start, self.seconds_per_frame)
 
+    def with_hotwords(self, hotwords, decoder=None) -> "Decoding":
+        """The same decoding favouring other hotwords (one request's, in a server), with `decoder` as its beam search
+        where it has none."""
+        other = copy.copy(self)
+        other.decoder = self.decoder or decoder
+        other.beam = {**self.beam, "hotwords": list(hotwords) or None}
+        return other
+
     def record(self, frames: FileFrames) -> Transcript:
         ids, probs = frames.frames()
         if self.decoder is None:
@@ -266,6 +275,11 @@ class Engine:
         alone = "; the model takes no attention mask, so each clip runs alone" if not self.batch_seconds else ""
         return f"{self.model_dir}{runtime} on {self.device}, {how}{alone}"
 
+    def forward(self, windows: list, audios: list[np.ndarray], starts: list[int]) -> list[tuple[int, torch.Tensor]]:
+        """One forward pass over windows read by read_window (of one file or of many): each window's first kept frame
+        and its kept logits (longform.kept_logits)."""
+        return kept_logits(windows, audios, starts, self.model, self.feature_extractor, self.collate, self.hop)
+
     def transcribe(self, audio: Union[str, np.ndarray], sampling_rate: Optional[int] = None) -> Transcript:
         """One input: a path, or samples (mono or [samples, channels], float or int16) at `sampling_rate` (default:
         the model's, self.sampling_rate; others are resampled). Audio that cannot be transcribed (unreadable,
@@ -297,17 +311,20 @@ class Engine:
 
 class Run:
     """One call's files: their windows planned from headers and energy, read batch by batch through the model, the
-    frames joined per file and decoded as each file's last window is done."""
+    frames joined per file and decoded as each file's last window is done. A server runs one per request, with the
+    request's own `decoding` (hotwords), and its windows go through the server's batcher instead of run()."""
 
-    def __init__(self, engine: Engine, paths: list[str]):
-        self.engine, self.paths = engine, paths
+    def __init__(self, engine: Engine, paths: list[str], decoding: Optional[Decoding] = None):
+        self.engine, self.paths, self.decoding = engine, paths, decoding or engine.decoding
         self.skipped, self.records, self.frames = Counter(), {}, {}
+        self.reasons = []  # every skip's full reason, in order
         self.failed, self.short = set(), set()
         self.files, self.windows = self.plan()
 
     def skip(self, path: str, reason: str) -> None:
         logger.warning(f"warning: skipped {path}: {reason}")
         self.skipped[reason.split(" (")[0]] += 1
+        self.reasons.append(reason)
 
     def plan(self) -> tuple[dict, list]:
         """Each readable file's (path, source rate, seconds) by input position, and its windows; unreadable, empty
@@ -354,6 +371,14 @@ class Run:
     def run_batch(self, batch: list, ends: list) -> list[tuple]:
         """A batch of windows read and run through the model: (window, audio, first kept frame, kept logits) each.
         A file's last window with no audio left for the model goes to `ends`."""
+        read = self.read(batch, ends)
+        kept = self.engine.forward([w for w, _, _ in read], [a for _, a, _ in read], [s for _, _, s in read]) \
+            if read else []
+        return [(window, audio, *out) for (window, audio, _), out in zip(read, kept)]
+
+    def read(self, batch: list, ends: list) -> list[tuple]:
+        """The windows' audio: (window, audio, where it starts in the file) for each one the model can take; a
+        file's last window with no audio left for the model goes to `ends`, an undecodable one skips its file."""
         engine, read = self.engine, []
         for window in batch:
             path, source_rate, _ = self.files[window.file]
@@ -371,9 +396,7 @@ class Run:
                 read.append((window, audio, start))
             elif window.last:  # nothing left for the model (a file cut short): the file ends with what it gave
                 ends.append(window)
-        kept = kept_logits([w for w, _, _ in read], [a for _, a, _ in read], [s for _, _, s in read], engine.model,
-                           engine.feature_extractor, engine.collate, engine.hop) if read else []
-        return [(window, audio, *out) for (window, audio, _), out in zip(read, kept)]
+        return read
 
     def add(self, window, audio: np.ndarray, first_frame: int, logits: torch.Tensor, ends: list) -> None:
         """A window's kept frames joined to its file's; a beam search runs on what a pause closes."""
@@ -381,7 +404,7 @@ class Run:
             self.frames.pop(window.file, None)
             return
         path, _, seconds = self.files[window.file]
-        decoding = self.engine.decoding
+        decoding = self.decoding
         file_frames = self.frames.setdefault(window.file, FileFrames(path, seconds, decoding.blank, decoding.boundary,
                                                                      keep_logits=decoding.decoder is not None))
         file_frames.add(first_frame, logits, audio)
@@ -399,7 +422,7 @@ class Run:
         if file_frames.peak == 0.0:
             self.skip(path, "silent audio (every sample is zero)")
             return
-        decoding = self.engine.decoding
+        decoding = self.decoding
         decoding.search(file_frames, final=True)
         if index in self.short:
             held = file_frames.next_frame * decoding.seconds_per_frame

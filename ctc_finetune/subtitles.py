@@ -1,5 +1,5 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""Subtitles and word lists for transcribe.py: words grouped into cues of at most two lines of about 42 characters
+"""Subtitles and word lists for transcribe.py and serve.py: words grouped into cues of at most two lines of about 42 characters
 and about 7 seconds, split at pauses and between words, written as SRT (the srt package) or WebVTT (webvtt-py); and
 the JSON of every file's words with their times and confidence."""
 
@@ -27,9 +27,9 @@ def fits(words: list[str]) -> bool:
     return len(lines) <= MAX_LINES and all(len(line) <= MAX_LINE_CHARS for line in lines)
 
 
-def cues(words: list[dict]) -> list[dict]:
-    """Subtitle cues {"start", "end", "lines"} (seconds) from words in time order: a new cue at a pause, when the
-    cue would stay on screen too long, or when its words would not fit on two lines. Cues never overlap."""
+def cue_words(words: list[dict]) -> list[list[dict]]:
+    """The words in time order grouped into cues: a new cue at a pause, when the cue would stay on screen too long,
+    or when its words would not fit on two lines."""
     out, current = [], []
     for word in words:
         if current and (word["start"] - current[-1]["end"] >= PAUSE_SECONDS
@@ -38,22 +38,25 @@ def cues(words: list[dict]) -> list[dict]:
             out.append(current)
             current = []
         current.append(word)
-    if current:
-        out.append(current)
-    result = [{"start": c[0]["start"], "end": c[-1]["end"], "lines": wrap([w["word"] for w in c])} for c in out]
+    return out + [current] if current else out
+
+
+def cues(words: list[dict]) -> list[dict]:
+    """Subtitle cues {"start", "end", "lines"} (seconds) of the words' groups (cue_words). Cues never overlap."""
+    result = [{"start": c[0]["start"], "end": c[-1]["end"], "lines": wrap([w["word"] for w in c])}
+              for c in cue_words(words)]
     for cue, following in zip(result, result[1:]):  # a word's end may reach past the next word's start by a frame
         cue["end"] = min(cue["end"], following["start"])
     return result
 
 
-def write_srt(path: str, file_cues: list[dict]) -> None:
+def srt_text(file_cues: list[dict]) -> str:
     import srt
 
     subtitles = [srt.Subtitle(index=i, start=datetime.timedelta(seconds=c["start"]),
                               end=datetime.timedelta(seconds=c["end"]), content="\n".join(c["lines"]))
                  for i, c in enumerate(file_cues, start=1)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(srt.compose(subtitles))
+    return srt.compose(subtitles)
 
 
 def vtt_time(seconds: float) -> str:
@@ -62,20 +65,24 @@ def vtt_time(seconds: float) -> str:
     return f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:{millis // 1000 % 60:02d}.{millis % 1000:03d}"
 
 
-def write_vtt(path: str, file_cues: list[dict]) -> None:
+def vtt_text(file_cues: list[dict]) -> str:
     import webvtt
 
     vtt = webvtt.WebVTT()
     for cue in file_cues:
         vtt.captions.append(webvtt.Caption(vtt_time(cue["start"]), vtt_time(cue["end"]), cue["lines"]))
-    vtt.save(path)
+    return vtt.content
 
 
-def write_subtitles(path: str, words: list[dict]) -> int:
-    """An .srt or .vtt file of the words' cues; returns how many cues."""
-    file_cues = cues(words)
-    (write_srt if path.lower().endswith(".srt") else write_vtt)(path, file_cues)
-    return len(file_cues)
+def subtitle_text(extension: str, words: list[dict]) -> str:
+    """The words' cues as an SRT (extension ".srt") or WebVTT (".vtt") file's text."""
+    return (srt_text if extension == ".srt" else vtt_text)(cues(words))
+
+
+def write_subtitles(path: str, words: list[dict]) -> None:
+    """An .srt or .vtt file of the words' cues."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(subtitle_text(".srt" if path.lower().endswith(".srt") else ".vtt", words))
 
 
 def write_json(path: str, records: list[dict]) -> None:
