@@ -13,7 +13,10 @@ Printed, one line per server and load:
   - serve.py with batching across requests against --max_batch_seconds 0;
   - p95 at --clients against one client alone (one request at a time);
   - the same clips transcribed in this process by the engine on all cores (no HTTP): the server's share of it;
-  - serve.py's RSS over --soak requests (after a warm-up), in MiB, and its growth.
+  - serve.py's RSS over --soak requests (after a warm-up), in MiB, and its growth;
+  - a live stream (/v1/realtime) of --stream_seconds of the clips joined with pauses, sent at the pace of real time in
+    100 ms pieces while the 16 clients are at work: the time from each utterance's last word to its final transcript
+    (p50, p95); the pause the stream waits for (streaming.CLOSE_SECONDS, 0.3 s) is part of it.
 """
 
 import argparse
@@ -154,6 +157,58 @@ def soak(server: Server, clips: list[dict], count: int, served_name: str) -> tup
     return before, server.rss_mib()
 
 
+def joined_recording(clips: list[dict], seconds: float, path: str) -> str:
+    """The clips in order, each after 0.5-1.0 s of digital silence, up to `seconds`, as a 16-bit WAV at 16 kHz."""
+    import numpy as np
+    import soundfile as sf
+
+    from ctc_finetune.audio import load_audio
+
+    rng, parts, total = np.random.default_rng(0), [], 0
+    for i in range(10_000):
+        pause = np.zeros(round(rng.uniform(0.5, 1.0) * 16000), np.float32)
+        audio = load_audio(clips[i % len(clips)]["path"], 16000)
+        parts += [pause, audio]
+        total += len(pause) + len(audio)
+        if total >= seconds * 16000:
+            break
+    sf.write(path, np.concatenate(parts + [np.zeros(16000, np.float32)]), 16000, subtype="PCM_16")
+    return path
+
+
+def stream_latency(server: Server, path: str) -> list[float]:
+    """A live stream sent at the pace of real time: seconds from each utterance's last word (its end in the stream,
+    as sent) to its final transcript's arrival."""
+    import base64
+    import threading
+
+    import soundfile as sf
+    from websockets.sync.client import connect
+
+    pcm, rate = sf.read(path, dtype="int16")
+    step, latencies = rate // 10, []
+    with connect(server.url.replace("http", "ws") + "/v1/realtime", max_size=None) as ws:
+        ws.recv(timeout=30)
+        ws.send(json.dumps({"type": "transcription_session.update", "session": {"input_audio_sample_rate": rate}}))
+        start = time.perf_counter()
+
+        def receive():
+            for message in ws:
+                event = json.loads(message)
+                if event["type"].endswith("transcription.completed") and event["words"]:
+                    latencies.append(time.perf_counter() - start - event["words"][-1]["end"])
+
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        for i in range(0, len(pcm), step):
+            time.sleep(max(0.0, start + (i + step) / rate - time.perf_counter()))  # the piece is recorded by now
+            ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(pcm[i:i + step].tobytes()).decode()}))
+        time.sleep(2)
+    receiver.join(timeout=5)
+    return latencies
+
+
 def prepare_model(args) -> tuple[str, str]:
     """The model folder to serve and its served name (an export made for --onnx when missing)."""
     model = args.model
@@ -183,6 +238,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120, help="the longest a load run lasts")
     parser.add_argument("--soak", type=int, default=500, help="requests of the memory check (0: skip it)")
     parser.add_argument("--skip_naive", action="store_true", help="skip the transformers.pipeline server")
+    parser.add_argument("--stream_seconds", type=float, default=60, help="the live stream's length (0: skip it)")
     args = parser.parse_args()
     require(args.corpus, "test")
     os.makedirs(WORK, exist_ok=True)
@@ -199,6 +255,17 @@ def main() -> None:
         show("serve.py, 1 client", figures["alone"])
         figures["served"] = load(server, clips, args.clients, args.requests, args.seconds, name)
         show(f"serve.py, {args.clients} clients", figures["served"])
+        if args.stream_seconds:
+            recording = joined_recording(clips, args.stream_seconds, os.path.join(WORK, "stream.wav"))
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the clients at work meanwhile
+                busy = pool.submit(load, server, clips, args.clients, 100_000, args.stream_seconds, name)
+                latencies = sorted(stream_latency(server, recording))
+                busy.result()
+            figures["stream"] = {"p50": statistics.median(latencies),
+                                 "p95": latencies[int(0.95 * (len(latencies) - 1))], "utterances": len(latencies)}
+            print(f"  live stream beside {args.clients} clients: last word to final transcript p50 "
+                  f"{figures['stream']['p50'] * 1000:.0f} ms, p95 {figures['stream']['p95'] * 1000:.0f} ms "
+                  f"({len(latencies)} utterances)", flush=True)
         if args.soak:
             figures["rss"] = soak(server, clips, args.soak, name)
             before, after = figures["rss"]

@@ -85,14 +85,20 @@ class Batcher:
         for item in self.pending:
             item.future.cancel()
 
-    def submit(self, job: Job, window: Window, audio: np.ndarray, start: int) -> concurrent.futures.Future:
-        """Queue a window; its future gives (first kept frame, kept logits [frames, vocabulary])."""
+    def submit(self, job: Job, window: Window, audio: np.ndarray, start: int, first: bool = False
+               ) -> concurrent.futures.Future:
+        """Queue a window; its future gives (first kept frame, kept logits [frames, vocabulary]). `first`: ahead of
+        the windows waiting (a live stream's, whose speaker waits for its words)."""
         future = concurrent.futures.Future()
         job.futures.append(future)
         with self.condition:
             if self.stopping:
                 raise RuntimeError("the server is shutting down")
-            self.pending.append(Pending(job, window, audio, start, future, time.monotonic()))
+            pending = Pending(job, window, audio, start, future, time.monotonic())
+            if first:
+                self.pending.appendleft(pending)
+            else:
+                self.pending.append(pending)
             self.condition.notify()
         return future
 

@@ -79,7 +79,7 @@ class Realtime:
         self.received = 0  # samples at the model's rate
 
     def forward(self, pieces) -> list:
-        futures = [self.server.batcher.submit(self.job, p.window, p.audio, p.start) for p in pieces]
+        futures = [self.server.batcher.submit(self.job, p.window, p.audio, p.start, first=True) for p in pieces]
         return [future.result() for future in futures]
 
     def description(self) -> dict:

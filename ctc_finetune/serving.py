@@ -160,9 +160,10 @@ class Metrics:
     """Prometheus metrics of one server, in a registry of its own."""
 
     def __init__(self, queue_depth: Callable, in_progress: Callable):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.requests = Counter("serve_transcription_requests", "Transcription requests by HTTP status.",
                                 ["status"], registry=registry)
         self.audio = Counter("serve_audio_seconds", "Seconds of audio transcribed.", registry=registry)

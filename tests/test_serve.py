@@ -522,3 +522,27 @@ def wait_for_page(call, condition: str, seconds: float = 60) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"the page never got to: {condition}")
+
+
+def resident_bytes(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    return next(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                if s.name == "process_resident_memory_bytes")
+
+
+def test_a_soak_of_500_requests_keeps_memory_flat(served, expected):
+    clip = SHORTEST
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        def ask():
+            with open(clip, "rb") as f:
+                r = client.post(f"{served}/v1/audio/transcriptions", files={"file": ("a.mp3", f.read())},
+                                data={"model": MODEL, "response_format": "text"})
+            assert r.status_code == 200 and r.text == expected[clip].text
+
+        for _ in range(50):  # warm-up: the allocator's pools, the first batches of each size
+            ask()
+        before = resident_bytes(served)
+        for _ in range(500):
+            ask()
+        after = resident_bytes(served)
+    assert after <= 1.10 * before, f"RSS grew from {before / 2**20:.0f} to {after / 2**20:.0f} MiB"
