@@ -79,17 +79,24 @@ def join(clips: list[dict], seconds: float, path: str, seed: int, subtype: str) 
     return manifest
 
 
-def run_transcribe(model: str, audio: list[str], output: str, extra=()) -> dict:
-    """transcribe.py in a subprocess: wall seconds in all and of the transcription alone (its summary line: the
-    model loaded), and peak RSS (GB, from /usr/bin/time)."""
-    command = [sys.executable, os.path.join(ROOT, "transcribe.py"), model, *audio, "--output", output, *extra]
+def run_timed(script: str, argv: list) -> dict:
+    """A command of the repository (transcribe.py, align.py) in a subprocess: wall seconds in all and of its work
+    alone (its summary line's, the model loaded), peak RSS (GB, from /usr/bin/time), and its log."""
+    command = [sys.executable, os.path.join(ROOT, script), *argv]
     start = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"error: transcribe.py failed: {proc.stderr.strip().splitlines()[-2:]}")
-    transcribing = float(re.search(r"\) in ([\d,.]+) s: real-time factor", proc.stderr)[1].replace(",", ""))
-    return {"wall": wall, "transcribing": transcribing, "rss_gb": int(proc.stderr.strip().splitlines()[-1]) / 2**20}
+        sys.exit(f"error: {script} failed: {proc.stderr.strip().splitlines()[-2:]}")
+    working = float(re.search(r"\) in ([\d,.]+) s: real-time factor", proc.stderr)[1].replace(",", ""))
+    return {"wall": wall, "working": working, "rss_gb": int(proc.stderr.strip().splitlines()[-1]) / 2**20,
+            "log": proc.stderr}
+
+
+def run_transcribe(model: str, audio: list[str], output: str, extra=()) -> dict:
+    """transcribe.py in a subprocess (run_timed): "transcribing" is its work alone."""
+    run = run_timed("transcribe.py", [model, *audio, "--output", output, *extra])
+    return {**run, "transcribing": run["working"]}
 
 
 def first_word_errors(manifest: list[dict], words: list[dict]) -> np.ndarray:

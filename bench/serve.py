@@ -5,8 +5,9 @@ write (bench/naive_server.py: `transformers.pipeline` in a FastAPI handler) and 
     python bench/serve.py --shape wav2vec2-base      # a random-weight wav2vec2-base-shaped model instead
     python bench/serve.py --onnx int8                # serve.py --onnx int8 (exported first when missing)
 
-Clients run on this machine, each posting the demo corpus's test clips (--corpus) one after another, and every run is
-bounded in requests and time (--seconds); each server starts on a free 127.0.0.1 port and is stopped at the end.
+Clients run on this machine, each posting the test clips of --corpus (default examples/demo_corpus; a larger corpus:
+`python tools/make_bench_corpus.py DIR`, then --corpus DIR) one after another, and every run is bounded in requests
+and time (--seconds); each server starts on a free 127.0.0.1 port and is stopped at the end.
 Printed, one line per server and load:
   - audio seconds served per second and requests per second, p50 and p95 latency, errors;
   - serve.py at --clients against the naive server at --clients (throughput ratio, p95 ratio);
