@@ -16,7 +16,7 @@ Printed, one line per server and load:
   - the same clips transcribed in this process by the engine on all cores (no HTTP): the server's share of it;
   - serve.py's RSS over --soak requests (after a warm-up), in MiB, and its growth;
   - a live stream (/v1/realtime) of --stream_seconds of the clips joined with pauses, sent at the pace of real time in
-    100 ms pieces while the 16 clients are at work: the time from each utterance's last word to its final transcript
+    100 ms pieces, alone and while the 16 clients are at work: the time from each utterance's last word to its final transcript
     (p50, p95); the pause the stream waits for (streaming.CLOSE_SECONDS, 0.3 s) is part of it.
 """
 
@@ -258,6 +258,12 @@ def main() -> None:
         show(f"serve.py, {args.clients} clients", figures["served"])
         if args.stream_seconds:
             recording = joined_recording(clips, args.stream_seconds, os.path.join(WORK, "stream.wav"))
+            latencies = sorted(stream_latency(server, recording))
+            figures["stream_alone"] = {"p50": statistics.median(latencies),
+                                       "p95": latencies[int(0.95 * (len(latencies) - 1))]}
+            print(f"  live stream alone: last word to final transcript p50 "
+                  f"{figures['stream_alone']['p50'] * 1000:.0f} ms, p95 {figures['stream_alone']['p95'] * 1000:.0f} "
+                  f"ms ({len(latencies)} utterances)", flush=True)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the clients at work meanwhile
                 busy = pool.submit(load, server, clips, args.clients, 100_000, args.stream_seconds, name)
                 latencies = sorted(stream_latency(server, recording))
