@@ -15,10 +15,13 @@ import jiwer
 import soundfile as sf
 
 from .faults import UserError
+from .longform import LEAD_SECONDS
 
 logger = logging.getLogger(__name__)
 
-CLIP_LEAD_SECONDS = 0.1  # audio kept before a line's first word (at most half the way to the line before)
+CLIP_LEAD_SECONDS = LEAD_SECONDS  # audio kept before a line's first word (at most half the way to the line before):
+# what a long recording's windows keep before their first sound, so a model trained on the clips meets speech where
+# transcription will give it (0.1 s taught the demo's model that speech starts 0.14 s in: bench/RESULTS.md)
 CLIP_TAIL_SECONDS = 0.3  # and after its last: a CTC model marks a word's last sound before the sound has faded
 CLIP_FORMAT = ("FLAC", "PCM_16")  # soundfile's format and subtype of the clips
 METADATA_COLUMNS = ("file_name", "sentence", "start", "end", "score")
