@@ -12,7 +12,8 @@ API, so that any OpenAI client transcribes with it.
 
 The model answers to its folder's name (or --served_model_name). A file gets the same words as transcribe.py gives
 it: the same engine runs, and windows of concurrent requests share forward passes (--max_batch_seconds of padded
-audio, after waiting at most --max_wait_ms for company). Endpoints, limits and errors: docs/serve.md.
+audio, after waiting at most --max_wait_ms for company). Live streams go to the WebSocket /v1/realtime; a web page to
+try the model is at http://127.0.0.1:8000/. Endpoints, messages, limits and errors: docs/serve.md.
 """
 
 import os
