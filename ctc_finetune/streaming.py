@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .families import output_frames
 from .longform import (ENERGY_FRAME_SECONDS, MIN_WINDOW_SECONDS, PAUSE_SECONDS, FileFrames, Window, kept_logits,
                        quiet_threshold, trim_quiet)
 from .words import greedy_words
@@ -127,9 +128,9 @@ class StreamWindows:
 
     def chunk_cut(self, framed: int) -> list[Piece]:
         """Speech that runs on past a chunk: cut there, read with context on both sides (once the right context
-        has arrived)."""
+        has arrived). Quiet alone is never cut: it makes no window."""
         cut = (self.start + self.chunk) // self.hop * self.hop
-        if (self.run is not None and self.closed) or framed * self.frame < cut + self.context:
+        if not self.sound or (self.run is not None and self.closed) or framed * self.frame < cut + self.context:
             return []
         window = Window(0, self.start if self.keep_start is None else max(0, self.start - self.context),
                         cut + self.context, self.keep_start, cut // self.hop, False, False, self.quiet_before)
@@ -139,7 +140,7 @@ class StreamWindows:
     def forget(self) -> None:
         """Drop the samples no window can read again (in a long pause, all but its last second)."""
         keep = self.start - (self.context if self.keep_start is not None else 0)
-        if self.run is not None and self.closed:
+        if self.run is not None and (self.closed or not self.sound):
             keep = max(keep, self.total - self.rate)
         if keep > self.base:
             self.audio, self.base = self.audio[keep - self.base:], keep
@@ -208,8 +209,6 @@ class StreamSession:
         return self.finals(pieces) if pieces else []
 
     def engine_frames(self, samples: int) -> int:
-        from .families import output_frames
-
         return output_frames(self.engine.model, self.engine.feature_extractor, [samples])[0]
 
     def finals(self, pieces: list[Piece]) -> list[dict]:

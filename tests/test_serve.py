@@ -546,3 +546,24 @@ def test_a_soak_of_500_requests_keeps_memory_flat(served, expected):
             ask()
         after = resident_bytes(served)
     assert after <= 1.10 * before, f"RSS grew from {before / 2**20:.0f} to {after / 2**20:.0f} MiB"
+
+
+def test_a_stream_past_max_audio_seconds_is_closed_with_its_reason(served):
+    # Binary messages are raw 16-bit PCM; the served server takes at most 60 s per request or stream
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(ws_url(served), additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        ws.recv(timeout=30)
+        ws.send(json.dumps({"type": "transcription_session.update", "session": {"input_audio_sample_rate": 16000}}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "transcription_session.updated"
+        silence = np.zeros(16000 * 10, np.int16).tobytes()
+        for _ in range(7):  # 70 s of digital silence: no utterance, so no event, until the limit
+            ws.send(silence)
+        error = json.loads(ws.recv(timeout=30))
+        assert error["error"]["code"] == "audio_too_long" and "--max_audio_seconds" in error["error"]["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1008
