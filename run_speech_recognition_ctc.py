@@ -67,7 +67,7 @@ from transformers import AutoProcessor, HfArgumentParser, set_seed
 from transformers.trainer_utils import is_main_process
 
 from ctc_finetune.adapters import AdapterArguments
-from ctc_finetune.augment import AugmentArguments, augmenting, build_augmenter
+from ctc_finetune.augment import AugmentArguments, Augmenter, build_augmenter
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, is_stream, predictions_file
@@ -83,7 +83,7 @@ from ctc_finetune.faults import (
     UserError,
     exit_on_user_error,
 )
-from ctc_finetune.lm import LMArguments, build_lm_decoder, check_lm_tools
+from ctc_finetune.lm import LMArguments, build_lm_decoder
 from ctc_finetune.lora import LoraArguments
 from ctc_finetune.metrics import (
     SUPPORTED_METRICS,
@@ -474,11 +474,12 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
     model_args, data_args, training_args, *features = parsed
     features = Features(*features)
     hide_tokens(data_args, training_args)
-    check_feature_rules(model_args, data_args, features)
+    check_feature_rules(model_args, data_args, training_args, features)
     return model_args, data_args, training_args, features
 
 
-def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArguments, features: Features) -> None:
+def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
+                        features: Features) -> None:
     """The rules between features (each feature's class checks its own flags)."""
     lora, subword, language = features.lora, features.subword.vocab_type != "char", features.adapters.target_language
     if subword and model_args.tokenizer_name_or_path:
@@ -498,6 +499,8 @@ def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArgum
                         "one of --average_checkpoints and --lora_rank.")
     if data_args.phoneme_language and features.lm.lm_text:
         raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
+    if features.lm.lm_text == "train" and not training_args.do_train:
+        raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -542,7 +545,6 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
                         "python run_speech_recognition_ctc.py examples/demo.json).")
     check_push_to_hub(training_args)
     check_report_to(training_args.report_to)
-    check_lm_tools(features.lm, training_args)
     check_phonemizer(data_args.phoneme_language)
     eval_sets = [eval_set_key(name)[len("eval_"):] for name in eval_split_names(data_args)]
     configure_selection(features.selection, training_args, eval_sets, data_args.eval_metrics)
@@ -566,7 +568,7 @@ def prepare_text(splits, model_args, data_args, training_args, features: Feature
 
 
 def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args, data_args, training_args,
-               augment: AugmentArguments):
+               augmenter: Optional[Augmenter]):
     """The model's inputs per split (evaluation splits longest first), the clips dropped per split and reason, and
     the data report. Read splits are scanned and filtered, then featurized (cached); a streamed one (tar shards) is
     set up to be decoded and checked as training reads it. Logs three training examples as the model will see them."""
@@ -576,14 +578,14 @@ def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_ar
     frames, limits = clip_limits(model, feature_extractor, data_args)
     streamed = [k for k, ds in splits.items() if is_stream(ds)]
     read = datasets.DatasetDict({k: ds for k, ds in splits.items() if k not in streamed})
-    kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args,
-                                    augment.speed_perturbation)
+    speeds = augmenter.speeds if augmenter else ()
+    kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args, speeds)
     vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root,
-                                    augmenting(augment))
+                                    augmenter is not None)
     log_samples(vectorized, tokenizer, rate, training_args.seed)
     report = data_report(vectorized, dropped, text_stats, rate)
     for key in streamed:
-        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, augment)
+        vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, augmenter)
         dropped[key], report[key] = {}, stream_report(splits[key], key, text_stats[key])
     in_order = list(splits)  # train, eval, predict
     return (datasets.DatasetDict({k: vectorized[k] for k in in_order}), {k: dropped[k] for k in in_order},
@@ -603,13 +605,11 @@ def save_processor(model, feature_extractor, tokenizer, training_args: TrainingA
     return AutoProcessor.from_pretrained(training_args.output_dir)
 
 
-def build_trainer(model, processor, vectorized: datasets.DatasetDict, data_args, training_args, features: Features,
-                  stop: StopOnSignal):
+def build_trainer(model, processor, vectorized: datasets.DatasetDict, augmenter: Optional[Augmenter], data_args,
+                  training_args, features: Features, stop: StopOnSignal):
     """The CTCTrainer: padding collator (which augments training clips), greedy-decoding metrics on the eval set(s),
     and the callbacks: stop signals, head-first training, early stopping, keeping the best checkpoints."""
     feature_extractor = processor.feature_extractor
-    augmenter = build_augmenter(features.augment, feature_extractor.sampling_rate) if training_args.do_train \
-        else None
     eval_sets = {key[len("eval_"):]: ds for key, ds in vectorized.items() if is_eval(key) and key != "eval"}
     callbacks = [stop, *schedule_callbacks(features.schedules, model, training_args),
                  *selection_callbacks(features.selection, training_args)]
@@ -641,8 +641,7 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, 
         raise Stopped(f"stopped by {stop.received} at step {step}: checkpoint-{step} saved in "
                       f"{training_args.output_dir}; run the same command to resume")
     averaged = finish_selection(trainer, features.selection)
-    save_model(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args),
-               features.adapters.target_language)
+    save_model(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args))
     metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
                **averaged}
     if is_stream(trainer.train_dataset):
@@ -699,7 +698,7 @@ def finish_run(trainer, model_args, data_args, training_args, features: Features
     torchrun, the process group is closed once every rank is done."""
     if training_args.should_save and (training_args.do_eval or training_args.do_predict):
         write_report(training_args.output_dir, features.report)
-    card = model_card_kwargs(model_args, data_args, features.adapters.target_language)
+    card = model_card_kwargs(model_args, data_args, getattr(trainer.model, "target_lang", None))
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
     elif training_args.should_save:
@@ -736,15 +735,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"
+        augmenter = build_augmenter(features.augment, feature_extractor.sampling_rate, training_args.do_train)
         vectorized, dropped, report = preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args,
-                                                 data_args, training_args, features.augment)
+                                                 data_args, training_args, augmenter)
         save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:
             return log_cache_files(vectorized)
 
         # 5. Processor (saved once, loaded by every process), collator and trainer
         processor = save_processor(model, feature_extractor, tokenizer, training_args)
-        trainer = build_trainer(model, processor, vectorized, data_args, training_args, features, stop)
+        trainer = build_trainer(model, processor, vectorized, augmenter, data_args, training_args, features, stop)
 
         # 6. Train (resuming from a real checkpoint only, never from the pretrained model directory), save the model
         results = (train(trainer, last_checkpoint, stop, model_args, data_args, training_args, features)

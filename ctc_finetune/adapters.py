@@ -112,7 +112,10 @@ def adapter_weights(model) -> dict:
 
 def attach_language_adapter(model, language: str, training: bool, source: str) -> str:
     """--target_language: fresh MMS attention adapters and CTC head to train, the base model frozen; or, to evaluate,
-    the language's saved adapter (adapter.LANG.safetensors beside the model). Returns what it did, for the log."""
+    the language's saved adapter (adapter.LANG.safetensors beside the model). The model keeps the language as
+    `target_lang`, as transformers' own from_pretrained(target_lang=...) does: saving and the model card read it there.
+    Returns what it did, for the log."""
+    model.target_lang = language
     if training:
         model.init_adapter_layers()
         model.freeze_base_model()

@@ -271,9 +271,11 @@ class Augmenter:
         return ", ".join(parts)
 
 
-def build_augmenter(args: AugmentArguments, rate: int) -> Optional[Augmenter]:
-    """The Augmenter the flags ask for (None when none is), logged in one line."""
-    if not augmenting(args):
+def build_augmenter(args: AugmentArguments, rate: int, training: bool = True) -> Optional[Augmenter]:
+    """The Augmenter the flags ask for, logged in one line; None when none is, or when nothing is trained.
+    Preprocessing then keeps the training clips' waveforms (and each clip's fastest speed), and the collator plays
+    them through it."""
+    if not (training and augmenting(args)):
         return None
     augmenter = Augmenter(
         rate, speeds=args.speed_perturbation or (),

@@ -47,6 +47,7 @@ class LMArguments:
             raise UserError(f"--lm_text {self.lm_text} is not a file; pass a text file or 'train'.")
         if self.lm_order < 1 or self.lm_beam_width < 1:
             raise UserError("--lm_order and --lm_beam_width must be at least 1.")
+        check_lm_tools(self)
 
 
 def kenlm_binary(name: str) -> Optional[str]:
@@ -55,16 +56,14 @@ def kenlm_binary(name: str) -> Optional[str]:
     return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
 
 
-def check_lm_tools(args: LMArguments, training_args) -> None:
-    """Before any work: --lm_text needs pyctcdecode, kenlm and lmplz, and 'train' needs --do_train."""
+def check_lm_tools(args: LMArguments) -> None:
+    """As the flags are read, before any work: --lm_text needs pyctcdecode, kenlm and lmplz."""
     if args.lm_text is None:
         return
     missing = [p for p in ("pyctcdecode", "pygtrie", "kenlm") if importlib.util.find_spec(p) is None]
     missing += [b for b in ("lmplz", "build_binary") if kenlm_binary(b) is None]
     if missing:
         raise UserError(f"--lm_text needs {', '.join(missing)}, optional extras: install them with `{LM_INSTALL}`.")
-    if args.lm_text == "train" and not training_args.do_train:
-        raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
 
 
 def lm_sentences(lm_text: str, train_texts, ignore_regex: Optional[str], case: str) -> list[str]:

@@ -230,9 +230,10 @@ def load_model(model_args, data_args, tokenizer, training: bool = True, lora=Non
     return feature_extractor, model
 
 
-def save_model(trainer, base_source: Optional[str], hub: dict, language: Optional[str] = None) -> None:
+def save_model(trainer, base_source: Optional[str], hub: dict) -> None:
     """The trained model saved to output_dir (step 6): a LoRA run's adapter alone and merged into a plain model of
-    `base_source`; with --target_language, also the language's adapter file."""
+    `base_source`; a model with an MMS language adapter (--target_language), also the language's adapter file."""
+    language = getattr(trainer.model, "target_lang", None)
     if is_lora(trainer.model):
         save_merged_lora(trainer, base_source, hub)
     else:

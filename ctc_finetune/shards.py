@@ -18,7 +18,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from .audio import AUDIO_EXTENSIONS
-from .augment import augmenting, fastest_speeds
+from .augment import fastest_speeds
 from .columns import (AUDIO_COLUMN, CLIP_ID_COLUMN, DROP_COLUMN, FASTEST_SPEED_COLUMN, LENGTH_COLUMN,
                       MIN_FRAMES_COLUMN, RAW_TEXT_COLUMN, TARGET_TEXT_COLUMN)
 from .faults import UserError
@@ -124,11 +124,12 @@ def decode_stream_batch(batch: dict, *, form, encode, frames, limits: dict, spee
     return {**scanned, DROP_COLUMN: reasons.tolist()}
 
 
-def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict, augment):
+def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frames, limits: dict, augmenter=None):
     """The streamed split as training reads it: nothing is read now; each clip is scanned, decoded and checked
-    (decode_stream_batch) when a DataLoader worker reaches it."""
-    decode = functools.partial(decode_stream_batch, form=ClipForm(feature_extractor, waveform=augmenting(augment)),
-                               encode=encode, frames=frames, limits=limits, speeds=augment.speed_perturbation or ())
+    (decode_stream_batch) when a DataLoader worker reaches it. With an `augmenter` (augment.Augmenter), each clip's
+    waveform is kept for it."""
+    decode = functools.partial(decode_stream_batch, form=ClipForm(feature_extractor, waveform=augmenter is not None),
+                               encode=encode, frames=frames, limits=limits, speeds=augmenter.speeds if augmenter else ())
     return ds.map(decode, batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
 
 
