@@ -16,8 +16,8 @@ Printed, one line per server and load:
   - the same clips transcribed in this process by the engine on all cores (no HTTP): the server's share of it;
   - serve.py's RSS over --soak requests (after a warm-up), in MiB, and its growth;
   - a live stream (/v1/realtime) of --stream_seconds of the clips joined with pauses, sent at the pace of real time in
-    100 ms pieces, alone and while the 16 clients are at work: the time from each utterance's last word to its final transcript
-    (p50, p95); the pause the stream waits for (streaming.CLOSE_SECONDS, 0.3 s) is part of it.
+    100 ms pieces, alone and while the 16 clients are at work: the time from each utterance's end (its last sound) to
+    its final transcript (p50, p95); the pause the stream waits for (streaming.CLOSE_SECONDS) is part of it.
 """
 
 import argparse
@@ -38,6 +38,7 @@ from corpus import DEFAULT_CORPUS, read_split, repeated, require  # noqa: E402
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 WORK = os.path.join(ROOT, "outputs", "serve_bench")
 START_SECONDS = 300  # the longest a server may take to answer /health
+END_THRESHOLD = 0.02  # an utterance ends at its last 10 ms frame with an RMS over this share of its loudest frame's
 
 
 def free_port() -> int:
@@ -158,28 +159,35 @@ def soak(server: Server, clips: list[dict], count: int, served_name: str) -> tup
     return before, server.rss_mib()
 
 
-def joined_recording(clips: list[dict], seconds: float, path: str) -> str:
-    """The clips in order, each after 0.5-1.0 s of digital silence, up to `seconds`, as a 16-bit WAV at 16 kHz."""
+def joined_recording(clips: list[dict], seconds: float, path: str) -> list[float]:
+    """The clips in order, each after 0.5-1.0 s of digital silence, up to `seconds`, as a 16-bit WAV at 16 kHz.
+    Returns where each utterance ends (seconds into the recording): its clip's last 10 ms frame whose RMS passes
+    END_THRESHOLD of the clip's loudest frame, as bench/align.py finds where speech starts."""
     import numpy as np
     import soundfile as sf
 
     from ctc_finetune.audio import load_audio
 
-    rng, parts, total = np.random.default_rng(0), [], 0
+    rng, parts, ends, total = np.random.default_rng(0), [], [], 0
     for i in range(10_000):
         pause = np.zeros(round(rng.uniform(0.5, 1.0) * 16000), np.float32)
         audio = load_audio(clips[i % len(clips)]["path"], 16000)
+        frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+        rms = np.sqrt(np.mean(frames ** 2, axis=1))
+        last_loud = int(np.flatnonzero(rms > END_THRESHOLD * rms.max())[-1])
         parts += [pause, audio]
+        ends.append((total + len(pause) + (last_loud + 1) * 160) / 16000)
         total += len(pause) + len(audio)
         if total >= seconds * 16000:
             break
     sf.write(path, np.concatenate(parts + [np.zeros(16000, np.float32)]), 16000, subtype="PCM_16")
-    return path
+    return ends
 
 
-def stream_latency(server: Server, path: str) -> list[float]:
-    """A live stream sent at the pace of real time: seconds from each utterance's last word (its end in the stream,
-    as sent) to its final transcript's arrival."""
+def stream_latency(server: Server, path: str, ends: list[float]) -> list[float]:
+    """A live stream sent at the pace of real time: seconds from each utterance's end (`ends`, where its sound ends
+    in the stream, as sent) to the arrival of the final transcript that holds it (the one whose last word ends
+    nearest)."""
     import base64
     import threading
 
@@ -197,7 +205,8 @@ def stream_latency(server: Server, path: str) -> list[float]:
             for message in ws:
                 event = json.loads(message)
                 if event["type"].endswith("transcription.completed") and event["words"]:
-                    latencies.append(time.perf_counter() - start - event["words"][-1]["end"])
+                    end = min(ends, key=lambda e: abs(e - event["words"][-1]["end"]))
+                    latencies.append(time.perf_counter() - start - end)
 
         receiver = threading.Thread(target=receive, daemon=True)
         receiver.start()
@@ -257,20 +266,21 @@ def main() -> None:
         figures["served"] = load(server, clips, args.clients, args.requests, args.seconds, name)
         show(f"serve.py, {args.clients} clients", figures["served"])
         if args.stream_seconds:
-            recording = joined_recording(clips, args.stream_seconds, os.path.join(WORK, "stream.wav"))
-            latencies = sorted(stream_latency(server, recording))
+            recording = os.path.join(WORK, "stream.wav")
+            ends = joined_recording(clips, args.stream_seconds, recording)
+            latencies = sorted(stream_latency(server, recording, ends))
             figures["stream_alone"] = {"p50": statistics.median(latencies),
                                        "p95": latencies[int(0.95 * (len(latencies) - 1))]}
-            print(f"  live stream alone: last word to final transcript p50 "
+            print(f"  live stream alone: utterance end to final transcript p50 "
                   f"{figures['stream_alone']['p50'] * 1000:.0f} ms, p95 {figures['stream_alone']['p95'] * 1000:.0f} "
                   f"ms ({len(latencies)} utterances)", flush=True)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the clients at work meanwhile
                 busy = pool.submit(load, server, clips, args.clients, 100_000, args.stream_seconds, name)
-                latencies = sorted(stream_latency(server, recording))
+                latencies = sorted(stream_latency(server, recording, ends))
                 busy.result()
             figures["stream"] = {"p50": statistics.median(latencies),
                                  "p95": latencies[int(0.95 * (len(latencies) - 1))], "utterances": len(latencies)}
-            print(f"  live stream beside {args.clients} clients: last word to final transcript p50 "
+            print(f"  live stream beside {args.clients} clients: utterance end to final transcript p50 "
                   f"{figures['stream']['p50'] * 1000:.0f} ms, p95 {figures['stream']['p95'] * 1000:.0f} ms "
                   f"({len(latencies)} utterances)", flush=True)
         if args.soak:
