@@ -263,3 +263,19 @@ def test_recipe_gain_table_reads_the_committed_records_and_trains_nothing(tmp_pa
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "recipe_gain.py"), "--table", "--throughput",
                            "10", "--work", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "drop --throughput" in proc.stderr and os.listdir(tmp_path) == []
+
+
+def test_onset_edges_cut_a_clip_to_its_sound_and_put_the_asked_silence_around_it():
+    import numpy as np
+    import onset
+
+    from ctc_finetune.audio import load_audio
+
+    clip = load_audio(os.path.join(DATA_DIR, "train", "train-00000.mp3"), 16000)
+    framed = np.concatenate([np.zeros(4000, np.float32), clip, np.zeros(8000, np.float32)])
+    loud = np.flatnonzero(np.abs(framed) > onset.EDGE_LEVEL)
+    cut = onset.re_edged(framed, 0.05, 0.2)
+    assert len(cut) == 800 + (loud[-1] + 1 - loud[0]) + 3200
+    assert not cut[:800].any() and not cut[-3200:].any()
+    assert abs(cut[800]) > onset.EDGE_LEVEL and abs(cut[-3201]) > onset.EDGE_LEVEL
+    assert np.array_equal(cut[800:-3200], framed[loud[0]:loud[-1] + 1])
