@@ -25,21 +25,11 @@ import numpy as np
 import torch
 
 from ctc_finetune.audio import AUDIO_ERRORS, load_audio
-from ctc_finetune.export import (
-    INT8_FILE,
-    INT8_OPS,
-    ONNX_FILE,
-    OnnxSession,
-    export_onnx,
-    file_bytes,
-    model_batch,
-    quantize_int8,
-    remove_onnx,
-    require_onnx,
-)
+from ctc_finetune.export import INT8_OPS, export_onnx, file_bytes, model_batch, quantize_int8, remove_onnx
 from ctc_finetune.families import blank_token_id, ctc_decode
 from ctc_finetune.engine import load_model
 from ctc_finetune.faults import UserError, run_command
+from ctc_finetune.onnx_runtime import INT8_FILE, ONNX_FILE, OnnxSession, require_onnx
 from ctc_finetune.sources import find_audio
 
 logger = logging.getLogger("export_onnx")

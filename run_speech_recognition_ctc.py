@@ -39,11 +39,11 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     8 evaluate and predict    metrics (WER/CER/PER, the predictions files)
     9 report and model card   report (report.html), analysis (what it says), curves (its training curves)
     after training            transcribe.py (beside this file) over engine (the transcription engine), sources (its
-                              inputs), longform (recordings of any length, in windows), words
-                              (word times and confidence), subtitles (SRT, WebVTT, JSON); export_onnx.py: export
-                              (ONNX export, int8, the onnxruntime model transcribe.py --onnx runs); serve.py: serving
-                              (the HTTP server), openai_api (OpenAI's transcription API), batcher (batching across
-                              requests), streaming and realtime (live streams); align.py: alignment (forced alignment),
+                              inputs), longform (recordings of any length, in windows), words (word times and
+                              confidence), subtitles (SRT, WebVTT, JSON), onnx_runtime (the exported model that
+                              --onnx runs); export_onnx.py: export (ONNX export, int8); serve.py: serving (the HTTP
+                              server), openai_api (OpenAI's transcription API), batcher (batching across requests),
+                              streaming and realtime (live streams); align.py: alignment (forced alignment),
                               segmentation (long recordings cut into a corpus)
 
 Where to change what, and how the arguments are organised: docs/development.md.

@@ -26,7 +26,7 @@ import argparse
 import logging
 
 from ctc_finetune.engine import Engine, EngineOptions, check_model_dir
-from ctc_finetune.export import ONNX_FILES
+from ctc_finetune.onnx_runtime import ONNX_FILES
 from ctc_finetune.faults import run_command
 from ctc_finetune.serving import ServeOptions, check_port, serve
 

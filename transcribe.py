@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Optional
 
 from ctc_finetune.engine import Engine, EngineOptions, check_model_dir
-from ctc_finetune.export import ONNX_FILES
+from ctc_finetune.onnx_runtime import ONNX_FILES
 from ctc_finetune.faults import UserError, run_command
 from ctc_finetune.longform import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS
 from ctc_finetune.sources import find_audio

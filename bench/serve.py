@@ -227,7 +227,7 @@ def prepare_model(args) -> tuple[str, str]:
 
         model = wav2vec2_base_shape(os.path.join(WORK, "models"))
     if args.onnx:
-        from ctc_finetune.export import ONNX_FILES
+        from ctc_finetune.onnx_runtime import ONNX_FILES
 
         if not os.path.isfile(os.path.join(model, ONNX_FILES[args.onnx])):
             command = [sys.executable, os.path.join(ROOT, "export_onnx.py"), model,

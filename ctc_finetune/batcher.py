@@ -85,6 +85,11 @@ class Batcher:
         for item in self.pending:
             item.future.cancel()
 
+    @staticmethod
+    def job() -> Job:
+        """A new request's handle: the windows submitted under it are cancelled together."""
+        return Job()
+
     def submit(self, job: Job, window: Window, audio: np.ndarray, start: int, first: bool = False
                ) -> concurrent.futures.Future:
         """Queue a window; its future gives (first kept frame, kept logits [frames, vocabulary]). `first`: ahead of

@@ -30,12 +30,12 @@ from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 from .adapters import ADAPTER_FILE
 from .audio import AUDIO_ERRORS, read_header, write_array
 from .batching import DataCollatorCTCWithPadding, duration_batches
-from .export import ONNX_FILES, OnnxCTCModel
 from .families import TORCHAUDIO_INSTALL, blank_token_id, ctc_decode, has_channel_axis, output_frames
 from .faults import UserError
 from .lm import LM_DIR, LM_INSTALL, ctc_alphabet
 from .longform import (DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileFrames, batches_of_windows, find_pauses,
                        frame_energy, frame_hop, keep_memory_flat, kept_logits, plan_windows, read_window)
+from .onnx_runtime import ONNX_FILES, OnnxCTCModel
 from .subtitles import cues
 from .words import beam_words, greedy_words, pause_cut
 

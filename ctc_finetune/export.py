@@ -1,6 +1,6 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""ONNX: a CTC model exported to ONNX (fp32, and int8 by onnxruntime's dynamic quantization), and run in
-onnxruntime as if it were the PyTorch model (export_onnx.py writes the files, transcribe.py --onnx runs them).
+"""ONNX export: a CTC model exported to ONNX (fp32, and int8 by onnxruntime's quantization), the files
+export_onnx.py writes and onnx_runtime runs as if they were the PyTorch model (transcribe.py --onnx, serve.py --onnx).
 
 The graph takes what the feature extractor makes (the waveform normalised, or the filterbank features) and its
 mask, with dynamic batch and time axes, and gives the logits: feature extraction and normalisation stay in Python,
@@ -14,37 +14,22 @@ import logging
 import os
 import re
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCTC
 
 from .batching import DataCollatorCTCWithPadding
 from .columns import LENGTH_COLUMN
 from .families import extract_features, has_channel_axis, model_input_names
 from .faults import UserError
+from .onnx_runtime import OnnxSession, require_onnx
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-ONNX_FILES = {"fp32": ONNX_FILE, "int8": INT8_FILE}
-ONNX_INSTALL = "bash tools/install_extras.sh onnx"
 INT8_OPS = ("MatMul", "Gemm")  # what --int8 quantizes by default: icefall's advice (a conformer's convolutions lost)
 OPSET = 18
 TRACE_SECONDS = (1.0, 0.7)  # the example batch the graph is traced with
 CHECK_SECONDS = (1.6, 1.3, 0.45)  # and the other batch it must reproduce PyTorch on
-
-
-def require_onnx(packages=("onnx", "onnxruntime", "onnxscript")) -> None:
-    """One error line naming the install command when a package of the export (or, to run one, onnxruntime) is
-    missing."""
-    for package in packages:
-        try:
-            __import__(package)
-        except ImportError as e:
-            raise UserError(f"ONNX export and --onnx need the `{package}` package; run `{ONNX_INSTALL}`.") from e
 
 
 class LogitsOnly(torch.nn.Module):
@@ -197,63 +182,3 @@ def remove_onnx(path: str) -> None:
 def file_bytes(path: str) -> int:
     """An ONNX file's size with its external weights (`path`.data), if it has any."""
     return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.exists(p))
-
-
-class OnnxSession:
-    """An onnxruntime session over an exported graph, fed with the model input dict PyTorch would get."""
-
-    def __init__(self, path: str, threads: int = 0):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile exceptions
-            raise UserError(f"{path} is not a usable ONNX model ({str(e).strip().splitlines()[0][:200]}); "
-                            f"export it again: python export_onnx.py MODEL_DIR.") from e
-        self.inputs = {i.name: np.int64 if "int64" in i.type else np.bool_ if "bool" in i.type else np.float32
-                       for i in self.session.get_inputs()}
-
-    def run(self, batch: dict) -> np.ndarray:
-        feed = {name: np.asarray(batch[name]).astype(dtype) for name, dtype in self.inputs.items()}
-        return self.session.run(["logits"], feed)[0]
-
-
-class OnnxCTCModel:
-    """An exported model run by onnxruntime with what transcribe.py needs of a PyTorch CTC model: `config`, `device`,
-    the length arithmetic (from the model class, built without weights) and model(**inputs).logits."""
-
-    def __init__(self, model_dir: str, precision: str = "fp32"):
-        require_onnx(("onnxruntime",))
-        path = onnx_path(model_dir, precision)
-        self.config = AutoConfig.from_pretrained(model_dir)
-        self.device = torch.device("cpu")
-        self.path, self.precision = path, precision
-        self.session = OnnxSession(path)
-        with torch.device("meta"):  # the length functions only read the config: no weights are loaded
-            shell = AutoModelForCTC.from_config(self.config)
-        for name in ("_get_feat_extract_output_lengths", "_get_subsampling_output_length"):
-            if hasattr(shell, name):
-                setattr(self, name, getattr(shell, name))
-
-    def __call__(self, **inputs):
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(inputs)))
-
-    def eval(self):
-        return self
-
-    def to(self, device):
-        if torch.device(device).type != "cpu":
-            raise UserError("--onnx runs on the CPU (onnxruntime's CPU provider); pass --device cpu.")
-        return self
-
-
-def onnx_path(model_dir: str, precision: str) -> str:
-    """The exported file of `precision` in `model_dir`; one error line naming the export command when it is missing."""
-    path = os.path.join(model_dir, ONNX_FILES[precision])
-    if not os.path.isfile(path):
-        flag = " --int8" if precision == "int8" else ""
-        raise UserError(f"{path} does not exist; export it first: python export_onnx.py {model_dir}{flag}")
-    return path

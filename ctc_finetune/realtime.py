@@ -28,7 +28,6 @@ from typing import Optional
 
 import numpy as np
 
-from .batcher import Job
 from .streaming import StreamSession
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class Realtime:
 
     def __init__(self, server, websocket):
         self.server, self.websocket = server, websocket
-        self.job, self.rate = Job(), OPENAI_SAMPLE_RATE
+        self.job, self.rate = server.batcher.job(), OPENAI_SAMPLE_RATE
         self.session = StreamSession(server.engine, forward=self.forward)
         self.resample = Resampler(self.rate, server.engine.sampling_rate)
         self.received = 0  # samples at the model's rate

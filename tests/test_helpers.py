@@ -309,3 +309,49 @@ def test_head_row_map_pairs_shared_tokens_and_the_blank_and_unk_by_role(tmp_path
     other = torch.nn.Module()
     other.lm_head = torch.nn.Linear(4, 5)  # another hidden size: nothing to carry
     assert carry_head_rows(other, saved, head_row_map(old, new)) == 0
+
+
+MAX_IMPORT_LAYERS = 6  # the package's import graph: modules that import no other at layer 1
+SCRIPTS = ("run_speech_recognition_ctc", "transcribe", "export_onnx", "report", "serve", "align")
+
+
+def imported_names(path: str) -> tuple[set, set]:
+    """The package modules a file imports (relative or as ctc_finetune.X), and the top-level modules it imports."""
+    import ast
+
+    package, top = set(), set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            package.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module.split(".")[0])
+            if node.module.startswith("ctc_finetune."):
+                package.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            top.update(a.name.split(".")[0] for a in node.names)
+    return package, top
+
+
+def test_the_package_imports_no_script_has_no_circles_and_is_at_most_six_layers_deep():
+    import glob
+
+    modules = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, "ctc_finetune", "*.py"))}
+    deps = {}
+    for name, path in modules.items():
+        package, top = imported_names(path)
+        assert not top & set(SCRIPTS), f"ctc_finetune/{name}.py imports a script"
+        deps[name] = package & set(modules)
+    layer = {}
+
+    def depth(name, stack=()):
+        assert name not in stack, f"import circle: {' -> '.join(stack + (name,))}"
+        if name not in layer:
+            layer[name] = 1 + max((depth(d, stack + (name,)) for d in deps[name]), default=0)
+        return layer[name]
+
+    deepest = max(modules, key=depth)
+    assert layer[deepest] <= MAX_IMPORT_LAYERS, f"ctc_finetune/{deepest}.py is {layer[deepest]} layers deep"
+    for script in SCRIPTS:  # no command script imports another, nor does a tool or a benchmark (tests may)
+        assert not imported_names(os.path.join(ROOT, script + ".py"))[1] & (set(SCRIPTS) - {script}), script
+    for path in glob.glob(os.path.join(ROOT, "bench", "*.py")) + glob.glob(os.path.join(ROOT, "tools", "*.py")):
+        assert not imported_names(path)[1] & set(SCRIPTS), path

@@ -19,17 +19,9 @@ from transformers import AutoFeatureExtractor, AutoModelForCTC
 import export_onnx
 import transcribe
 from ctc_finetune.audio import load_audio
-from ctc_finetune.export import (
-    CHECK_SECONDS,
-    INT8_FILE,
-    ONNX_FILE,
-    OnnxCTCModel,
-    example_batch,
-    export_onnx as export_model,
-    exporter_error,
-    time_axes,
-)
+from ctc_finetune.export import CHECK_SECONDS, example_batch, export_onnx as export_model, exporter_error, time_axes
 from ctc_finetune.faults import UserError
+from ctc_finetune.onnx_runtime import INT8_FILE, ONNX_FILE, OnnxCTCModel
 
 pytestmark = pytest.mark.skipif(not all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime", "onnxscript")),
                                 reason="needs the onnx extra: bash tools/install_extras.sh onnx")
