@@ -109,7 +109,7 @@ from ctc_finetune.report import ReportArguments, write_report
 from ctc_finetune.schedules import (TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHEDULER, ScheduleArguments,
                                     schedule_callbacks)
 from ctc_finetune.selection import SelectionArguments, configure_selection, finish_selection, selection_callbacks
-from ctc_finetune.shards import decode_stream, log_stream, stream_report
+from ctc_finetune.shards import decode_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, check_report_to, reuse_cpu_memory
 from ctc_finetune.vocabulary import SubwordArguments, build_tokenizer, choose_tokenizer, hub_kwargs, text_report
 
@@ -643,11 +643,7 @@ def train(trainer: CTCTrainer, last_checkpoint, stop: StopOnSignal, model_args, 
     averaged = finish_selection(trainer, features.selection)
     save_model(trainer, model_args.model_name_or_path, hub_kwargs(model_args, data_args))
     metrics = {**train_result.metrics, **{f"train_{k}": v for k, v in trainer.throughput.summary().items()},
-               **averaged}
-    if is_stream(trainer.train_dataset):
-        metrics.update(log_stream(trainer.streamed, training_args))
-    else:
-        metrics["train_samples"] = len(trainer.train_dataset)
+               **averaged, **trainer.data_metrics()}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

@@ -27,7 +27,7 @@ from .distributed import only_real_norms
 from .lora import split_adapter_groups
 from .preprocessing import scan_column
 from .schedules import tri_stage_kwargs, tri_stage_steps
-from .shards import StreamBatches
+from .shards import StreamBatches, log_stream
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +291,13 @@ class CTCTrainer(Trainer):
                 raise
             path = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise DiskFull("checkpoint", path, self.model_bytes(), CHECKPOINT_DISK_FULL_FIX) from e
+
+    def data_metrics(self) -> dict:
+        """What the training split gave, for train_results.json: its clips; a streamed split's are counted as it
+        went, with its drops, and logged per process."""
+        if is_stream(self.train_dataset):
+            return log_stream(self.streamed, self.args)
+        return {"train_samples": len(self.train_dataset)}
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
