@@ -10,7 +10,8 @@ recorded figures in bench/RESULTS.md is built by `python tools/make_bench_corpus
 transcribe.py as it is, and once per --lead with that many seconds of quiet before it, written two ways: float WAV
 with digital silence, and 16-bit WAV with triangular dither of one step (the clip rounded to 16-bit steps too, as a
 16-bit recording holds it), and once per --edges LEAD:TAIL cut to its sound (first to last sample above EDGE_LEVEL)
-with that much digital silence before and after, as another corpus cuts its clips. Prints one table: WER and CER per variant, and the WER's change from the clips as they are.
+with that much digital silence before and after, as another corpus cuts its clips. Prints one table: WER and CER per
+variant, and the WER's change from the clips as they are.
 """
 
 import argparse
@@ -55,6 +56,18 @@ def re_edged(audio: np.ndarray, lead: float, tail: float) -> np.ndarray:
     return np.concatenate([np.zeros(round(lead * RATE), np.float32), body, np.zeros(round(tail * RATE), np.float32)])
 
 
+def edges_arg(value: str) -> tuple[float, float]:
+    """--edges' LEAD:TAIL, in seconds; anything else is argparse's one-line usage error."""
+    try:
+        lead, tail = (float(x) for x in value.split(":"))
+    except ValueError:
+        lead = tail = -1.0
+    if lead < 0 or tail < 0:
+        raise argparse.ArgumentTypeError(f"takes LEAD:TAIL, seconds of silence before and after, e.g. 0.05:0.3; "
+                                         f"got {value!r}")
+    return lead, tail
+
+
 def transcribe(model: str, paths: list[str], out: str, device: str) -> dict[str, str]:
     """transcribe.py's transcripts of `paths`, by path."""
     subprocess.run([sys.executable, os.path.join(ROOT, "transcribe.py"), model, *paths, "--output", out,
@@ -69,7 +82,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="A folder of split folders with metadata.csv.")
     parser.add_argument("--split", default="test")
     parser.add_argument("--lead", type=float, nargs="*", default=[0.25], help="Seconds of quiet before each clip.")
-    parser.add_argument("--edges", nargs="*", default=[], metavar="LEAD:TAIL",
+    parser.add_argument("--edges", nargs="*", type=edges_arg, default=[], metavar="LEAD:TAIL",
                         help="Also the clips cut to their sound with LEAD s of silence before and TAIL s after.")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
@@ -90,8 +103,7 @@ def main() -> None:
                     sf.write(path, with_lead(load_audio(row["path"], RATE), lead, pcm16, rng), RATE,
                              subtype="PCM_16" if pcm16 else "FLOAT")
                     variants[name].append(path)
-        for edges in args.edges:
-            lead, tail = (float(x) for x in edges.split(":"))
+        for lead, tail in args.edges:
             name = f"cut to their sound, {lead:g} s before and {tail:g} s after"
             folder = os.path.join(work, f"edges_{lead:g}_{tail:g}")
             os.makedirs(folder)

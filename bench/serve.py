@@ -162,7 +162,7 @@ def soak(server: Server, clips: list[dict], count: int, served_name: str) -> tup
 def joined_recording(clips: list[dict], seconds: float, path: str) -> list[float]:
     """The clips in order, each after 0.5-1.0 s of digital silence, up to `seconds`, as a 16-bit WAV at 16 kHz.
     Returns where each utterance ends (seconds into the recording): its clip's last 10 ms frame whose RMS passes
-    END_THRESHOLD of the clip's loudest frame, as bench/align.py finds where speech starts."""
+    END_THRESHOLD of the clip's loudest frame (bench/align.py's ONSET_SHARE, read from the other end)."""
     import numpy as np
     import soundfile as sf
 
@@ -174,7 +174,8 @@ def joined_recording(clips: list[dict], seconds: float, path: str) -> list[float
         audio = load_audio(clips[i % len(clips)]["path"], 16000)
         frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
         rms = np.sqrt(np.mean(frames ** 2, axis=1))
-        last_loud = int(np.flatnonzero(rms > END_THRESHOLD * rms.max())[-1])
+        loud = np.flatnonzero(rms > END_THRESHOLD * rms.max())
+        last_loud = int(loud[-1]) if loud.size else len(rms) - 1  # a silent clip ends where it does
         parts += [pause, audio]
         ends.append((total + len(pause) + (last_loud + 1) * 160) / 16000)
         total += len(pause) + len(audio)

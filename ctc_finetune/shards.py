@@ -128,8 +128,9 @@ def decode_stream(ds: datasets.IterableDataset, feature_extractor, encode, frame
     """The streamed split as training reads it: nothing is read now; each clip is scanned, decoded and checked
     (decode_stream_batch) when a DataLoader worker reaches it. With an `augmenter` (augment.Augmenter), each clip's
     waveform is kept for it."""
-    decode = functools.partial(decode_stream_batch, form=ClipForm(feature_extractor, waveform=augmenter is not None),
-                               encode=encode, frames=frames, limits=limits, speeds=augmenter.speeds if augmenter else ())
+    form = ClipForm(feature_extractor, waveform=augmenter is not None)
+    decode = functools.partial(decode_stream_batch, form=form, encode=encode, frames=frames, limits=limits,
+                               speeds=augmenter.speeds if augmenter else ())
     return ds.map(decode, batched=True, batch_size=16, remove_columns=[AUDIO_COLUMN, TARGET_TEXT_COLUMN])
 
 

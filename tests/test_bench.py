@@ -279,3 +279,24 @@ def test_onset_edges_cut_a_clip_to_its_sound_and_put_the_asked_silence_around_it
     assert not cut[:800].any() and not cut[-3200:].any()
     assert abs(cut[800]) > onset.EDGE_LEVEL and abs(cut[-3201]) > onset.EDGE_LEVEL
     assert np.array_equal(cut[800:-3200], framed[loud[0]:loud[-1] + 1])
+    assert onset.edges_arg("0.05:0.3") == (0.05, 0.3)
+    for bad in ("0.1", "0.1:-1", "a:b", "1:2:3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="takes LEAD:TAIL"):
+            onset.edges_arg(bad)
+
+
+def test_serve_bench_recording_says_where_each_utterance_ends_a_silent_clip_included(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    spec = importlib.util.spec_from_file_location("bench_serve", os.path.join(ROOT, "bench", "serve.py"))
+    serve_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_bench)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, np.float32), 16000)
+    clips = [{"path": os.path.join(DATA_DIR, "train", "train-00000.mp3")}, {"path": str(silent)}]
+    ends = serve_bench.joined_recording(clips, 4, str(tmp_path / "stream.wav"))
+    audio, rate = sf.read(tmp_path / "stream.wav", dtype="float32")
+    assert rate == 16000 and len(ends) >= 3 and ends == sorted(ends) and ends[-1] <= len(audio) / rate
+    first = round(ends[0] * rate)  # the first clip's sound is over by its end, and goes on until shortly before it
+    assert np.abs(audio[first:first + 800]).max() < np.abs(audio[first - 1600:first]).max()
