@@ -94,7 +94,6 @@ from ctc_finetune.metrics import (
     write_csv,
 )
 from ctc_finetune.modeling import load_model, save_model
-from ctc_finetune.phonemes import check_phonemizer, phonemize_transcripts
 from ctc_finetune.preprocessing import (
     LabelEncoder,
     clip_limits,
@@ -111,7 +110,7 @@ from ctc_finetune.schedules import (TRI_STAGE, TRI_STAGE_RATIOS, TRI_STAGE_SCHED
 from ctc_finetune.selection import SelectionArguments, configure_selection, finish_selection, selection_callbacks
 from ctc_finetune.shards import decode_stream, stream_report
 from ctc_finetune.trainer import CTCTrainer, check_report_to, reuse_cpu_memory
-from ctc_finetune.vocabulary import SubwordArguments, build_tokenizer, choose_tokenizer, hub_kwargs, text_report
+from ctc_finetune.vocabulary import VocabularyArguments, build_tokenizer, choose_tokenizer, hub_kwargs, text_report
 
 
 logger = logging.getLogger(__name__)
@@ -300,11 +299,6 @@ class DataTrainingArguments:
     unk_token: str = field(default="[UNK]", metadata={"help": "Token for characters outside the vocabulary."})
     pad_token: str = field(default="[PAD]", metadata={"help": "Padding token, which is also the CTC blank."})
     word_delimiter_token: str = field(default="|", metadata={"help": "Token that stands for the space between words."})
-    phoneme_language: Optional[str] = field(
-        default=None,
-        metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the "
-                          "default metric becomes per."},
-    )
     # Legacy spelling (transformers 4.x command lines)
     use_auth_token: bool = field(default=False, metadata={"help": "Old flag, ignored: the stored hub login is used."})
 
@@ -313,10 +307,6 @@ class DataTrainingArguments:
             warnings.warn("--use_auth_token is deprecated: the stored hub login is used unless --token is given.")
         if self.dataset_name is None and self.train_file is None and self.eval_file is None:
             raise UserError("pass --dataset_name (hub id or local directory) or --train_file/--eval_file manifests.")
-        if self.phoneme_language and self.eval_metrics == ["wer"]:  # the default: words are not what is scored
-            self.eval_metrics = ["per"]
-        if "per" in self.eval_metrics and not self.phoneme_language:
-            raise UserError("--eval_metrics per scores phonemes: add --phoneme_language (e.g. tr), or use wer/cer.")
         unknown = [m for m in self.eval_metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise UserError(f"--eval_metrics {' '.join(unknown)} is not supported; "
@@ -387,7 +377,7 @@ class TrainingArguments(transformers.TrainingArguments):
 class Features:
     """The optional features' arguments: one class each, whose flags and checks live in the feature's module."""
 
-    subword: SubwordArguments
+    vocabulary: VocabularyArguments
     adapters: AdapterArguments
     augment: AugmentArguments
     lora: LoraArguments
@@ -480,14 +470,16 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
 
 def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
                         features: Features) -> None:
-    """The rules between features (each feature's class checks its own flags)."""
-    lora, subword, language = features.lora, features.subword.vocab_type != "char", features.adapters.target_language
+    """The rules between features (each feature's class checks its own flags), and the selection metric."""
+    vocab, lora, language = features.vocabulary, features.lora, features.adapters.target_language
+    phonemes, subword = vocab.phoneme_language, vocab.vocab_type != "char"
+    if phonemes and data_args.eval_metrics == ["wer"]:  # the default: words are not what is scored
+        data_args.eval_metrics = ["per"]
+    if "per" in data_args.eval_metrics and not phonemes:
+        raise UserError("--eval_metrics per scores phonemes: add --phoneme_language (e.g. tr), or use wer/cer.")
     if subword and model_args.tokenizer_name_or_path:
         raise UserError("--vocab_type builds a vocabulary and --tokenizer_name_or_path reuses one: pass only one.")
-    if subword and data_args.phoneme_language:
-        raise UserError("--vocab_type bpe/unigram builds subword pieces of words: phoneme mode keeps phonemes; "
-                        "drop one of --vocab_type and --phoneme_language.")
-    if language and (data_args.phoneme_language or subword):
+    if language and (phonemes or subword):
         raise UserError("--target_language trains an MMS adapter with a character vocabulary per language: it "
                         "does not go with --phoneme_language or --vocab_type bpe/unigram.")
     if lora.lora_rank and language:
@@ -497,10 +489,12 @@ def check_feature_rules(model_args: ModelArguments, data_args: DataTrainingArgum
     if lora.lora_rank and features.selection.average_checkpoints:
         raise UserError("--average_checkpoints averages full checkpoints; LoRA checkpoints hold adapters only: drop "
                         "one of --average_checkpoints and --lora_rank.")
-    if data_args.phoneme_language and features.lm.lm_text:
+    if phonemes and features.lm.lm_text:
         raise UserError("--lm_text builds a word n-gram: it does not go with --phoneme_language.")
     if features.lm.lm_text == "train" and not training_args.do_train:
         raise UserError("--lm_text train uses the training transcripts: add --do_train, or pass a text file.")
+    eval_sets = [eval_set_key(name)[len("eval_"):] for name in eval_split_names(data_args)]
+    configure_selection(features.selection, training_args, eval_sets, data_args.eval_metrics)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -545,36 +539,31 @@ def check_run(data_args: DataTrainingArguments, training_args: TrainingArguments
                         "python run_speech_recognition_ctc.py examples/demo.json).")
     check_push_to_hub(training_args)
     check_report_to(training_args.report_to)
-    check_phonemizer(data_args.phoneme_language)
-    eval_sets = [eval_set_key(name)[len("eval_"):] for name in eval_split_names(data_args)]
-    configure_selection(features.selection, training_args, eval_sets, data_args.eval_metrics)
-    return resume_or_clear_output_dir(training_args, keep_vocab=bool(features.adapters.target_language))
+    return resume_or_clear_output_dir(training_args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The steps of main(), in its order; each hands its work to the package ctc_finetune
 def prepare_text(splits, model_args, data_args, training_args, features: Features):
     """The transcripts normalised (or phonemized) for the tokenizer, the tokenizer (given, the checkpoint's own, or
-    built from the text), and the text report. Returns (tokenizer, the splits with their transcripts, text_stats)."""
-    subword, adapters = features.subword, features.adapters
-    tokenizer, splits = choose_tokenizer(splits, model_args, data_args, training_args, subword, adapters)
-    if data_args.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
-        # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
-        delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
-        splits = phonemize_transcripts(splits, data_args, training_args, delimiter)
+    built from the text), what turns a transcript into labels, and the text report. Returns (tokenizer, encode, the
+    splits with their transcripts, text_stats)."""
+    vocab, adapters = features.vocabulary, features.adapters
+    tokenizer, splits = choose_tokenizer(splits, model_args, data_args, training_args, vocab, adapters)
     if tokenizer is None:
-        tokenizer = build_tokenizer(model_args, data_args, training_args, splits, subword, adapters)
-    return tokenizer, splits, text_report(splits, tokenizer, data_args)
+        tokenizer = build_tokenizer(model_args, data_args, training_args, splits, vocab, adapters)
+    phonemes = bool(vocab.phoneme_language)
+    return (tokenizer, LabelEncoder(tokenizer, phonemes), splits,
+            text_report(splits, tokenizer, data_args, phonemes))
 
 
-def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args, data_args, training_args,
-               augmenter: Optional[Augmenter]):
+def preprocess(splits, model, feature_extractor, encode: LabelEncoder, text_stats, model_args, data_args,
+               training_args, augmenter: Optional[Augmenter]):
     """The model's inputs per split (evaluation splits longest first), the clips dropped per split and reason, and
     the data report. Read splits are scanned and filtered, then featurized (cached); a streamed one (tar shards) is
     set up to be decoded and checked as training reads it. Logs three training examples as the model will see them."""
     cache_root = os.path.join(model_args.cache_dir or datasets.config.HF_DATASETS_CACHE, "ctc_preprocessing")
     rate = feature_extractor.sampling_rate
-    encode = LabelEncoder(tokenizer, phonemes=bool(data_args.phoneme_language))
     frames, limits = clip_limits(model, feature_extractor, data_args)
     streamed = [k for k, ds in splits.items() if is_stream(ds)]
     read = datasets.DatasetDict({k: ds for k, ds in splits.items() if k not in streamed})
@@ -582,7 +571,7 @@ def preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_ar
     kept, dropped = scan_and_filter(read, encode, frames, limits, rate, cache_root, data_args, training_args, speeds)
     vectorized, dropped = featurize(kept, data_args, training_args, feature_extractor, dropped, cache_root,
                                     augmenter is not None)
-    log_samples(vectorized, tokenizer, rate, training_args.seed)
+    log_samples(vectorized, encode.tokenizer, rate, training_args.seed)
     report = data_report(vectorized, dropped, text_stats, rate)
     for key in streamed:
         vectorized[key] = decode_stream(splits[key], feature_extractor, encode, frames, limits, augmenter)
@@ -721,8 +710,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         # 1. Load the data: audio references and transcripts, nothing decoded yet
         splits = load_splits(data_args, training_args, model_args.cache_dir)
 
-        # 2. Text: normalised (or phonemized) transcripts and the tokenizer (given, the checkpoint's, or built)
-        tokenizer, splits, text_stats = prepare_text(splits, model_args, data_args, training_args, features)
+        # 2. Text: normalised (or phonemized) transcripts, the tokenizer (given, the checkpoint's, or built), labels
+        tokenizer, encode, splits, text_stats = prepare_text(splits, model_args, data_args, training_args, features)
 
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train, features.lora,
@@ -732,7 +721,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)
         stop.phase = "preprocessing"
         augmenter = build_augmenter(features.augment, feature_extractor.sampling_rate, training_args.do_train)
-        vectorized, dropped, report = preprocess(splits, model, feature_extractor, tokenizer, text_stats, model_args,
+        vectorized, dropped, report = preprocess(splits, model, feature_extractor, encode, text_stats, model_args,
                                                  data_args, training_args, augmenter)
         save_json(report, DATA_REPORT_FILE, training_args)
         if data_args.preprocessing_only:

@@ -11,7 +11,7 @@ import shutil
 import zipfile
 from typing import Optional
 
-from .columns import DATA_REPORT_FILE, SUBWORD_FILE, VOCAB_FILE
+from .columns import DATA_REPORT_FILE, VOCAB_FILE
 from .faults import UserError
 
 logger = logging.getLogger(__name__)
@@ -75,17 +75,17 @@ def last_complete_checkpoint(out: str, remove_incomplete: bool) -> Optional[str]
     return None
 
 
-def resume_or_clear_output_dir(training_args, keep_vocab: bool = False) -> Optional[str]:
+def resume_or_clear_output_dir(training_args) -> Optional[str]:
     """The checkpoint to resume from (None for a fresh start). With --overwrite_output_dir, first deletes output_dir's
-    checkpoints and vocabulary (`keep_vocab`: a per-language vocab.json of --target_language stays, as do the
-    adapters); refuses an output_dir holding other files and no checkpoint."""
+    checkpoints (its vocabulary is the vocabulary step's: vocabulary.clear_vocabulary); refuses an output_dir holding
+    other files and no checkpoint."""
     out = training_args.output_dir
     if not os.path.isdir(out) or not training_args.do_train:
         return None
     with training_args.main_process_first(desc="checking output_dir"):  # only the main process deletes
         if training_args.overwrite_output_dir:
             for name in os.listdir(out) if training_args.should_save else []:
-                if CHECKPOINT_DIR.match(name) or (name in (VOCAB_FILE, SUBWORD_FILE) and not keep_vocab):
+                if CHECKPOINT_DIR.match(name):
                     path = os.path.join(out, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             return None

@@ -1,5 +1,6 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
-"""Phoneme mode (--phoneme_language, step 2): transcripts phonemized with espeak-ng."""
+"""Phoneme mode (--phoneme_language, a flag of vocabulary.VocabularyArguments; step 2): transcripts phonemized with
+espeak-ng."""
 
 import functools
 import importlib.util
@@ -44,20 +45,18 @@ def phonemize_batch(batch: dict, *, language: str, word_delimiter_token: Optiona
     return {TARGET_TEXT_COLUMN: [" ".join(p.split()) for p in phones]}
 
 
-def phonemize_transcripts(splits, data_args, training_args,
+def phonemize_transcripts(splits, language: str, data_args, training_args,
                           word_delimiter_token: Optional[str]) -> datasets.DatasetDict:
-    """Phoneme mode: replace the normalised transcripts by phonemes, once (cached) and in parallel."""
-    phonemize = functools.partial(
-        phonemize_batch, language=data_args.phoneme_language, word_delimiter_token=word_delimiter_token
-    )
+    """Phoneme mode: replace the normalised transcripts by phonemes of `language`, once (cached) and in parallel."""
+    phonemize = functools.partial(phonemize_batch, language=language, word_delimiter_token=word_delimiter_token)
     with training_args.main_process_first(desc="phonemization"):
         out = datasets.DatasetDict({
             key: map_text(ds, phonemize, f"phonemizing {key} text",
-                          [data_args.phoneme_language, word_delimiter_token, CACHE_VERSION], batch_size=500,
+                          [language, word_delimiter_token, CACHE_VERSION], batch_size=500,
                           num_proc=data_args.preprocessing_num_workers)
             for key, ds in splits.items()
         })
     for key, ds in out.items():
-        logger.info(f"Phonemized [{key}] ({data_args.phoneme_language}): {transcripts(splits[key])[0]!r} -> "
+        logger.info(f"Phonemized [{key}] ({language}): {transcripts(splits[key])[0]!r} -> "
                     f"{transcripts(ds)[0]!r}")
     return out

@@ -298,7 +298,7 @@ def scan_and_filter(splits, encode, frames, limits, rate: int, cache_root: str, 
     """Read every file's header, drop unusable clips (counted per reason), and return what is kept and why not.
     `encode`: the LabelEncoder; `frames` and `limits`: from clip_limits; `rate`: the model's sampling rate; `speeds`:
     --speed_perturbation's factors, for which each training clip gets the fastest CTC can still align."""
-    key_parts = [encode.tokenizer.get_vocab(), rate, data_args.phoneme_language, CACHE_VERSION]
+    key_parts = [encode.tokenizer.get_vocab(), rate, encode.phonemes, CACHE_VERSION]
     scan = functools.partial(scan_batch, encode=encode, sampling_rate=rate)
     kept, dropped = datasets.DatasetDict(), {}
     with training_args.main_process_first(desc="scanning audio headers"):

@@ -1,6 +1,7 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """The tokenizer (step 2): the one given, the checkpoint's own when it covers the transcripts, or a new
-vocabulary built from them (characters, phonemes, or bpe/unigram subword pieces), and the text report."""
+vocabulary built from them (characters, phonemes, or bpe/unigram subword pieces), and the text report. The
+vocabulary's flags (--vocab_type, --vocab_size, --phoneme_language) are VocabularyArguments."""
 
 import json
 import logging
@@ -17,6 +18,7 @@ from .adapters import set_tokenizer_language, write_language_vocab
 from .columns import SUBWORD_FILE, VOCAB_FILE, is_eval
 from .families import is_character_tokenizer
 from .faults import UserError
+from .phonemes import check_phonemizer, phonemize_transcripts
 from .text import build_vocab, normalize_transcripts, text_units, transcripts, vocabulary_case
 
 logger = logging.getLogger(__name__)
@@ -28,10 +30,10 @@ KEEP_TOKENIZER_MAX_UNK = 0.001
 
 
 @dataclass
-class SubwordArguments:
-    """A subword vocabulary (bpe or unigram pieces) built from the transcripts instead of characters."""
+class VocabularyArguments:
+    """The vocabulary built from the transcripts: characters (as the example), subword pieces, or phonemes."""
 
-    _argument_group_name = "Subword vocabularies (ctc_finetune/vocabulary.py)"
+    _argument_group_name = "Vocabulary: subword pieces or phonemes (ctc_finetune/vocabulary.py)"
 
     vocab_type: str = field(
         default="char",
@@ -41,12 +43,21 @@ class SubwordArguments:
     vocab_size: Optional[int] = field(
         default=None, metadata={"help": f"Pieces of a bpe/unigram vocabulary (default {DEFAULT_SUBWORD_SIZE})."}
     )
+    phoneme_language: Optional[str] = field(
+        default=None,
+        metadata={"help": "Train on phonemes: espeak-ng language code (tr, it, sv, en-us) of the transcripts; the "
+                          "default metric becomes per."},
+    )
 
     def __post_init__(self):
         if self.vocab_type not in VOCAB_TYPES:
             raise UserError(f"--vocab_type {self.vocab_type} is not one of {', '.join(VOCAB_TYPES)}.")
         if self.vocab_size is not None and (self.vocab_type == "char" or self.vocab_size < 1):
             raise UserError(f"--vocab_size {self.vocab_size}: give a positive size, with --vocab_type bpe or unigram.")
+        if self.vocab_type != "char" and self.phoneme_language:
+            raise UserError("--vocab_type bpe/unigram builds subword pieces of words: phoneme mode keeps phonemes; "
+                            "drop one of --vocab_type and --phoneme_language.")
+        check_phonemizer(self.phoneme_language)
 
 
 def hub_kwargs(model_args, data_args) -> dict:
@@ -79,12 +90,24 @@ def has_ctc_head(config) -> bool:
     return any(a.endswith("ForCTC") for a in config.architectures or [])
 
 
-def shipped_tokenizer(model_args, data_args, training_args, subword: SubwordArguments, language: Optional[str]):
+def clear_vocabulary(training_args, language: Optional[str]) -> None:
+    """A fresh start (--do_train --overwrite_output_dir) builds its vocabulary anew: output_dir's vocab.json and
+    subword tokenizer are deleted first, but for --target_language, whose per-language vocab.json gains a language."""
+    out = training_args.output_dir
+    if language or not (training_args.do_train and training_args.overwrite_output_dir and os.path.isdir(out)):
+        return
+    with training_args.main_process_first(desc="clearing the vocabulary"):  # only the main process deletes
+        for name in (VOCAB_FILE, SUBWORD_FILE) if training_args.should_save else ():
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+
+
+def shipped_tokenizer(model_args, data_args, training_args, vocab: VocabularyArguments, language: Optional[str]):
     """When fine-tuning a checkpoint that ships a CTC head and a tokenizer, and no other vocabulary is given or already
     built in output_dir: that tokenizer, to keep with its head if it covers the transcripts. Else None."""
     source = model_args.model_name_or_path
-    if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or data_args.phoneme_language
-            or subword.vocab_type != "char" or language
+    if (not training_args.do_train or source is None or model_args.tokenizer_name_or_path or vocab.phoneme_language
+            or vocab.vocab_type != "char" or language
             or os.path.isfile(os.path.join(training_args.output_dir, VOCAB_FILE))):
         return None
     hub = hub_kwargs(model_args, data_args)
@@ -111,12 +134,14 @@ def describe_vocabulary(tokenizer) -> str:
     return f"{kind}, {len(tokenizer):,} tokens"
 
 
-def choose_tokenizer(raw, model_args, data_args, training_args, subword: SubwordArguments, adapters):
-    """Pick the tokenizer and normalise the transcripts for it: the tokenizer given, else the checkpoint's own when it
-    covers the normalised training text (returned), else None: build_tokenizer makes a vocabulary from the text."""
+def choose_tokenizer(raw, model_args, data_args, training_args, vocab: VocabularyArguments, adapters):
+    """Pick the tokenizer and normalise (or phonemize) the transcripts for it: the tokenizer given, else the
+    checkpoint's own when it covers the normalised training text (returned), else None: build_tokenizer makes a
+    vocabulary from the text. A fresh start first clears output_dir's old vocabulary."""
     language = adapters.target_language
+    clear_vocabulary(training_args, language)
     tokenizer = load_existing_tokenizer(model_args, data_args, training_args, language)
-    shipped = shipped_tokenizer(model_args, data_args, training_args, subword, language) if tokenizer is None else None
+    shipped = shipped_tokenizer(model_args, data_args, training_args, vocab, language) if tokenizer is None else None
     case = vocabulary_case((tokenizer or shipped).get_vocab()) if (tokenizer or shipped) is not None else "lower"
     text = normalize_transcripts(raw, data_args, training_args, case)
     if shipped is not None:
@@ -129,6 +154,10 @@ def choose_tokenizer(raw, model_args, data_args, training_args, subword: Subword
                     "new vocabulary from the transcripts (and a new CTC head)")
         if case != "lower":
             text = normalize_transcripts(raw, data_args, training_args, "lower")
+    if vocab.phoneme_language:  # phonemized once here (cached, parallel), not by the tokenizer per clip
+        # A given phoneme tokenizer may have no word delimiter (e.g. facebook/wav2vec2-xlsr-53-espeak-cv-ft).
+        delimiter = tokenizer.init_kwargs.get("word_delimiter_token") if tokenizer else data_args.word_delimiter_token
+        text = phonemize_transcripts(text, vocab.phoneme_language, data_args, training_args, delimiter)
     return tokenizer, text
 
 
@@ -156,7 +185,7 @@ def train_subword_vocab(texts: list[str], kind: str, size: int, unk_token: str, 
     return tokenizer
 
 
-def build_subword_tokenizer(subword: SubwordArguments, data_args, training_args, splits: datasets.DatasetDict):
+def build_subword_tokenizer(vocab: VocabularyArguments, data_args, training_args, splits: datasets.DatasetDict):
     """--vocab_type bpe/unigram: train the vocabulary once (main process), save it in output_dir, load it everywhere.
 
     It is wrapped as a ParakeetTokenizer: a CTC tokenizer (repeats merged, pad dropped as the blank) that
@@ -167,27 +196,27 @@ def build_subword_tokenizer(subword: SubwordArguments, data_args, training_args,
     with training_args.main_process_first(desc="vocabulary"):
         if training_args.should_save and not os.path.isfile(path):
             texts = [t for key in vocabulary_splits(splits) for t in transcripts(splits[key]) if t]
-            size = subword.vocab_size or DEFAULT_SUBWORD_SIZE
-            trained = train_subword_vocab(texts, subword.vocab_type, size, **special)
+            size = vocab.vocab_size or DEFAULT_SUBWORD_SIZE
+            trained = train_subword_vocab(texts, vocab.vocab_type, size, **special)
             lowered = ("" if trained.get_vocab_size() >= size
                        else f" (lowered from {size:,}: the text supports no more)")
             transformers.ParakeetTokenizer(tokenizer_object=trained, **special).save_pretrained(
                 training_args.output_dir
             )
-            logger.info(f"Vocabulary: {subword.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
-                        f"{len(texts):,} transcripts{'' if subword.vocab_size else ' (the default --vocab_size)'}, "
+            logger.info(f"Vocabulary: {vocab.vocab_type}, {trained.get_vocab_size():,} pieces{lowered} trained on "
+                        f"{len(texts):,} transcripts{'' if vocab.vocab_size else ' (the default --vocab_size)'}, "
                         f"written to {path}")
         else:
             logger.info(f"Vocabulary: reusing {path}")
     return AutoTokenizer.from_pretrained(training_args.output_dir)
 
 
-def build_tokenizer(model_args, data_args, training_args, splits: datasets.DatasetDict, subword: SubwordArguments,
+def build_tokenizer(model_args, data_args, training_args, splits: datasets.DatasetDict, vocab: VocabularyArguments,
                     adapters):
     """A character (or phoneme) tokenizer over the train and eval transcripts; an existing vocab.json is reused.
     With --target_language the vocab.json holds one vocabulary per language (the checkpoint's, or output_dir's)."""
-    if subword.vocab_type != "char":
-        return build_subword_tokenizer(subword, data_args, training_args, splits)
+    if vocab.vocab_type != "char":
+        return build_subword_tokenizer(vocab, data_args, training_args, splits)
     special = {
         "word_delimiter_token": data_args.word_delimiter_token,
         "unk_token": data_args.unk_token,
@@ -202,15 +231,15 @@ def build_tokenizer(model_args, data_args, training_args, splits: datasets.Datas
                                  hub_kwargs(model_args, data_args), adapters.overwrite_lang_vocab)
         elif training_args.should_save and not os.path.isfile(vocab_path):
             texts = (t for key in vocabulary_splits(splits) for t in transcripts(splits[key]))
-            vocab = build_vocab(texts, **special, phonemes=bool(data_args.phoneme_language))
+            tokens = build_vocab(texts, **special, phonemes=bool(vocab.phoneme_language))
             os.makedirs(training_args.output_dir, exist_ok=True)
             with open(vocab_path, "w", encoding="utf-8") as f:
-                json.dump(vocab, f, ensure_ascii=False, indent=1)
-            logger.info(f"Vocabulary: {len(vocab):,} tokens built from the transcripts, written to {vocab_path}")
+                json.dump(tokens, f, ensure_ascii=False, indent=1)
+            logger.info(f"Vocabulary: {len(tokens):,} tokens built from the transcripts, written to {vocab_path}")
         else:
             logger.info(f"Vocabulary: reusing {vocab_path}")
-    if data_args.phoneme_language:  # phonemizes raw text itself when used elsewhere; decoding needs no phonemizer
-        return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=data_args.phoneme_language)
+    if vocab.phoneme_language:  # phonemizes raw text itself when used elsewhere; decoding needs no phonemizer
+        return Wav2Vec2PhonemeCTCTokenizer(vocab_path, **special, phonemizer_lang=vocab.phoneme_language)
     # The CTC character tokenizer does not depend on the model type (upstream has none for WavLM and SEW).
     return Wav2Vec2CTCTokenizer(vocab_path, **special, **({"target_lang": language} if language else {}))
 
@@ -220,10 +249,10 @@ def vocabulary_splits(splits) -> list[str]:
     return [key for key in splits if key == "train" or is_eval(key)]
 
 
-def text_report(splits: datasets.DatasetDict, tokenizer, data_args) -> dict:
+def text_report(splits: datasets.DatasetDict, tokenizer, data_args, phonemes: bool = False) -> dict:
     """Character (or phoneme) inventory and unknown share per split; warn on eval-only ones, stop when too many
     unknown."""
-    vocab, phonemes = tokenizer.get_vocab(), bool(data_args.phoneme_language)
+    vocab = tokenizer.get_vocab()
     counts = {
         k: Counter(u for t in transcripts(ds) for u in text_units(t, data_args.word_delimiter_token, phonemes))
         for k, ds in splits.items()

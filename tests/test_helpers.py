@@ -27,7 +27,7 @@ from ctc_finetune.modeling import carry_head_rows, head_row_map
 from ctc_finetune.preprocessing import (ClipForm, LabelEncoder, ctc_min_frames, drop_reasons, featurize_batch,
                                         scan_batch)
 from ctc_finetune.text import build_vocab, chars_to_ignore_regex, normalize_text, vocabulary_case
-from ctc_finetune.vocabulary import text_report
+from ctc_finetune.vocabulary import clear_vocabulary, text_report
 import run_speech_recognition_ctc as ctc
 
 SEED_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]  # the seed README's list
@@ -234,7 +234,11 @@ def test_resume_or_clear_output_dir(tmp_path):
     assert resume_or_clear_output_dir(args).endswith("checkpoint-7")
     args = ctc.TrainingArguments(output_dir=str(tmp_path), do_train=True, overwrite_output_dir=True)
     assert resume_or_clear_output_dir(args) is None
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # checkpoints and vocabulary cleared, user files kept
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "vocab.json"]  # checkpoints cleared, user files kept
+    clear_vocabulary(args, "tur")  # --target_language adds its language to the per-language vocab.json
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "vocab.json"]
+    clear_vocabulary(args, None)  # a fresh start builds its vocabulary anew
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
 def test_text_report_logs_eval_only_characters_and_stops_on_unknown(tokenizer, caplog):

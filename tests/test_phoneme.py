@@ -6,7 +6,7 @@ import os
 
 import jiwer
 import pytest
-from conftest import DATA_DIR, base_args, read_json
+from conftest import DATA_DIR, base_args, espeak_ready, read_json
 from conftest import transcribe
 
 from ctc_finetune.faults import UserError
@@ -14,14 +14,6 @@ from ctc_finetune.metrics import SUPPORTED_METRICS
 from ctc_finetune.phonemes import PHONEME_INSTALL, phonemize_batch
 from ctc_finetune.text import build_vocab
 import run_speech_recognition_ctc as ctc
-
-
-def espeak_ready() -> bool:
-    if importlib.util.find_spec("phonemizer") is None:
-        return False
-    from phonemizer.backend import EspeakBackend
-
-    return EspeakBackend.is_available()
 
 
 needs_espeak = pytest.mark.skipif(not espeak_ready(), reason=f"phonemizer + espeak-ng missing: {PHONEME_INSTALL}")
@@ -38,12 +30,20 @@ def test_phoneme_vocab_splits_on_spaces_and_keeps_the_delimiter_first():
     assert list(vocab.values()) == list(range(10))
 
 
-def test_per_needs_phoneme_mode_and_is_the_phoneme_default():
+def parsed_metrics(*flags: str) -> list[str]:
+    _, data_args, _, _ = ctc.parse_args(["--dataset_name", "x", "--output_dir", "out", "--config_name", "x", *flags])
+    return data_args.eval_metrics
+
+
+def test_per_needs_phoneme_mode():
     with pytest.raises(UserError, match="--eval_metrics per scores phonemes"):
-        ctc.DataTrainingArguments(dataset_name="x", eval_metrics=["per"])
-    assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr").eval_metrics == ["per"]
-    assert ctc.DataTrainingArguments(dataset_name="x", phoneme_language="tr", eval_metrics=["per", "cer"]).eval_metrics \
-        == ["per", "cer"]
+        parsed_metrics("--eval_metrics", "per")
+
+
+@needs_espeak
+def test_per_is_the_phoneme_default():
+    assert parsed_metrics("--phoneme_language", "tr") == ["per"]
+    assert parsed_metrics("--phoneme_language", "tr", "--eval_metrics", "per", "cer") == ["per", "cer"]
 
 
 def test_missing_phonemizer_is_one_line_with_the_install_command(tmp_path, encoder_dir, monkeypatch):
