@@ -23,7 +23,8 @@ from .longform import (ENERGY_FRAME_SECONDS, MIN_WINDOW_SECONDS, PAUSE_SECONDS, 
                        quiet_threshold, trim_quiet)
 from .words import greedy_words
 
-CLOSE_SECONDS = 0.3  # this much quiet ends the open window: any later cut in the same pause holds the same sound
+CLOSE_SECONDS = 0.25  # this much quiet (longform.PAUSE_SECONDS, the shortest pause a file is cut in) ends the open
+# window: any later cut in the same pause holds the same sound
 PARTIAL_SECONDS = 0.5  # the open window is transcribed again after this much new audio
 STATS_SECONDS = 300.0  # the pause threshold is measured on this much of the stream's latest audio
 

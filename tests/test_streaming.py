@@ -17,7 +17,7 @@ from ctc_finetune.streaming import CLOSE_SECONDS, StreamSession, StreamWindows
 RATE = 16_000
 CLIPS = [os.path.join(DATA_DIR, split, name) for split in ("test", "validation")
          for name in sorted(os.listdir(os.path.join(DATA_DIR, split))) if name.endswith(".flac")]
-PAUSES = [0.4, 0.7, 0.5, 0.9, 0.6, 0.45, 0.8, 0.55, 0.27, 1.2]  # before each clip; 0.27 s closes at resumption
+PAUSES = [0.4, 0.7, 0.5, 0.9, 0.6, 0.45, 0.8, 0.55, 0.27, 1.2]  # before each clip; 0.27 s: barely a pause
 
 
 @pytest.fixture(scope="module")
