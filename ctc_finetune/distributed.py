@@ -1,13 +1,14 @@
 # Copyright 2026 The CTC fine-tuning tool authors. Licensed under the Apache License, Version 2.0.
 """Distributed training set-up (step 3, and the trainer's accelerator): what DDP, FSDP and activation checkpointing
 need of the model (which layers FSDP wraps, whether DDP looks for unused parameters, non-reentrant checkpointing for
-LoRA), one OpenMP thread per rank, and the FSDP2 fix for CPU ranks. CTCTrainer (trainer.py) turns FSDP on for CPU
-ranks and saves their sharded model."""
+LoRA), one OpenMP thread per rank, and FSDP on CPU ranks (CpuFsdp, which CTCTrainer inherits: FSDP turned on, the
+FSDP2 fix, the sharded model saved)."""
 
 import logging
 import os
 
 import torch
+from accelerate.utils import DistributedType
 
 from .families import answer_no_input_embeddings, encoder_config, encoder_layer_classes
 from .lora import is_lora, unwrap_lora
@@ -71,3 +72,40 @@ def find_unused_parameters(training_args, reason: str) -> None:
         non_reentrant_checkpointing(training_args)
     if training_args.world_size > 1:
         logger.info(f"DDP: {reason}, so ddp_find_unused_parameters=True (non-reentrant checkpointing)")
+
+
+class CpuFsdp:
+    """The Trainer's FSDP on CPU ranks (a mixin of trainer.CTCTrainer): accelerate turns FSDP on for accelerators
+    only; this turns it on for CPU ranks too, and saves their sharded model (save_model calls save_cpu_fsdp_model)."""
+
+    cpu_fsdp = False  # set when FSDP shards CPU ranks
+
+    def create_accelerator_and_postprocess(self):
+        if self.args.fsdp_plugin_args is not None:
+            only_real_norms()
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is not None and getattr(state, "fsdp_plugin", None) is None and \
+                state.distributed_type == DistributedType.MULTI_CPU:
+            # accelerate turns FSDP on for accelerators only and would train CPU ranks as DDP; torch's FSDP2 shards
+            # over gloo as well (so CI tests real sharding, and CPU clusters can use it)
+            from accelerate.utils import FullyShardedDataParallelPlugin
+
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            self.is_fsdp_enabled = self.cpu_fsdp = True
+            logger.info("FSDP on CPU ranks: torch's FSDP2 shards the model over gloo (accelerate alone would train "
+                        "them as DDP)")
+
+    def save_cpu_fsdp_model(self, output_dir: str) -> None:
+        """FSDP on CPU ranks: accelerate's full state dict points into storage FSDP frees again; gather each
+        sharded weight into a tensor of its own (every rank takes part), and the main process saves the model."""
+        from torch.distributed.tensor import DTensor
+
+        state = {k: v.full_tensor() if isinstance(v, DTensor) else v.detach()
+                 for k, v in self.model_wrapped.state_dict().items()}
+        if self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+        self.accelerator.wait_for_everyone()

@@ -13,7 +13,6 @@ from typing import Optional
 import datasets
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -23,7 +22,7 @@ from .batching import DurationBatchSampler
 from .columns import LABEL_PAD_ID, LENGTH_COLUMN, is_stream
 from .families import output_frames
 from .faults import DiskFull, UserError, is_disk_full
-from .distributed import only_real_norms
+from .distributed import CpuFsdp
 from .lora import split_adapter_groups
 from .preprocessing import scan_column
 from .schedules import tri_stage_kwargs, tri_stage_steps
@@ -148,7 +147,7 @@ class AudioThroughput(TrainerCallback):
                 **({f"augmented_{k}_share": v for k, v in self.augmented_shares().items()} if counts is None else {})}
 
 
-class CTCTrainer(Trainer):
+class CTCTrainer(CpuFsdp, Trainer):
     """Trainer whose evaluation yields greedy CTC ids, each cut to its clip's real number of output frames.
 
     Taking the argmax here keeps eval memory small for big vocabularies, and marking frames past a clip's end with
@@ -168,24 +167,6 @@ class CTCTrainer(Trainer):
         self.add_callback(self.throughput)
         self.streamed = {"clips": 0, "dropped": Counter(), "shards": set()}  # what a streamed training split gave
         self.keep_logits = False  # set by predict_ctc for one prediction pass
-        self.cpu_fsdp = getattr(self, "cpu_fsdp", False)  # FSDP on CPU ranks (see create_accelerator_and_postprocess)
-
-    def create_accelerator_and_postprocess(self):
-        if self.args.fsdp_plugin_args is not None:
-            only_real_norms()
-        super().create_accelerator_and_postprocess()
-        state = self.accelerator.state
-        if self.args.fsdp_plugin_args is not None and getattr(state, "fsdp_plugin", None) is None and \
-                state.distributed_type == DistributedType.MULTI_CPU:
-            # accelerate turns FSDP on for accelerators only and would train CPU ranks as DDP; torch's FSDP2 shards
-            # over gloo as well (so CI tests real sharding, and CPU clusters can use it)
-            from accelerate.utils import FullyShardedDataParallelPlugin
-
-            state.distributed_type = DistributedType.FSDP
-            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
-            self.is_fsdp_enabled = self.cpu_fsdp = True
-            logger.info("FSDP on CPU ranks: torch's FSDP2 shards the model over gloo (accelerate alone would train "
-                        "them as DDP)")
 
     def get_train_dataloader(self):
         if is_stream(self.train_dataset):  # this process's shards, batched in its workers; not re-split by accelerate
@@ -266,19 +247,6 @@ class CTCTrainer(Trainer):
             raise DiskFull("the model to", output_dir or self.args.output_dir, self.model_bytes(),
                            CHECKPOINT_DISK_FULL_FIX if self.is_in_train else "free some space or choose another "
                            "--output_dir") from e
-
-    def save_cpu_fsdp_model(self, output_dir: str) -> None:
-        """FSDP on CPU ranks: accelerate's full state dict points into storage FSDP frees again; gather each
-        sharded weight into a tensor of its own (every rank takes part), and the main process saves the model."""
-        from torch.distributed.tensor import DTensor
-
-        state = {k: v.full_tensor() if isinstance(v, DTensor) else v.detach()
-                 for k, v in self.model_wrapped.state_dict().items()}
-        if self.args.should_save:
-            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state)
-            if self.processing_class is not None:
-                self.processing_class.save_pretrained(output_dir)
-        self.accelerator.wait_for_everyone()
 
     def train(self, *args, **kwargs):
         # A full disk while a checkpoint is written (its weights, optimizer or scheduler state): one line. The partial
