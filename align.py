@@ -94,8 +94,10 @@ def check_output(output, segment, pairs: list, skipped: Counter) -> None:
     if not pairs:
         raise UserError(f"the manifest has no row to align ({', '.join(f'{n:,} {r}' for r, n in skipped.items())}).")
     for flag, path in (("--output", output), ("--segment", segment)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path.rstrip("/")))):
-            raise UserError(f"{flag} {path}: its directory does not exist; create it or pick another path.")
+        parent = os.path.dirname(os.path.abspath(path.rstrip("/"))) if path else None
+        if parent and not os.path.isdir(parent):
+            raise UserError(f"{flag} {path}: the directory {parent} does not exist; create it (mkdir -p {parent}) "
+                            "or pick another path.")
     if output and len(pairs) > 1 and output_kind(output) in PER_FILE:
         os.makedirs(output, exist_ok=True)
 

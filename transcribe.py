@@ -85,8 +85,10 @@ def check_args(parser, args):
                             "a line.")
         with open(args.hotwords_file, encoding="utf-8") as f:
             args.hotwords += [line.strip() for line in f if line.strip()]
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise UserError(f"--output {args.output}: its directory does not exist; create it or pick another path.")
+    parent = os.path.dirname(os.path.abspath(args.output)) if args.output else None
+    if parent and not os.path.isdir(parent):
+        raise UserError(f"--output {args.output}: the directory {parent} does not exist; create it (mkdir -p "
+                        f"{parent}) or pick another path.")
     return args
 
 

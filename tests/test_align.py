@@ -401,7 +401,7 @@ def test_bad_input_is_one_error_line(recording, tmp_path, capsys, monkeypatch):
              ([tmp_path / "broken.flac", text], "unreadable audio"), ([audio, tmp_path / "no.txt"], "does not exist"),
              ([audio, tmp_path / "empty.txt"], "is empty"), ([audio, tmp_path / "latin1.txt"], "is not UTF-8"),
              ([audio], "no TEXT"), ([audio, tmp_path / "digits.txt"], "nothing alignable"),
-             ([audio, text, "--output", tmp_path / "no" / "x.json"], "directory does not exist")]
+             ([audio, text, "--output", tmp_path / "no" / "x.json"], f"directory {tmp_path / 'no'} does not exist")]
     for argv, expected in cases:
         assert expected in user_error([MODEL, *argv], capsys, monkeypatch)
     with pytest.raises(SystemExit):  # an unknown format is a usage error, before anything runs

@@ -116,6 +116,8 @@ def test_no_audio_and_all_unreadable_are_errors(tmp_path, model_dir, capsys, mon
     assert "none of the 1 audio files could be transcribed" in err
     (tmp_path / "manifest.csv").write_text("sentence\nhello\n")
     assert "no audio column" in user_error([model_dir, tmp_path / "manifest.csv"], capsys, monkeypatch)
+    err = user_error([model_dir, ONE_FILE, "--output", tmp_path / "no" / "out.srt"], capsys, monkeypatch)
+    assert f"mkdir -p {tmp_path / 'no'}" in err  # the missing folder named, not just "its directory"
 
 
 def test_lm_without_a_saved_lm_says_so(model_dir, capsys, monkeypatch):
