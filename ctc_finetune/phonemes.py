@@ -18,6 +18,15 @@ logger = logging.getLogger(__name__)
 PHONEME_INSTALL = "bash tools/install_extras.sh phoneme"  # apt-get install espeak-ng; pip install phonemizer
 
 
+def phonemizer_available() -> bool:
+    """Whether phoneme mode can run here: the phonemizer package and espeak-ng."""
+    if importlib.util.find_spec("phonemizer") is None:
+        return False
+    from phonemizer.backend import EspeakBackend
+
+    return EspeakBackend.is_available()
+
+
 def check_phonemizer(language: Optional[str]) -> None:
     """Before any work: phoneme mode needs phonemizer with espeak-ng, and a language espeak-ng knows."""
     if language is None:
@@ -26,7 +35,7 @@ def check_phonemizer(language: Optional[str]) -> None:
         raise UserError(f"--phoneme_language needs the phonemizer package and espeak-ng: run `{PHONEME_INSTALL}`.")
     from phonemizer.backend import EspeakBackend
 
-    if not EspeakBackend.is_available():
+    if not phonemizer_available():
         raise UserError(f"--phoneme_language needs espeak-ng (apt-get install espeak-ng): run `{PHONEME_INSTALL}`.")
     if language not in EspeakBackend.supported_languages():
         raise UserError(f"--phoneme_language {language}: espeak-ng does not know it; "

@@ -2,7 +2,6 @@
 
 import atexit
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -67,15 +66,6 @@ def base_args(model: str, data: str, out: str, **overrides) -> list[str]:
         elif value is not True:
             argv.append(str(value))
     return argv
-
-
-def espeak_ready() -> bool:
-    """Whether phoneme mode can run here: the phonemizer package and espeak-ng (bash tools/install_extras.sh phoneme)."""
-    if importlib.util.find_spec("phonemizer") is None:
-        return False
-    from phonemizer.backend import EspeakBackend
-
-    return EspeakBackend.is_available()
 
 
 def read_json(path):

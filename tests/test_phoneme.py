@@ -6,17 +6,18 @@ import os
 
 import jiwer
 import pytest
-from conftest import DATA_DIR, base_args, espeak_ready, read_json
+from conftest import DATA_DIR, base_args, read_json
 from conftest import transcribe
 
 from ctc_finetune.faults import UserError
 from ctc_finetune.metrics import SUPPORTED_METRICS
-from ctc_finetune.phonemes import PHONEME_INSTALL, phonemize_batch
+from ctc_finetune.phonemes import PHONEME_INSTALL, phonemizer_available, phonemize_batch
 from ctc_finetune.text import build_vocab
 import run_speech_recognition_ctc as ctc
 
 
-needs_espeak = pytest.mark.skipif(not espeak_ready(), reason=f"phonemizer + espeak-ng missing: {PHONEME_INSTALL}")
+needs_espeak = pytest.mark.skipif(not phonemizer_available(),
+                                  reason=f"phonemizer + espeak-ng missing: {PHONEME_INSTALL}")
 
 
 def sentences(split: str) -> dict[str, str]:

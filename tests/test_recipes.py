@@ -7,9 +7,9 @@ import subprocess
 import warnings
 
 import pytest
-from conftest import DATA_DIR, SCRIPT, espeak_ready, read_json, rescore
+from conftest import DATA_DIR, SCRIPT, read_json, rescore
 
-from ctc_finetune.phonemes import PHONEME_INSTALL
+from ctc_finetune.phonemes import PHONEME_INSTALL, phonemizer_available
 import run_speech_recognition_ctc as ctc
 
 ROOT = os.path.dirname(SCRIPT)
@@ -86,7 +86,7 @@ def test_list_shows_every_row_of_the_seed_tables():
 def test_every_recipe_prints_a_command_the_script_accepts(name):
     gpus = listed(RUN_SH)[name][1]
     _, argv = printed_command(RUN_SH, name)
-    if name.endswith("-phoneme") and not espeak_ready():  # --phoneme_language checks espeak-ng as it is read
+    if name.endswith("-phoneme") and not phonemizer_available():  # --phoneme_language checks espeak-ng as it is read
         pytest.skip(f"phonemizer + espeak-ng missing: {PHONEME_INSTALL}")
     _, data_args, training_args, features = parse(argv)
     assert training_args.do_train and training_args.do_eval and training_args.fp16

@@ -10,8 +10,8 @@ from conftest import DATA_DIR, make_finetuned
 
 from ctc_finetune.audio import load_audio
 from ctc_finetune.engine import Engine, EngineOptions
-from ctc_finetune.longform import (ENERGY_FRAME_SECONDS, LEAD_SECONDS, TRAILING_QUIET_SECONDS, find_pauses,
-                                   plan_windows)
+from ctc_finetune.longform import (ENERGY_FRAME_SECONDS, LEAD_SECONDS, PAUSE_SECONDS, TRAILING_QUIET_SECONDS,
+                                   find_pauses, plan_windows)
 from ctc_finetune.streaming import CLOSE_SECONDS, StreamSession, StreamWindows
 
 RATE = 16_000
@@ -99,6 +99,17 @@ def test_a_pause_closes_its_window_close_seconds_in_and_the_speech_stays_whole()
     assert last == []  # after the last close the stream held only quiet
     _, tail = windows_of(samples[:round(3.0 * RATE)])  # cut 0.1 s after the second utterance: no pause to close it
     assert len(tail) == 1 and tail[0].window.last and tail[0].start == round((2.3 - LEAD_SECONDS) * RATE)
+
+
+def test_the_shortest_pause_closes_the_window_before_speech_resumes():
+    # A pause of PAUSE_SECONDS and a little more, as a file is cut at: the final comes while the pause lasts, not
+    # when the next utterance starts (a close at 0.3 s waited for it).
+    samples = np.concatenate([silence(0.5), burst(1.0), silence(PAUSE_SECONDS + 0.03), burst(0.6, seed=1),
+                              silence(0.6)])
+    closes, _ = windows_of(samples, piece_seconds=0.01)
+    piece, when = closes[0]
+    assert when <= 1.5 + PAUSE_SECONDS + 0.01 + 1e-9  # within a 10 ms piece of the pause reaching PAUSE_SECONDS
+    assert piece.start + len(piece.audio) == round((1.5 + TRAILING_QUIET_SECONDS) * RATE)
 
 
 def test_speech_without_pauses_is_cut_at_the_chunk_with_context():
