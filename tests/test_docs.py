@@ -203,7 +203,8 @@ def test_the_arguments_page_is_what_its_generator_writes():
 
 
 DEMO_COMMAND = "pip install -r requirements.txt && python run_speech_recognition_ctc.py examples/demo.json"
-TEST_COMMAND = "pip install -r requirements.txt pytest && python -m pytest -q tests"
+TEST_COMMAND = ("pip install -r requirements.txt pytest pytest-xdist && "
+                "python -m pytest -q -n auto --dist loadfile tests")
 
 
 def test_the_readme_is_a_front_door():

@@ -63,8 +63,8 @@ def check_resumes_like_reference(argv, out, stop_step: int, reference: dict, lau
     np.testing.assert_allclose([got[s] for s in got], [reference[s] for s in got], rtol=1e-3)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=lambda s: s.name)
-def test_a_signal_saves_a_checkpoint_exits_for_requeue_and_the_rerun_matches(tmp_path, encoder_dir, reference, sig):
+def test_a_signal_saves_a_checkpoint_exits_for_requeue_and_the_rerun_matches(tmp_path, encoder_dir, reference):
+    sig = signal.SIGTERM  # SIGUSR1 and SIGINT reach the same handler (the next test); torchrun's test sends SIGUSR1
     out = tmp_path / "out"
     argv = base_args(encoder_dir, DATA_DIR, str(out), **RESUMABLE)
     proc = start(argv)
@@ -77,6 +77,20 @@ def test_a_signal_saves_a_checkpoint_exits_for_requeue_and_the_rerun_matches(tmp
     stop_step = int(line[0].split(" at step ")[1].split(":")[0])
     assert 1 <= stop_step < 40 and "Traceback" not in log
     check_resumes_like_reference(argv, out, stop_step, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=lambda s: s.name)
+def test_each_stop_signal_asks_for_a_checkpoint_at_the_step_s_end_and_the_old_handlers_come_back(sig):
+    before = signal.getsignal(sig)
+    with StopOnSignal() as stop:
+        assert signal.getsignal(sig) == stop.handle
+        stop.training = True
+        os.kill(os.getpid(), sig)  # a real signal: Python runs the handler before the next line
+        assert stop.received == sig.name
+        control = transformers.TrainerControl()
+        stop.on_step_end(None, None, control)
+        assert control.should_save and control.should_training_stop
+    assert signal.getsignal(sig) == before
 
 
 def test_a_second_ctrl_c_stops_at_once(monkeypatch, capsys):

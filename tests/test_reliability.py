@@ -103,7 +103,7 @@ USER_ERRORS = {
 
 # These run as a real subprocess, the others in this process through cli() (a subprocess costs seconds of imports);
 # the reporting case, because a half-built integration callback prints its traceback as the process exits.
-SUBPROCESS_CASES = {"argument of the wrong type", "missing dataset directory", "missing reporting integration"}
+SUBPROCESS_CASES = {"argument of the wrong type", "missing reporting integration"}
 
 
 def run_cli_in_process(argv, monkeypatch, capsys):

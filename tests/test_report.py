@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from conftest import DATA_DIR, ROOT
 
+import report
 from ctc_finetune.analysis import corpus_scores, duration_bucket, frequent_errors
 from ctc_finetune.report import build_report
 
@@ -268,18 +269,21 @@ def test_both_splits_lm_and_missing_files(run_dir):
     assert predict_section.count("<span>LM</span>") == 1  # the LM transcript aligned too, under the greedy one
 
 
-def test_cli(run_dir, tmp_path):
+def test_cli(run_dir, tmp_path, capsys):
     script = os.path.join(ROOT, "report.py")
     done = subprocess.run([sys.executable, script, run_dir, "--report_clips", "2"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == os.path.join(run_dir, "report.html")
     assert read(done.stdout.strip()).count('<article class="clip">') == 2
 
+    # the mistakes through main() in this process (a subprocess costs seconds of imports)
     for bad, hint in ((str(tmp_path / "nope"), "is not a directory"), (str(tmp_path), "--do_eval or --do_predict")):
-        done = subprocess.run([sys.executable, script, bad], capture_output=True, text=True)
-        assert done.returncode == 2 and done.stdout == ""  # faults.USER_ERROR_EXIT, as the other commands
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert done.stderr.startswith("error: ") and hint in done.stderr
+        with pytest.raises(SystemExit) as e:
+            report.main([bad])
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and out == ""  # faults.USER_ERROR_EXIT, as the other commands
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: ") and hint in err
 
 
 # ----------------------------------------------------------------------------------------------------------------------
