@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -71,6 +72,15 @@ def base_args(model: str, data: str, out: str, **overrides) -> list[str]:
         elif value is not True:
             argv.append(str(value))
     return argv
+
+
+def run_in_process(cli, argv: list, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """A command's cli() run with sys.argv set, as `python SCRIPT ARGV` runs it, in this process (a subprocess costs
+    seconds of imports): its exit status and stderr. Any exception but SystemExit propagates (a traceback)."""
+    monkeypatch.setattr(sys, "argv", ["command", *map(str, argv)])
+    with pytest.raises(SystemExit) as e:
+        cli()
+    return subprocess.CompletedProcess(argv, e.value.code, "", capsys.readouterr().err)
 
 
 def read_json(path):

@@ -1,6 +1,7 @@
 """ONNX deployment: export_onnx.py exports and checks a model, transcribe.py --onnx runs it (tiny random models,
 real clips)."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import DATA_DIR, ROOT, make_finetuned, with_flat_lm
+from conftest import DATA_DIR, ROOT, make_finetuned, run_in_process, with_flat_lm
 from tiny_models import ALL_FAMILIES, make_checkpoint, torchaudio_problem
 from transformers import AutoFeatureExtractor, AutoModelForCTC
 
@@ -130,36 +131,26 @@ def test_onnx_beam_search_with_the_n_gram_lm_matches_pytorch(exported, tmp_path)
     assert onnx == transcribe.main([with_lm, *CLIPS, *flags]) and any(text for _, text in onnx)
 
 
-def run_in_process(script, *args, monkeypatch, capsys) -> tuple[int, str]:
-    """A command run as `python SCRIPT ARGS` runs it (run_command(main)) in this process, to save a subprocess's
-    seconds of imports: its exit status and stderr."""
-    monkeypatch.setattr(sys, "argv", [script.__file__, *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        run_command(script.main)
-    return e.value.code, capsys.readouterr().err
-
-
 def test_missing_or_broken_onnx_file_is_one_error_line(tmp_path, monkeypatch, capsys):
     path = make_finetuned(str(tmp_path / "model"))
-    status, stderr = run_in_process(transcribe, path, CLIPS[0], "--onnx", monkeypatch=monkeypatch, capsys=capsys)
-    assert status == 2 and stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "export it first: python export_onnx.py" in stderr
+    missing = run_in_process(transcribe.cli, [path, CLIPS[0], "--onnx"], monkeypatch, capsys)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "export it first: python export_onnx.py" in missing.stderr
     (tmp_path / "model" / ONNX_FILE).write_bytes(b"not a graph")
     broken = run_cli("transcribe.py", path, CLIPS[0], "--onnx")  # the real command: stderr holds that line only
     assert broken.returncode == 2
     assert broken.stderr.strip().splitlines() == [broken.stderr.strip().splitlines()[-1]]
     assert "is not a usable ONNX model" in broken.stderr and "Traceback" not in broken.stderr
-    status, stderr = run_in_process(transcribe, path, CLIPS[0], "--onnx", "--device", "cuda", monkeypatch=monkeypatch,
-                                    capsys=capsys)
-    assert status == 2 and "--onnx runs on the CPU" in stderr
+    on_gpu = run_in_process(transcribe.cli, [path, CLIPS[0], "--onnx", "--device", "cuda"], monkeypatch, capsys)
+    assert on_gpu.returncode == 2 and "--onnx runs on the CPU" in on_gpu.stderr
 
 
 def test_an_export_beyond_the_tolerance_fails_and_is_deleted(tmp_path, monkeypatch, capsys):
     path = make_finetuned(str(tmp_path / "model"))
-    status, stderr = run_in_process(export_onnx, path, "--tolerance", "0", "--clips", CLIPS[0],
-                                    monkeypatch=monkeypatch, capsys=capsys)
-    assert status == 2
-    assert stderr.strip().splitlines()[-1].startswith("error: model.onnx disagrees with PyTorch")
+    result = run_in_process(functools.partial(run_command, export_onnx.main), [path, "--tolerance", "0", "--clips",
+                            CLIPS[0]], monkeypatch, capsys)  # as export_onnx.py's __main__ runs it
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model.onnx disagrees with PyTorch")
     assert not os.path.exists(os.path.join(path, ONNX_FILE))
     not_a_model = run_cli("export_onnx.py", str(tmp_path))  # the real command
     assert not_a_model.returncode == 2 and "is not a model directory" in not_a_model.stderr

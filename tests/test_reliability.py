@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, SCRIPT, base_args, read_json, step_losses
+from conftest import DATA_DIR, SCRIPT, base_args, read_json, run_in_process, step_losses
 
 import transformers
 
@@ -106,14 +106,6 @@ USER_ERRORS = {
 SUBPROCESS_CASES = {"argument of the wrong type", "missing reporting integration"}
 
 
-def run_cli_in_process(argv, monkeypatch, capsys):
-    """cli() with sys.argv set: the exit status and stderr; any exception but SystemExit propagates (a traceback)."""
-    monkeypatch.setattr(sys, "argv", [SCRIPT, *argv])
-    with pytest.raises(SystemExit) as e:
-        ctc.cli()
-    return subprocess.CompletedProcess(argv, e.value.code, "", capsys.readouterr().err)
-
-
 @pytest.mark.parametrize("case", sorted(USER_ERRORS))
 def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case, monkeypatch, capsys):
     overrides, expected = USER_ERRORS[case]
@@ -136,7 +128,7 @@ def test_user_errors_are_one_actionable_line(tmp_path, encoder_dir, case, monkey
                 "MANIFEST": os.path.join(DATA_DIR, "train", "metadata.csv")}
         overrides = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
         argv = base_args(encoder_dir, DATA_DIR, str(out), **overrides)
-    proc = run_cli(argv) if case in SUBPROCESS_CASES else run_cli_in_process(argv, monkeypatch, capsys)
+    proc = run_cli(argv) if case in SUBPROCESS_CASES else run_in_process(ctc.cli, argv, monkeypatch, capsys)
     assert proc.returncode == USER_ERROR_EXIT  # the same status for every user mistake, in every command
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
