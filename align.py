@@ -37,7 +37,7 @@ from collections import Counter
 
 from ctc_finetune.alignment import Spelling, align_files
 from ctc_finetune.engine import Engine, EngineOptions, check_model_dir
-from ctc_finetune.faults import UserError, run_command
+from ctc_finetune.faults import UserError, check_output_parent, run_command
 from ctc_finetune.longform import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS
 from ctc_finetune.segmentation import SegmentOptions, segment, summary_line
 from ctc_finetune.sources import read_pairs
@@ -93,11 +93,8 @@ def check_output(output, segment, pairs: list, skipped: Counter) -> None:
     per recording), and so does --segment's parent."""
     if not pairs:
         raise UserError(f"the manifest has no row to align ({', '.join(f'{n:,} {r}' for r, n in skipped.items())}).")
-    for flag, path in (("--output", output), ("--segment", segment)):
-        parent = os.path.dirname(os.path.abspath(path.rstrip("/"))) if path else None
-        if parent and not os.path.isdir(parent):
-            raise UserError(f"{flag} {path}: the directory {parent} does not exist; create it (mkdir -p {parent}) "
-                            "or pick another path.")
+    check_output_parent("--output", output)
+    check_output_parent("--segment", segment)
     if output and len(pairs) > 1 and output_kind(output) in PER_FILE:
         os.makedirs(output, exist_ok=True)
 

@@ -36,7 +36,7 @@ from typing import Optional
 
 from ctc_finetune.engine import Engine, EngineOptions, check_model_dir
 from ctc_finetune.onnx_runtime import ONNX_FILES
-from ctc_finetune.faults import UserError, run_command
+from ctc_finetune.faults import UserError, check_output_parent, run_command
 from ctc_finetune.longform import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS
 from ctc_finetune.sources import find_audio
 from ctc_finetune.subtitles import SUBTITLE_FORMATS, write_json, write_subtitles
@@ -85,10 +85,7 @@ def check_args(parser, args):
                             "a line.")
         with open(args.hotwords_file, encoding="utf-8") as f:
             args.hotwords += [line.strip() for line in f if line.strip()]
-    parent = os.path.dirname(os.path.abspath(args.output)) if args.output else None
-    if parent and not os.path.isdir(parent):
-        raise UserError(f"--output {args.output}: the directory {parent} does not exist; create it (mkdir -p "
-                        f"{parent}) or pick another path.")
+    check_output_parent("--output", args.output)
     return args
 
 

@@ -34,6 +34,14 @@ def exit_on_user_error(error: Exception) -> None:
     sys.exit(USER_ERROR_EXIT)
 
 
+def check_output_parent(flag: str, path) -> None:
+    """A command's output path (--output, --segment): its folder must exist, or the run would fail at its end."""
+    parent = os.path.dirname(os.path.abspath(str(path).rstrip("/"))) if path else None
+    if parent and not os.path.isdir(parent):
+        raise UserError(f"{flag} {path}: the directory {parent} does not exist; create it (mkdir -p {parent}) or "
+                        "pick another path.")
+
+
 def run_command(main) -> None:
     """Run a command's main() (transcribe.py, export_onnx.py): its log lines on stderr without progress bars, and a
     user mistake ended by exit_on_user_error."""
