@@ -5,8 +5,10 @@ words transcribe.py gives the recording.
 
 A window closes CLOSE_SECONDS into a pause (or at the middle of a shorter pause, once speech resumes), and is then
 final: it holds what the recording's window holds, from its first sound (less LEAD_SECONDS) to its last (plus
-TRAILING_QUIET_SECONDS). Speech without a pause is cut at --chunk_seconds with context, as in a file. Between closes,
-the open window is transcribed again every PARTIAL_SECONDS of new audio: partial text, which may change.
+TRAILING_QUIET_SECONDS). SETTLE_SECONDS into a pause the window's audio has all arrived: it runs through the model
+then, and the close only decodes that output. Speech without a pause is cut at --chunk_seconds with context, as in a
+file. Between closes, the open window is transcribed again every PARTIAL_SECONDS of new audio: partial text, which may
+change.
 
 Where a stream and its recording may differ: pauses are found against the last STATS_SECONDS of the stream (the file
 measures its whole length), so in noisy audio a borderline pause may be taken in one and not the other; and a
@@ -25,6 +27,8 @@ from .words import greedy_words
 
 CLOSE_SECONDS = 0.25  # this much quiet (longform.PAUSE_SECONDS, the shortest pause a file is cut in) ends the open
 # window: any later cut in the same pause holds the same sound
+SETTLE_SECONDS = 0.17  # this much quiet holds the open window's trimmed end (TRAILING_QUIET_SECONDS past its last
+# sound, and a frame): the window as the pause would close it runs through the model ahead of the close
 PARTIAL_SECONDS = 0.5  # the open window is transcribed again after this much new audio
 STATS_SECONDS = 300.0  # the pause threshold is measured on this much of the stream's latest audio
 
@@ -44,8 +48,8 @@ class StreamWindows:
     def __init__(self, rate: int, chunk: int, context: int, hop: int):
         self.rate, self.chunk, self.context, self.hop = rate, chunk, context, hop
         self.frame = round(rate * ENERGY_FRAME_SECONDS)
-        self.pause_frames, self.close_frames = (round(s / ENERGY_FRAME_SECONDS) for s in (PAUSE_SECONDS,
-                                                                                        CLOSE_SECONDS))
+        self.pause_frames, self.close_frames, self.settle_frames = (
+            round(s / ENERGY_FRAME_SECONDS) for s in (PAUSE_SECONDS, CLOSE_SECONDS, SETTLE_SECONDS))
         self.audio, self.base = np.zeros(0, np.float32), 0  # the samples kept, from stream sample `base`
         self.rms, self.peak = np.zeros(0), np.zeros(0)  # the latest frames' energy (STATS_SECONDS of them)
         self.peak_first = 0  # the frame number of peak[0]
@@ -146,6 +150,17 @@ class StreamWindows:
         if keep > self.base:
             self.audio, self.base = self.audio[keep - self.base:], keep
 
+    def settled_piece(self) -> Optional[Piece]:
+        """The open window as the pause going on would close it, once that much is certain: its audio is all here
+        (SETTLE_SECONDS into the pause, its trimmed end inside what has arrived). None otherwise. The close makes
+        its own piece; where the two hold the same samples, the model's output for this one serves it."""
+        if self.run is None or self.run == 0 or self.closed or not self.sound \
+                or self.framed - self.run < self.settle_frames or not self.cuttable(self.run + self.close_frames / 2):
+            return None
+        piece = self.piece(Window(0, self.start, self.total, self.keep_start, None, False, False, self.quiet_before,
+                                  self.floor(self.run, self.framed)))
+        return piece if piece.start + len(piece.audio) < self.total else None
+
     def open_piece(self) -> Optional[Piece]:
         """The open window as it stands (for partial text), or None while it holds no sound."""
         if not self.sound:
@@ -182,6 +197,7 @@ class StreamSession:
         self.final_frame = 0  # the frame where the next final's words start
         self.partial_at = 0  # stream sample of the last partial
         self.items = 0
+        self.settled = None  # (start, samples) of the open window run ahead of its close, and the model's output
 
     def run_pieces(self, pieces: list[Piece]) -> list[tuple[int, object]]:
         engine = self.engine
@@ -199,9 +215,21 @@ class StreamSession:
             if self.windows.sound and not was_speaking else []
         if pieces:
             events += self.finals(pieces)
+        elif (settled := self.windows.settled_piece()) is not None:
+            events += self.settle(settled)
         elif self.windows.sound and self.windows.total - self.partial_at >= PARTIAL_SECONDS * self.engine.sampling_rate:
             events += self.partial()
         return events
+
+    def settle(self, piece: Piece) -> list[dict]:
+        """The open window as the pause will close it, through the model now, so that the close only decodes it:
+        its final comes as soon as the pause is certain. The output is also a partial."""
+        key = (piece.start, len(piece.audio))
+        if self.settled is not None and self.settled[0] == key:
+            return []
+        self.settled = key, self.forward([piece])[0]
+        self.partial_at = self.windows.total
+        return [self.partial_event(*self.settled[1])]
 
     def finish(self) -> list[dict]:
         """The end of the stream or a commit: the open window's final transcript (if it held sound)."""
@@ -213,8 +241,13 @@ class StreamSession:
         return output_frames(self.engine.model, self.engine.feature_extractor, [samples])[0]
 
     def finals(self, pieces: list[Piece]) -> list[dict]:
+        settled, self.settled = self.settled, None
+        ahead = {i: settled[1] for i, p in enumerate(pieces) if settled and settled[0] == (p.start, len(p.audio))}
+        run = iter(self.forward([p for i, p in enumerate(pieces) if i not in ahead]) if len(ahead) < len(pieces)
+                   else ())
         events = []
-        for piece, (first_frame, logits) in zip(pieces, self.forward(pieces)):
+        for i, piece in enumerate(pieces):
+            first_frame, logits = ahead[i] if i in ahead else next(run)
             self.frames.add(first_frame, logits, piece.audio)
             ids, probs = self.frames.frames()
             decoding = self.engine.decoding
@@ -233,9 +266,11 @@ class StreamSession:
         piece = self.windows.open_piece()
         if piece is None or len(piece.audio) < self.engine.fewest:
             return []
-        (first_frame, logits), = self.forward([piece])
+        return [self.partial_event(*self.forward([piece])[0])]
+
+    def partial_event(self, first_frame: int, logits) -> dict:
         probs = logits.softmax(-1).max(-1)
         decoding = self.engine.decoding
         words = greedy_words(probs.indices.numpy(), probs.values.numpy(), self.engine.tokenizer, decoding.blank,
                              decoding.seconds_per_frame, first_frame)
-        return [{"type": "partial", "item": self.items + 1, "text": " ".join(w["word"] for w in words)}]
+        return {"type": "partial", "item": self.items + 1, "text": " ".join(w["word"] for w in words)}

@@ -12,7 +12,7 @@ from ctc_finetune.audio import load_audio
 from ctc_finetune.engine import Engine, EngineOptions
 from ctc_finetune.longform import (ENERGY_FRAME_SECONDS, LEAD_SECONDS, PAUSE_SECONDS, TRAILING_QUIET_SECONDS,
                                    find_pauses, plan_windows)
-from ctc_finetune.streaming import CLOSE_SECONDS, StreamSession, StreamWindows
+from ctc_finetune.streaming import CLOSE_SECONDS, SETTLE_SECONDS, StreamSession, StreamWindows
 
 RATE = 16_000
 CLIPS = [os.path.join(DATA_DIR, split, name) for split in ("test", "validation")
@@ -69,6 +69,41 @@ def test_partials_come_as_audio_arrives_and_finals_follow_them(model_dir, record
     assert "partial" in kinds[:first_final]  # text came before the utterance ended
     items = [e["item"] for e in events if e["type"] in ("partial", "final")]
     assert items == sorted(items)  # a partial belongs to the item its final closes
+
+
+def test_a_window_runs_through_the_model_before_its_pause_closes_it(model_dir, recording):
+    # SETTLE_SECONDS into a pause the window's audio is all there: it runs then, and the close (a piece or so
+    # later) only decodes it, so a final waits for no forward pass. The words stay the file's (test above).
+    _, samples = recording
+    engine, feeds, step = Engine(model_dir, EngineOptions(device="cpu")), [], round(0.1 * RATE)
+
+    def forward(pieces):
+        feeds[-1]["ran"] += len(pieces)
+        return session.run_pieces(pieces)
+
+    session = StreamSession(engine, forward=forward)
+    for i in range(0, len(samples), step):
+        feeds.append({"ran": 0})
+        feeds[-1]["finals"] = sum(e["type"] == "final" for e in session.feed(samples[i:i + step]))
+    closing = [f for f in feeds if f["finals"]]
+    assert sum(f["finals"] for f in closing) == len(CLIPS) * 2  # the recording ends in a pause too
+    ran_ahead = [f for f in closing if f["ran"] == 0]
+    assert len(ran_ahead) >= len(closing) // 2  # no piece boundary fell SETTLE_SECONDS to CLOSE_SECONDS into a
+    # pause in the rest: those windows ran at the close
+
+
+def test_the_window_run_ahead_holds_what_the_close_holds():
+    samples = np.concatenate([silence(0.5), burst(1.0), silence(0.6), burst(0.6, seed=1), silence(0.6)])
+    cutter = StreamWindows(RATE, 20 * RATE // 320 * 320, RATE // 320 * 320, 320)
+    step, settled, closed = round(0.01 * RATE), [], []
+    for i in range(0, round(2.4 * RATE), step):
+        closed += cutter.feed(samples[i:i + step])
+        if not closed and (piece := cutter.settled_piece()) is not None:
+            settled.append(((i + step) / RATE, piece))
+    when, first = settled[0]
+    assert when == pytest.approx(1.5 + SETTLE_SECONDS, abs=0.011)
+    assert first.start == closed[0].start and np.array_equal(first.audio, closed[0].audio)
+    assert all(p.start == first.start and len(p.audio) == len(first.audio) for _, p in settled)
 
 
 def burst(seconds: float, level: float = 0.1, seed: int = 0) -> np.ndarray:
