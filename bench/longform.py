@@ -4,14 +4,17 @@ clips one by one and against the transformers pipeline's chunking.
     python bench/longform.py --model outputs/demo          # the demo's trained model (run the demo first)
     python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline    # a quick look
     python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline --subtypes PCM_16   # 16-bit only
+    python bench/longform.py --model outputs/demo --lengths 600 --skip_pipeline --noise_db -60      # a room's noise
 
 The recordings join the clips of --corpus, a split folder with metadata.csv (default examples/demo_corpus/test, as
 in bench/RESULTS.md: voices the demo model never heard), repeated in shuffled order, with pauses of 0.3 to 1.0 s of
 digital silence, written as 16 kHz WAV block by block (never whole in memory), once per --subtypes: PCM_16 (16-bit,
 as recorders, phones and most corpora write audio; the clips' near-silent first samples round to zero) and FLOAT
 (32-bit float, which keeps them exactly), both by default, the same audio in each. A manifest keeps where each clip
-starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). Prints a row per
-length and subtype: WER against the joined references, first-word timing, peak memory and speed.
+starts and ends and where its speech begins (the first 10 ms whose energy passes a threshold). With --noise_db, a
+steady white noise at that level (dB against full scale) lies under the whole recording, as a room's does, and the
+clips one by one are the recording's own stretches, cut at each clip's ends. Prints a row per length and subtype: WER
+against the joined references, first-word timing, peak memory and speed.
 """
 
 import argparse
@@ -58,21 +61,25 @@ def read_clips(corpus: str) -> list[dict]:
     return clips
 
 
-def join(clips: list[dict], seconds: float, path: str, seed: int, subtype: str) -> list[dict]:
-    """Write a recording of about `seconds` of the clips, shuffled and repeated, with pauses, as a WAV of `subtype`;
-    return its manifest (the same for every subtype: the seed alone sets the order and the pauses)."""
-    rng = np.random.default_rng(seed)
+def join(clips: list[dict], seconds: float, path: str, seed: int, subtype: str, noise: float = 0.0) -> list[dict]:
+    """Write a recording of about `seconds` of the clips, shuffled and repeated, with pauses, as a WAV of `subtype`,
+    with white noise of RMS `noise` under all of it; return its manifest (the same for every subtype and noise: the
+    seed alone sets the order and the pauses)."""
+    rng, hiss = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+
+    def write(out, audio: np.ndarray) -> None:
+        out.write(audio + (hiss.standard_normal(len(audio)) * noise).astype(np.float32) if noise else audio)
     manifest, at = [], 0
     with sf.SoundFile(path, "w", samplerate=RATE, channels=1, format="WAV", subtype=subtype) as out:
         while at < seconds * RATE:
             for i in rng.permutation(len(clips)):
                 pause = np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)
-                out.write(pause)
+                write(out, pause)
                 at += len(pause)
                 clip = clips[i]
                 manifest.append({"path": clip["path"], "start": at / RATE, "end": (at + len(clip["audio"])) / RATE,
                                  "text": clip["text"], "onset": at / RATE + clip["onset"]})
-                out.write(clip["audio"])
+                write(out, clip["audio"])
                 at += len(clip["audio"])
                 if at >= seconds * RATE:
                     break
@@ -139,6 +146,22 @@ def tiny_family_models(work: str) -> dict:
     return {"parakeet_ctc": make_checkpoint(os.path.join(work, "parakeet"), "parakeet_ctc"), "wav2vec2-bert": w2v_bert}
 
 
+def own_stretches(model: str, path: str, manifest: list[dict], work: str) -> str:
+    """The recording's stretch of each clip (its start to its end, noise and all), transcribed one by one: their
+    transcripts joined, in the recording's order."""
+    audio, _ = sf.read(path, dtype="float32")
+    folder = os.path.join(work, "stretches")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, clip in enumerate(manifest):
+        paths.append(os.path.join(folder, f"{i:05d}.wav"))
+        sf.write(paths[-1], audio[round(clip["start"] * RATE):round(clip["end"] * RATE)], RATE, subtype="FLOAT")
+    run_transcribe(model, paths, os.path.join(work, "stretches.csv"))
+    with open(os.path.join(work, "stretches.csv"), encoding="utf-8") as f:
+        by_path = {r["path"]: r["transcript"] for r in csv.DictReader(f)}
+    return " ".join(by_path[p] for p in paths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(ROOT, "outputs", "demo"))
@@ -150,6 +173,8 @@ def main() -> None:
                         help="How the recordings are written: 16-bit (PCM_16) and/or 32-bit float (FLOAT) WAV.")
     parser.add_argument("--skip_pipeline", action="store_true")
     parser.add_argument("--skip_families", action="store_true", help="Skip the Parakeet and Wav2Vec2-BERT runs.")
+    parser.add_argument("--noise_db", type=float, default=None,
+                        help="A steady noise under the recordings at this level, e.g. -60 (dB full scale).")
     parser.add_argument("--work_dir", default=None, help="Where the recordings go (default: a temporary folder).")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -176,7 +201,8 @@ def main() -> None:
     for seconds in args.lengths:
         for subtype in args.subtypes:
             path = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.wav")
-            manifest = join(clips, seconds, path, seed=int(seconds), subtype=subtype)
+            noise = 10 ** (args.noise_db / 20) if args.noise_db is not None else 0.0
+            manifest = join(clips, seconds, path, seed=int(seconds), subtype=subtype, noise=noise)
             output = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.json")
             run = run_transcribe(args.model, [path], output, flags)
             with open(output, encoding="utf-8") as f:
@@ -184,7 +210,8 @@ def main() -> None:
             reference = " ".join(c["text"] for c in manifest)
             wer = jiwer.wer(reference, record["text"])
             # the recording's clips (repeats included) transcribed one by one, scored as the recording is
-            same_clips = jiwer.wer(reference, " ".join(by_clip[c["path"]] for c in manifest))
+            same_clips = jiwer.wer(reference, " ".join(by_clip[c["path"]] for c in manifest) if not noise else
+                                   own_stretches(args.model, path, manifest, work))
             errors = first_word_errors(manifest, record["words"])
             rows.append({"seconds": record["duration"], "subtype": subtype, "wer": wer,
                          "within": float((errors <= TIMING_TOLERANCE).mean()),

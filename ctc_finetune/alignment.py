@@ -31,8 +31,8 @@ import torch
 from .audio import AUDIO_ERRORS
 from .engine import Run
 from .families import is_character_tokenizer
-from .longform import (TRIM_LEVEL, FileFrames, batches_of_windows, find_pauses, frame_energy, keep_memory_flat,
-                       kept_logits, plan_windows)
+from .longform import (FileFrames, batches_of_windows, find_pauses, frame_energy, keep_memory_flat, kept_logits,
+                       plan_windows, sound_level)
 from .text import normalize_text, vocabulary_case
 
 NEG_INF = -1e30  # the score of a state no path reaches (sums of a few stay finite in float32)
@@ -512,7 +512,7 @@ def feed_window(run, engine, aligner: FileAligner, frames: dict, window, audio: 
     file's aligner as log-probabilities, with where the window's sound starts."""
     path, _, seconds = run.files[window.file]
     if window.whole or window.quiet_before >= 0:  # the window starts in quiet: where does its sound start?
-        sound = start + int(np.argmax(np.abs(audio) > max(window.quiet_before, TRIM_LEVEL)))
+        sound = start + int(np.argmax(np.abs(audio) > sound_level(window.quiet_before)))
         aligner.lead(round(start / engine.hop), sound // engine.hop)
     file_frames = frames.setdefault(window.file, FileFrames(path, seconds, aligner.spelling.blank,
                                                             engine.decoding.boundary, keep_logits=True))

@@ -29,9 +29,11 @@ QUIET_SHARE = 0.001  # or under this share of its loud level (95th percentile), 
 QUIET_CEILING = 0.5  # but never above half its loud level (steady noise or music has no pauses); and always
 SILENCE_RMS = 1 / 32768  # quiet under one step of 16-bit audio (a stream's first frames have no loud level yet)
 MIN_WINDOW_SECONDS = 0.3  # a window ends in a pause only after this much audio
-TRIM_LEVEL = 1.5 / 32768  # a window's edge in a pause is trimmed to its first (last) sample louder than the pause's
-# floor or than this, whichever is higher: 1.5 steps of 16-bit audio, so that a 16-bit recording and its float
-# original give the same windows (a quiet onset rounds to 0 or 1 step in 16 bits; a 2-step sample is louder in both)
+TRIM_LEVEL = 1.5 / 32768  # a window's edge in a pause is trimmed to its first (last) sample louder than this: 1.5
+# steps of 16-bit audio, so that a 16-bit recording and its float original give the same windows (a quiet onset
+# rounds to 0 or 1 step in 16 bits; a 2-step sample is louder in both)
+SOUND_OVER_FLOOR = 3.0  # and louder than 3 times the pause's floor (the peak of its quietest frames; 0 in digital
+# silence): a steady noise's samples stay under that, a word's first sound passes it within milliseconds
 LEAD_SECONDS = 0.05  # quiet kept before a window's first sound (a clip's own leading silence)
 TRAILING_QUIET_SECONDS = 0.15  # quiet kept after a window's last sound (a clip's own trailing silence)
 BLANK_FILL_LOGIT = -30.0  # the other tokens' logits in a frame filled in as blank for the beam search
@@ -50,8 +52,8 @@ class Window:
     keep_end: Optional[int]  # one past the last frame kept; None: to the window's last frame
     whole: bool  # the window is the whole file (read by load_audio, as a short clip always was)
     last: bool  # the file's last window
-    quiet_before: float = -1.0  # the window starts in a pause this loud (peak amplitude): leading samples no louder
-    quiet_after: float = -1.0  # are trimmed, and trailing ones no louder than quiet_after; -1: trim nothing
+    quiet_before: float = -1.0  # the window starts in a pause of this floor (peak amplitude): its leading quiet is
+    quiet_after: float = -1.0  # trimmed (trim_quiet), and its trailing quiet in a pause of quiet_after; -1: none
 
 
 def frame_hop(model, feature_extractor) -> int:
@@ -101,8 +103,8 @@ def find_pauses(rms: np.ndarray, peak: np.ndarray) -> list[tuple[float, float, f
     pauses = []
     for start, stop in zip(edges[::2], edges[1::2]):  # runs of quiet frames: [start, stop)
         if stop - start >= round(PAUSE_SECONDS / ENERGY_FRAME_SECONDS):
-            # Its floor: the peak of its quietest frames (0 in digital silence); a window edge in it trims no louder
-            # samples, so that speech starts at the window's first sample, as in a training clip
+            # Its floor: the peak of its quietest frames (0 in digital silence); a window edge in it is trimmed to
+            # the sound (sound_level), keeping LEAD_SECONDS before it, as a training clip starts
             floor = float(np.percentile(peak[start:stop], 10))
             pauses.append((start * ENERGY_FRAME_SECONDS, stop * ENERGY_FRAME_SECONDS, floor))
     return pauses
@@ -166,15 +168,21 @@ def read_window(path: str, window: Window, source_rate: int, rate: int) -> tuple
     return audio, window.start + lead, complete
 
 
+def sound_level(floor: float) -> float:
+    """The amplitude over which a sample at a window's edge is sound, where the window starts (ends) in a pause of
+    this floor (TRIM_LEVEL, SOUND_OVER_FLOOR)."""
+    return max(SOUND_OVER_FLOOR * floor, TRIM_LEVEL)
+
+
 def trim_quiet(audio: np.ndarray, window: Window, rate: int) -> tuple[np.ndarray, int]:
     """A window's audio with the quiet of the pauses at its edges trimmed (LEAD_SECONDS and TRAILING_QUIET_SECONDS
     kept), and how many samples went from its start."""
     loud = np.abs(audio)
     lead, tail = 0, len(audio)
     if window.quiet_before >= 0 and loud.size:
-        lead = max(0, int(np.argmax(loud > max(window.quiet_before, TRIM_LEVEL))) - round(LEAD_SECONDS * rate))
+        lead = max(0, int(np.argmax(loud > sound_level(window.quiet_before))) - round(LEAD_SECONDS * rate))
     if window.quiet_after >= 0 and loud.size:
-        tail = len(audio) - int(np.argmax(loud[::-1] > max(window.quiet_after, TRIM_LEVEL)))
+        tail = len(audio) - int(np.argmax(loud[::-1] > sound_level(window.quiet_after)))
     tail = min(len(audio), tail + round(TRAILING_QUIET_SECONDS * rate))
     return audio[lead:max(tail, lead + 1)], lead
 

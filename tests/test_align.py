@@ -276,6 +276,17 @@ def test_each_line_starts_where_its_speech_starts(recording):
     assert all(w["start"] < w["end"] <= v["start"] for w, v in zip(result.words, result.words[1:]))
 
 
+def test_in_a_room_s_noise_each_line_still_starts_where_its_speech_starts(recording, tmp_path):
+    # A steady noise under the whole recording (-60 dBFS, a quiet room): its pauses are noise, not digital silence.
+    # A window still starts at its speech (longform.SOUND_OVER_FLOOR), not amid the pause, and so do the lines.
+    audio, _ = sf.read(recording["audio"], dtype="float32")
+    noisy = audio + np.random.default_rng(0).normal(0, 1e-3, len(audio)).astype(np.float32)
+    sf.write(tmp_path / "noisy.wav", noisy, RATE, subtype="PCM_16")
+    (result,) = run_align(tmp_path / "noisy.wav", recording["text"])
+    errors = [abs(line["start"] - at) for line, at in zip(result.lines, recording["onsets"])]
+    assert max(errors) <= 3 * FRAME, errors
+
+
 def test_a_recording_in_many_windows_and_stretches_aligns_as_its_clips_one_by_one(recording, monkeypatch):
     # Each clip alone (a manifest of clip and line, aligned in one batch) against the recording in 3-second windows
     # and 3-second stretches: every word at the same time, moved by where its clip starts (within a frame).

@@ -115,6 +115,27 @@ def test_a_16_bit_recording_and_its_float_original_give_the_same_windows(tmp_pat
     assert np.abs(old["FLOAT"] - old["PCM_16"]).max() > 320
 
 
+def test_a_recording_under_a_steady_noise_is_cut_at_its_speech_as_in_silence(tmp_path, monkeypatch):
+    # Demo clips joined with pauses, then a noise at -60 dBFS under all of it (a quiet room): the pauses are noise.
+    # The windows start where the clean recording's do (within 30 ms), at the speech, not amid the pause; they end a
+    # little earlier, where a word's fading end sinks under the noise.
+    demo_test = os.path.join(ROOT, "examples", "demo_corpus", "test")
+    parts = []
+    for name, pause in zip(sorted(n for n in os.listdir(demo_test) if n.endswith(".mp3"))[:8], PAUSES):
+        parts += [np.zeros(round(pause * RATE), np.float32), load_audio(os.path.join(demo_test, name), RATE)]
+    audio = np.concatenate([*parts, np.zeros(RATE // 2, np.float32)])
+    noisy = audio + np.random.default_rng(0).normal(0, 1e-3, len(audio)).astype(np.float32)
+    sf.write(str(tmp_path / "clean.wav"), audio, RATE, subtype="PCM_16")
+    sf.write(str(tmp_path / "noisy.wav"), noisy, RATE, subtype="PCM_16")
+    clean, edges = window_edges(str(tmp_path / "clean.wav")), window_edges(str(tmp_path / "noisy.wav"))
+    assert len(clean) == len(edges) >= 8
+    assert np.abs(clean[1:, 0] - edges[1:, 0]).max() <= 0.03 * RATE
+    assert np.all(clean[:, 1] - edges[:, 1] <= 0.2 * RATE) and np.all(edges[:, 1] <= clean[:, 1] + 0.03 * RATE)
+    monkeypatch.setattr("ctc_finetune.longform.SOUND_OVER_FLOOR", 1.0)  # trimmed at the pause's floor, as before:
+    old = window_edges(str(tmp_path / "noisy.wav"))  # the noise kept, up to the pause's middle
+    assert np.abs(clean[1:, 0] - old[1:, 0]).max() > 0.1 * RATE
+
+
 @pytest.mark.parametrize("arch", ["wav2vec2", *[
     pytest.param(a, marks=pytest.mark.skipif(torchaudio_problem() is not None, reason=str(torchaudio_problem())))
     if a == "granite_speech5_ctc" else a for a in NEW_FAMILIES]])
