@@ -3,12 +3,14 @@
     python bench/align.py --model outputs/demo                   # the demo's trained model (run the demo first)
     python bench/align.py --model outputs/demo --lengths 600 --skip_memory     # a quick look
     python bench/align.py --model outputs/demo --corpus DIR      # the commands corpus: tools/make_bench_corpus.py DIR
+    python bench/align.py --model outputs/demo --lengths 1800 --skip_memory --noise_db -60      # in a room's noise
 
 --corpus is a folder of split folders (default examples/demo_corpus; the commands corpus is built by
 `python tools/make_bench_corpus.py DIR` and passed as --corpus DIR). Its test clips (voices the model never heard)
 are joined in shuffled order with 0.3-1.0 s pauses of digital silence into 16-bit WAV recordings of --lengths
 seconds (bench/longform.py's join), with each clip's start, end and speech onset (the first 10 ms whose RMS passes
-2% of the clip's loudest 10 ms). Then, on the first length (30 minutes by default):
+2% of the clip's loudest 10 ms); with --noise_db, a steady white noise at that level (dB full scale) lies under the
+whole recording, as a room's does. Then, on the first length (30 minutes by default):
 
 - onset: align.py with the right text (a line per clip): the share of lines whose first word starts within 0.10 s
   (and 0.05 s) of its clip's onset, and the median error;
@@ -163,10 +165,11 @@ def ctc_segmentation_step(emissions, spelling, spf: float, manifest: list[dict])
           f"{np.median(errors):.3f} s |", flush=True)
 
 
-def make_recording(clips: list[dict], seconds: float, work: str) -> tuple[str, str, list[dict]]:
-    """A 16-bit recording of about `seconds` and its text, a line per clip: their paths, and its manifest."""
+def make_recording(clips: list[dict], seconds: float, work: str, noise: float) -> tuple[str, str, list[dict]]:
+    """A 16-bit recording of about `seconds` (white noise of RMS `noise` under it) and its text, a line per clip:
+    their paths, and its manifest."""
     path, text = os.path.join(work, f"joined-{seconds:.0f}s.wav"), os.path.join(work, f"joined-{seconds:.0f}s.txt")
-    manifest = join(clips, seconds, path, seed=int(seconds), subtype="PCM_16")
+    manifest = join(clips, seconds, path, seed=int(seconds), subtype="PCM_16", noise=noise)
     with open(text, "w", encoding="utf-8") as f:
         f.writelines(c["text"] + "\n" for c in manifest)
     return path, text, manifest
@@ -215,6 +218,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=float, nargs="+", default=[1800, 7200], help="Seconds per recording.")
     parser.add_argument("--skip_memory", action="store_true", help="Only the first length (no memory comparison).")
     parser.add_argument("--skip_viterbi", action="store_true", help="Skip the Viterbi-alone comparison.")
+    parser.add_argument("--noise_db", type=float, default=None,
+                        help="A steady noise under the recordings at this level, e.g. -60 (dB full scale).")
     parser.add_argument("--work_dir", default=None, help="Where the recordings go (default: a temporary folder).")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -230,7 +235,8 @@ def main() -> None:
     print(f"model {args.model}, corpus {args.corpus}/test ({len(clips)} clips)\n\n| check | measured | |\n|---|---|---|")
     rss = {}
     for number, seconds in enumerate(args.lengths[:1] if args.skip_memory else args.lengths):
-        path, text, manifest = make_recording(clips, seconds, work)
+        path, text, manifest = make_recording(clips, seconds, work,
+                                              10 ** (args.noise_db / 20) if args.noise_db is not None else 0.0)
         name = f"{seconds / 60:.0f} min ({len(manifest):,} clips)"
         if number:
             rss[seconds] = run_align(args.model, [path, text, "--output", os.path.join(work, "long.json")])["rss_gb"]
