@@ -91,15 +91,21 @@ def window_edges(path: str) -> np.ndarray:
     return np.array(edges)
 
 
-def test_a_16_bit_recording_and_its_float_original_give_the_same_windows(tmp_path, monkeypatch):
-    # Eight MP3 clips of the demo corpus (decoded, each starts and ends in a quiet ramp, much of which rounds to
-    # silence in 16 bits) joined with pauses, written once as float and once as 16-bit WAV: the windows start and
-    # end within a frame (20 ms) of each other.
+def demo_recording() -> np.ndarray:
+    """Eight MP3 clips of the demo corpus (decoded: each starts and ends in a quiet ramp) joined with PAUSES of
+    digital silence."""
     demo_test = os.path.join(ROOT, "examples", "demo_corpus", "test")
     parts = []
     for name, pause in zip(sorted(n for n in os.listdir(demo_test) if n.endswith(".mp3"))[:8], PAUSES):
         parts += [np.zeros(round(pause * RATE), np.float32), load_audio(os.path.join(demo_test, name), RATE)]
-    audio = np.concatenate([*parts, np.zeros(RATE // 2, np.float32)])
+    return np.concatenate([*parts, np.zeros(RATE // 2, np.float32)])
+
+
+def test_a_16_bit_recording_and_its_float_original_give_the_same_windows(tmp_path, monkeypatch):
+    # Eight MP3 clips of the demo corpus (decoded, each starts and ends in a quiet ramp, much of which rounds to
+    # silence in 16 bits) joined with pauses, written once as float and once as 16-bit WAV: the windows start and
+    # end within a frame (20 ms) of each other.
+    audio = demo_recording()
     for subtype in ("FLOAT", "PCM_16"):
         sf.write(str(tmp_path / f"{subtype}.wav"), audio, RATE, subtype=subtype)
     edges = {subtype: window_edges(str(tmp_path / f"{subtype}.wav")) for subtype in ("FLOAT", "PCM_16")}
@@ -119,11 +125,7 @@ def test_a_recording_under_a_steady_noise_is_cut_at_its_speech_as_in_silence(tmp
     # Demo clips joined with pauses, then a noise at -60 dBFS under all of it (a quiet room): the pauses are noise.
     # The windows start where the clean recording's do (within 30 ms), at the speech, not amid the pause; they end a
     # little earlier, where a word's fading end sinks under the noise.
-    demo_test = os.path.join(ROOT, "examples", "demo_corpus", "test")
-    parts = []
-    for name, pause in zip(sorted(n for n in os.listdir(demo_test) if n.endswith(".mp3"))[:8], PAUSES):
-        parts += [np.zeros(round(pause * RATE), np.float32), load_audio(os.path.join(demo_test, name), RATE)]
-    audio = np.concatenate([*parts, np.zeros(RATE // 2, np.float32)])
+    audio = demo_recording()
     noisy = audio + np.random.default_rng(0).normal(0, 1e-3, len(audio)).astype(np.float32)
     sf.write(str(tmp_path / "clean.wav"), audio, RATE, subtype="PCM_16")
     sf.write(str(tmp_path / "noisy.wav"), noisy, RATE, subtype="PCM_16")
