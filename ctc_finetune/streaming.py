@@ -3,8 +3,9 @@
 long-form transcription (longform.plan_windows) makes of the whole recording, so that a stream's final words are the
 words transcribe.py gives the recording.
 
-A window closes CLOSE_SECONDS into a pause (or at the middle of a shorter pause, once speech resumes), and is then
-final: it holds what the recording's window holds, from its first sound (less LEAD_SECONDS) to its last (plus
+A window closes CLOSE_SECONDS into a pause (later where a word's fading end reaches into the pause: once the quiet
+it keeps after it has arrived), or at the middle of a shorter pause, once speech resumes. It is then final: it holds
+what the recording's window holds, from its first sound (less LEAD_SECONDS) to its last (plus
 TRAILING_QUIET_SECONDS). SETTLE_SECONDS into a pause the window's audio has all arrived: it runs through the model
 then, and the close only decodes that output. Speech without a pause is cut at --chunk_seconds with context, as in a
 file. Between closes, the open window is transcribed again every PARTIAL_SECONDS of new audio: partial text, which may
@@ -97,9 +98,10 @@ class StreamWindows:
             length = i + 1 - self.run
             if self.run == 0 and length == self.pause_frames:  # the stream starts in a pause: trimmed, not cut in
                 self.keep_start, self.quiet_before = None, self.floor(0, i + 1)
-            elif self.run > 0 and length == self.close_frames and self.cuttable(self.run + self.close_frames / 2):
+            elif self.run > 0 and not self.closed and length >= self.close_frames \
+                    and self.cuttable(self.run + self.close_frames / 2) and self.tail_arrived(i + 1):
                 self.closed = True  # what follows the cut is quiet: the next window starts where it cannot lose sound
-                return [self.close((self.run + self.close_frames) * self.frame, self.floor(self.run, i + 1),
+                return [self.close((i + 1) * self.frame, self.floor(self.run, i + 1),
                                    (self.run * 2 + self.close_frames) * self.frame // 2)]
             return []
         pieces, run, self.run = [], self.run, None
@@ -115,6 +117,15 @@ class StreamWindows:
             pieces.append(self.close(middle, self.floor(run, i), middle))
         self.sound = True
         return pieces
+
+    def tail_arrived(self, framed: int) -> bool:
+        """The open window's trimmed end (TRAILING_QUIET_SECONDS past its last sound) lies in the `framed` frames
+        measured: a word's fading end may pass the sound level into the quiet run, and the window waits for its
+        quiet, as the file's window (cut amid the pause) holds it."""
+        end = framed * self.frame
+        piece = self.piece(Window(0, self.start, end, self.keep_start, None, False, False, self.quiet_before,
+                                  self.floor(self.run, framed)))
+        return piece.start + len(piece.audio) < end
 
     def cuttable(self, middle_frame: float) -> bool:
         """A pause whose middle is here may end the open window (plan_windows' rule)."""

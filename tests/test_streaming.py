@@ -11,7 +11,7 @@ from conftest import DATA_DIR, make_finetuned
 from ctc_finetune.audio import load_audio
 from ctc_finetune.engine import Engine, EngineOptions
 from ctc_finetune.longform import (ENERGY_FRAME_SECONDS, LEAD_SECONDS, PAUSE_SECONDS, TRAILING_QUIET_SECONDS,
-                                   find_pauses, plan_windows)
+                                   TRIM_LEVEL, find_pauses, plan_windows)
 from ctc_finetune.streaming import CLOSE_SECONDS, SETTLE_SECONDS, StreamSession, StreamWindows
 
 RATE = 16_000
@@ -145,6 +145,20 @@ def test_the_shortest_pause_closes_the_window_before_speech_resumes():
     piece, when = closes[0]
     assert when <= 1.5 + PAUSE_SECONDS + 0.01 + 1e-9  # within a 10 ms piece of the pause reaching PAUSE_SECONDS
     assert piece.start + len(piece.audio) == round((1.5 + TRAILING_QUIET_SECONDS) * RATE)
+
+
+def test_a_fading_end_holds_the_close_until_its_kept_quiet_has_arrived():
+    # After the burst, 0.2 s of a fading sound: quiet by its energy (the pause starts at 1.5 s), but with samples
+    # above TRIM_LEVEL until 1.7 s, so the window keeps quiet until 1.85 s, past the usual close at 1.75 s. The
+    # close waits for it and the window holds all of it, as the file's window (cut amid the pause) does.
+    fade = (np.random.default_rng(2).standard_normal(round(0.2 * RATE)) * 5e-5).astype(np.float32)
+    samples = np.concatenate([silence(0.5), burst(1.0), fade, silence(0.6), burst(0.6, seed=1), silence(0.6)])
+    closes, _ = windows_of(samples, piece_seconds=0.01)
+    piece, when = closes[0]
+    last_sound = int(np.flatnonzero(np.abs(samples[:round(2.0 * RATE)]) > TRIM_LEVEL)[-1])
+    assert last_sound > round((1.5 + CLOSE_SECONDS - TRAILING_QUIET_SECONDS) * RATE)  # past the usual close's reach
+    assert piece.start + len(piece.audio) == last_sound + 1 + round(TRAILING_QUIET_SECONDS * RATE)
+    assert when == pytest.approx((last_sound + 1) / RATE + TRAILING_QUIET_SECONDS, abs=0.021)
 
 
 def test_speech_without_pauses_is_cut_at_the_chunk_with_context():
