@@ -12,7 +12,8 @@ file. Between closes, the open window is transcribed again every PARTIAL_SECONDS
 change.
 
 Where a stream and its recording may differ: pauses are found against the last STATS_SECONDS of the stream (the file
-measures its whole length), so in noisy audio a borderline pause may be taken in one and not the other; and a
+measures its whole length), so in noisy audio a borderline pause may be taken in one and not the other (a pause at the stream's start, which
+no loud level yet tells from speech, is trimmed once speech has set one: leading_pause); and a
 recording no longer than a chunk plus its context is read by transcribe.py as one window, while a stream is cut at
 its pauses. Decoding is greedy (no n-gram LM or hotwords in streams)."""
 
@@ -77,6 +78,8 @@ class StreamWindows:
         self.peak = np.concatenate([self.peak, np.abs(frames).max(axis=1)])[-keep:]
         self.peak_first = self.framed + new - len(self.peak)
         threshold = quiet_threshold(self.rms)
+        if self.start == 0 and self.keep_start == 0 and self.peak_first == 0:
+            self.leading_pause(threshold)
         pieces = []
         for i, rms in zip(range(self.framed, self.framed + new), self.rms[-new:]):
             pieces += self.step(i, rms < threshold)
@@ -84,6 +87,14 @@ class StreamWindows:
         self.framed += new
         self.forget()
         return pieces
+
+    def leading_pause(self, threshold: float) -> None:
+        """A stream that starts in a steady noise: its first frames could not be told from quiet before any speech
+        set a loud level. Once they can, a pause at its start is trimmed from the first window, as a file's is."""
+        quiet = self.rms < threshold
+        run = int(np.argmin(quiet))  # leading quiet frames (0 where all are quiet: speech has not come yet)
+        if run >= self.pause_frames:
+            self.keep_start, self.quiet_before = None, self.floor(0, run)
 
     def floor(self, first: int, stop: int) -> float:
         """A run of frames' floor, as find_pauses measures a pause's (frames still held)."""

@@ -11,7 +11,7 @@ from conftest import DATA_DIR, make_finetuned
 from ctc_finetune.audio import load_audio
 from ctc_finetune.engine import Engine, EngineOptions
 from ctc_finetune.longform import (ENERGY_FRAME_SECONDS, LEAD_SECONDS, PAUSE_SECONDS, TRAILING_QUIET_SECONDS,
-                                   TRIM_LEVEL, find_pauses, plan_windows)
+                                   TRIM_LEVEL, find_pauses, plan_windows, trim_quiet)
 from ctc_finetune.streaming import CLOSE_SECONDS, SETTLE_SECONDS, StreamSession, StreamWindows
 
 RATE = 16_000
@@ -159,6 +159,26 @@ def test_a_fading_end_holds_the_close_until_its_kept_quiet_has_arrived():
     assert last_sound > round((1.5 + CLOSE_SECONDS - TRAILING_QUIET_SECONDS) * RATE)  # past the usual close's reach
     assert piece.start + len(piece.audio) == last_sound + 1 + round(TRAILING_QUIET_SECONDS * RATE)
     assert when == pytest.approx((last_sound + 1) / RATE + TRAILING_QUIET_SECONDS, abs=0.021)
+
+
+def test_a_stream_that_starts_in_noise_trims_it_from_its_first_window_as_a_file_does():
+    # A steady noise (-60 dBFS) under everything: until speech sets a loud level, the stream cannot tell its first
+    # frames from quiet; once it can, the leading pause is trimmed, and the first window starts LEAD_SECONDS before
+    # the speech, where the file's does (not at the stream's first sample).
+    samples = np.concatenate([silence(0.8), burst(1.0), silence(0.8), burst(0.6, seed=1), silence(0.6)])
+    samples = samples + np.random.default_rng(3).normal(0, 1e-3, len(samples)).astype(np.float32)
+    closes, _ = windows_of(samples)
+    first = closes[0][0]
+    assert first.start == pytest.approx((0.8 - LEAD_SECONDS) * RATE, abs=0.01 * RATE)
+    window = plan_windows(0, len(samples), len(samples) // 320, find_pauses(*energy(samples)), 2 * RATE, RATE // 4,
+                          320, RATE)[0]  # a file longer than a chunk: cut into windows
+    _, lead = trim_quiet(samples[window.start:window.end], window, RATE)
+    assert abs(first.start - (window.start + lead)) <= 0.01 * RATE
+
+
+def energy(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    frames = samples[:len(samples) // 160 * 160].reshape(-1, 160)
+    return np.sqrt(np.mean(frames ** 2, axis=1)), np.abs(frames).max(axis=1)
 
 
 def test_speech_without_pauses_is_cut_at_the_chunk_with_context():
