@@ -198,10 +198,10 @@ def main() -> None:
 
     flags = ["--chunk_seconds", str(args.chunk_seconds), "--context_seconds", str(args.context_seconds)]
     rows = []
+    noise = 10 ** (args.noise_db / 20) if args.noise_db is not None else 0.0  # white noise's RMS
     for seconds in args.lengths:
         for subtype in args.subtypes:
             path = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.wav")
-            noise = 10 ** (args.noise_db / 20) if args.noise_db is not None else 0.0
             manifest = join(clips, seconds, path, seed=int(seconds), subtype=subtype, noise=noise)
             output = os.path.join(work, f"joined-{seconds:.0f}s-{subtype}.json")
             run = run_transcribe(args.model, [path], output, flags)

@@ -12,10 +12,10 @@ file. Between closes, the open window is transcribed again every PARTIAL_SECONDS
 change.
 
 Where a stream and its recording may differ: pauses are found against the last STATS_SECONDS of the stream (the file
-measures its whole length), so in noisy audio a borderline pause may be taken in one and not the other (a pause at the stream's start, which
-no loud level yet tells from speech, is trimmed once speech has set one: leading_pause); and a
-recording no longer than a chunk plus its context is read by transcribe.py as one window, while a stream is cut at
-its pauses. Decoding is greedy (no n-gram LM or hotwords in streams)."""
+measures its whole length), so in noisy audio a borderline pause may be taken in one and not the other (a pause at
+the stream's start, which no loud level yet tells from speech, is trimmed once speech has set one: leading_pause);
+and a recording no longer than a chunk plus its context is read by transcribe.py as one window, while a stream is
+cut at its pauses. Decoding is greedy (no n-gram LM or hotwords in streams)."""
 
 import dataclasses
 from typing import Callable, Optional
@@ -110,7 +110,7 @@ class StreamWindows:
             if self.run == 0 and length == self.pause_frames:  # the stream starts in a pause: trimmed, not cut in
                 self.keep_start, self.quiet_before = None, self.floor(0, i + 1)
             elif self.run > 0 and not self.closed and length >= self.close_frames \
-                    and self.cuttable(self.run + self.close_frames / 2) and self.tail_arrived(i + 1):
+                    and self.cuttable(self.run + self.close_frames / 2) and self.pause_piece(i + 1) is not None:
                 self.closed = True  # what follows the cut is quiet: the next window starts where it cannot lose sound
                 return [self.close((i + 1) * self.frame, self.floor(self.run, i + 1),
                                    (self.run * 2 + self.close_frames) * self.frame // 2)]
@@ -129,14 +129,15 @@ class StreamWindows:
         self.sound = True
         return pieces
 
-    def tail_arrived(self, framed: int) -> bool:
-        """The open window's trimmed end (TRAILING_QUIET_SECONDS past its last sound) lies in the `framed` frames
-        measured: a word's fading end may pass the sound level into the quiet run, and the window waits for its
-        quiet, as the file's window (cut amid the pause) holds it."""
+    def pause_piece(self, framed: int) -> Optional[Piece]:
+        """The open window as the pause going on would close it after `framed` frames, if its trimmed end
+        (TRAILING_QUIET_SECONDS past its last sound) lies inside them; else None: a word's fading end passed the
+        sound level into the quiet run, and the window waits for the quiet it keeps, as the file's window (cut amid
+        the pause) holds it."""
         end = framed * self.frame
         piece = self.piece(Window(0, self.start, end, self.keep_start, None, False, False, self.quiet_before,
                                   self.floor(self.run, framed)))
-        return piece.start + len(piece.audio) < end
+        return piece if piece.start + len(piece.audio) < end else None
 
     def cuttable(self, middle_frame: float) -> bool:
         """A pause whose middle is here may end the open window (plan_windows' rule)."""
@@ -179,9 +180,7 @@ class StreamWindows:
         if self.run is None or self.run == 0 or self.closed or not self.sound \
                 or self.framed - self.run < self.settle_frames or not self.cuttable(self.run + self.close_frames / 2):
             return None
-        piece = self.piece(Window(0, self.start, self.total, self.keep_start, None, False, False, self.quiet_before,
-                                  self.floor(self.run, self.framed)))
-        return piece if piece.start + len(piece.audio) < self.total else None
+        return self.pause_piece(self.framed)
 
     def open_piece(self) -> Optional[Piece]:
         """The open window as it stands (for partial text), or None while it holds no sound."""
@@ -247,7 +246,7 @@ class StreamSession:
         """The open window as the pause will close it, through the model now, so that the close only decodes it:
         its final comes as soon as the pause is certain. The output is also a partial."""
         key = (piece.start, len(piece.audio))
-        if self.settled is not None and self.settled[0] == key:
+        if len(piece.audio) < self.engine.fewest or self.settled is not None and self.settled[0] == key:
             return []
         self.settled = key, self.forward([piece])[0]
         self.partial_at = self.windows.total
@@ -262,14 +261,17 @@ class StreamSession:
     def engine_frames(self, samples: int) -> int:
         return output_frames(self.engine.model, self.engine.feature_extractor, [samples])[0]
 
-    def finals(self, pieces: list[Piece]) -> list[dict]:
+    def outputs(self, pieces: list[Piece]) -> list[tuple[int, object]]:
+        """The model's output for each piece: the window run ahead of its close (settle) reused where it holds the
+        same samples, the others run now."""
         settled, self.settled = self.settled, None
-        ahead = {i: settled[1] for i, p in enumerate(pieces) if settled and settled[0] == (p.start, len(p.audio))}
-        run = iter(self.forward([p for i, p in enumerate(pieces) if i not in ahead]) if len(ahead) < len(pieces)
-                   else ())
+        ahead = [settled[1] if settled and settled[0] == (p.start, len(p.audio)) else None for p in pieces]
+        ran = iter(self.forward([p for p, a in zip(pieces, ahead) if a is None]) if None in ahead else ())
+        return [a if a is not None else next(ran) for a in ahead]
+
+    def finals(self, pieces: list[Piece]) -> list[dict]:
         events = []
-        for i, piece in enumerate(pieces):
-            first_frame, logits = ahead[i] if i in ahead else next(run)
+        for piece, (first_frame, logits) in zip(pieces, self.outputs(pieces)):
             self.frames.add(first_frame, logits, piece.audio)
             ids, probs = self.frames.frames()
             decoding = self.engine.decoding
