@@ -68,6 +68,7 @@ from transformers.trainer_utils import is_main_process
 
 from ctc_finetune.adapters import AdapterArguments
 from ctc_finetune.augment import AugmentArguments, Augmenter, build_augmenter
+from ctc_finetune.edges import EdgeArguments, configure_edges
 from ctc_finetune.batching import DataCollatorCTCWithPadding
 from ctc_finetune.checkpoints import resume_or_clear_output_dir
 from ctc_finetune.columns import DATA_REPORT_FILE, LENGTH_COLUMN, is_eval, is_stream, predictions_file
@@ -380,6 +381,7 @@ class Features:
     vocabulary: VocabularyArguments
     adapters: AdapterArguments
     augment: AugmentArguments
+    edges: EdgeArguments
     lora: LoraArguments
     schedules: ScheduleArguments
     selection: SelectionArguments
@@ -716,6 +718,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         # 3. Model
         feature_extractor, model = load_model(model_args, data_args, tokenizer, training_args.do_train, features.lora,
                                               features.adapters)
+        configure_edges(feature_extractor, features.edges)  # --trim_silence: clips cut to their speech
         configure_distributed(model, training_args)
 
         # 4. Preprocess: scan headers and drop unusable clips, then decode, resample and extract features (cached)

@@ -18,6 +18,7 @@ import torch
 
 from .audio import AUDIO_ERRORS, load_audio
 from .columns import LENGTH_COLUMN
+from .edges import trim_to_speech, trims
 from .families import extract_features, model_input_names, output_frames
 
 DEFAULT_CHUNK_SECONDS = 20.0  # the longest window
@@ -207,6 +208,10 @@ def kept_logits(windows: list[Window], audios: list[np.ndarray], starts: list[in
     """Each window's kept frames: the file's number of the first one, and their logits [frames, vocabulary] (padding
     and context dropped). `starts`: where each window's audio starts in the file (read_window)."""
     name, _ = model_input_names(feature_extractor)
+    if trims(feature_extractor):  # --trim_silence: a whole file is cut to its speech, as the model's clips were
+        cut = [trim_to_speech(a, feature_extractor.sampling_rate) if w.whole else (a, 0)
+               for w, a in zip(windows, audios)]
+        audios, starts = [a for a, _ in cut], [start + lead for start, (_, lead) in zip(starts, cut)]
     batch = collate([{name: extract_features(feature_extractor, a), LENGTH_COLUMN: len(a)} for a in audios])
     samples = batch.pop("input_lengths")
     logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float().cpu()

@@ -34,6 +34,7 @@ from .columns import (
     WAVEFORM_COLUMN,
     derived_fingerprint,
 )
+from .edges import trim_to_speech, trims
 from .families import decode_labels, extract_features, model_input_names, output_frames
 from .faults import DiskFull, UserError, is_disk_full
 
@@ -118,8 +119,15 @@ class ClipForm:
     def kind(self) -> str:
         return "waveforms" if self.waveform else "features"
 
-    def of(self, audio: np.ndarray) -> np.ndarray:
-        return audio if self.waveform else extract_features(self.feature_extractor, audio)
+    def cut(self, audio: np.ndarray) -> np.ndarray:
+        """The decoded clip as the model hears it: with --trim_silence, cut to its speech (edges), as transcription
+        cuts it; else as it is."""
+        if trims(self.feature_extractor):
+            return trim_to_speech(audio, self.feature_extractor.sampling_rate)[0]
+        return audio
+
+    def of(self, clip: np.ndarray) -> np.ndarray:
+        return clip if self.waveform else extract_features(self.feature_extractor, clip)
 
     def empty(self) -> np.ndarray:
         """What a clip that failed to decode is stored as: an input of no frames, shaped like a real one."""
@@ -135,15 +143,17 @@ def featurize_batch(batch: dict, *, form: ClipForm, one_thread: bool = False) ->
     out = {form.column: [], LENGTH_COLUMN: [], DROP_COLUMN: []}
     for cell, expected in zip(batch[AUDIO_COLUMN], batch[LENGTH_COLUMN]):
         reason, audio, features = "", np.zeros(0, dtype=np.float32), None
+        clip = audio
         try:
             audio = load_audio(audio_source(cell), rate)
-            features = form.of(audio)
+            clip = form.cut(audio)
+            features = form.of(clip)
         except AUDIO_ERRORS:
             reason = "undecodable audio"
         if not reason and len(audio) < TRUNCATION_TOLERANCE * expected:
             reason = "truncated audio"
         out[form.column].append(features if not reason else form.empty())
-        out[LENGTH_COLUMN].append(len(audio))
+        out[LENGTH_COLUMN].append(len(clip))  # what the model reads: evaluation cuts its predictions to it
         out[DROP_COLUMN].append(reason)
     return out
 
@@ -155,13 +165,18 @@ def featurize_on_access(batch: dict, *, form: ClipForm) -> dict:
         return batch
     rate = form.feature_extractor.sampling_rate
     batch = dict(batch)
-    features = []
+    features, lengths = [], []
     for cell in batch.pop(AUDIO_COLUMN):
         try:
-            features.append(form.of(load_audio(audio_source(cell), rate)))
+            clip = form.cut(load_audio(audio_source(cell), rate))
+            features.append(form.of(clip))
+            lengths.append(len(clip))
         except AUDIO_ERRORS:
             features.append(form.empty())
+            lengths.append(0)
     batch[form.column] = features
+    if trims(form.feature_extractor) and LENGTH_COLUMN in batch:  # the header's length was the uncut clip's
+        batch[LENGTH_COLUMN] = lengths
     return batch
 
 
