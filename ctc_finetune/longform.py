@@ -219,6 +219,8 @@ def kept_logits(windows: list[Window], audios: list[np.ndarray], starts: list[in
     kept = []
     for window, clip, n, start in zip(windows, logits, frames, starts):
         first = round(start / hop)  # the file's number of the window's first frame
+        if first < 0:  # a whole file given silence before it (edges): its frames count from the file's first
+            first = 0
         lo = first if window.keep_start is None else max(window.keep_start, first)
         hi = first + n if window.keep_end is None else min(window.keep_end, first + n)  # never a padding frame
         kept.append((lo, clip[lo - first:max(hi - first, lo - first)]))

@@ -13,7 +13,8 @@ from conftest import DATA_DIR, base_args, make_finetuned, read_csv, read_json
 
 import run_speech_recognition_ctc as ctc
 from ctc_finetune.audio import load_audio
-from ctc_finetune.edges import EDGE_FRAME_SECONDS, EDGE_LEAD_SECONDS, EDGE_TAIL_SECONDS, TRIM_ATTRIBUTE, speech_span, trim_to_speech
+from ctc_finetune.edges import (EDGE_FRAME_SECONDS, EDGE_LEAD_SECONDS, EDGE_TAIL_SECONDS, TRIM_ATTRIBUTE, speech_span,
+                                trim_to_speech)
 from ctc_finetune.engine import Engine, EngineOptions
 
 RATE = 16000
@@ -115,14 +116,19 @@ def test_trim_silence_trains_and_the_model_keeps_it_for_transcription(tmp_path, 
     assert saved_trim(again) is True
 
 
-def test_a_trimming_model_transcribes_a_file_with_quiet_before_it_as_the_clip_later(tmp_path, finetuned):
-    trimming = str(tmp_path / "trimming")
-    shutil.copytree(finetuned, trimming)
-    config = os.path.join(trimming, "preprocessor_config.json")
+def trimming_copy(model_dir: str, path) -> str:
+    """A copy of a model that was trained with --trim_silence, as its saved feature extractor says."""
+    shutil.copytree(model_dir, path)
+    config = os.path.join(path, "preprocessor_config.json")
     with open(config, encoding="utf-8") as f:
         settings = json.load(f)
     with open(config, "w", encoding="utf-8") as f:
         json.dump({**settings, TRIM_ATTRIBUTE: True}, f)
+    return str(path)
+
+
+def test_a_trimming_model_transcribes_a_file_with_quiet_before_it_as_the_clip_later(tmp_path, finetuned):
+    trimming = trimming_copy(finetuned, tmp_path / "trimming")
     clip = quiet_around(load_audio(CLIP, RATE), 0.1, 0)  # more quiet than the model keeps: no silence made up
     lead = 0.52  # 26 frames of 20 ms: the same frames, 0.52 s later
     for model, same in ((trimming, True), (finetuned, False)):
@@ -131,3 +137,17 @@ def test_a_trimming_model_transcribes_a_file_with_quiet_before_it_as_the_clip_la
         shifted = [{**w, "start": pytest.approx(w["start"] - lead, abs=1e-6),
                     "end": pytest.approx(w["end"] - lead, abs=1e-6)} for w in later.words]
         assert (plain.text == later.text and plain.words == shifted) == same
+
+
+def test_a_clip_that_starts_right_at_its_speech_keeps_the_frames_over_the_silence_made_up_before_it(tmp_path,
+                                                                                                      finetuned):
+    trimming = trimming_copy(finetuned, tmp_path / "trimming")
+    audio = load_audio(CLIP, RATE)
+    begin, _ = speech_span(audio, RATE)
+    clip = quiet_around(audio[begin:], 0, 0.5)  # speech from its first sample: the model's 0.05 s are made up
+    engine = Engine(trimming, EngineOptions(device="cpu"))
+    plain, later = (engine.transcribe(a, RATE) for a in (clip, quiet_around(clip, 0.52, 0)))
+    # The same frames (those over the made-up silence too, where a model puts a first letter), numbered from 0
+    assert plain.text == later.text and len(plain.words) == len(later.words)
+    for word, moved in zip(plain.words, later.words):
+        assert moved["start"] - word["start"] == pytest.approx(0.52 - EDGE_LEAD_SECONDS, abs=0.03)
