@@ -9,9 +9,9 @@ words of clips that start right at it. With --trim_silence every clip is cut to 
 last 10 ms frame over 1% of its loudest frame's RMS, which neither 16-bit rounding nor a recording's noise floor
 reach), then given EDGE_LEAD_SECONDS of its own audio before and EDGE_TAIL_SECONDS after, made up with digital
 silence where the clip holds less. The setting is saved with the model (its feature extractor's "trim_silence", in
-processor_config.json). transcribe.py and serve.py cut a file they read as one window (up to 24 s) the same way; the
-windows of a longer recording, of a stream and of align.py already start and end in pauses with these margins
-(longform.trim_quiet).
+processor_config.json). transcribe.py, serve.py and align.py cut each window they run through such a model the same way
+at each edge that lies in a pause (longform.kept_logits): a file read whole, and the windows of a long recording or a
+stream, which end amid pauses.
 """
 
 import logging
@@ -57,13 +57,13 @@ def speech_span(audio: np.ndarray, rate: int) -> tuple[int, int]:
     return int(loud[0]) * frame, len(audio) if loud[-1] == rms.size - 1 else (int(loud[-1]) + 1) * frame
 
 
-def trim_to_speech(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+def trim_to_speech(audio: np.ndarray, rate: int, lead: bool = True, tail: bool = True) -> tuple[np.ndarray, int]:
     """The clip cut to its speech (speech_span) with EDGE_LEAD_SECONDS before it and EDGE_TAIL_SECONDS after, made up
     with zeros where the clip holds less; and where the result starts, in samples of the clip (negative where zeros
-    were put before it)."""
+    were put before it). `lead` or `tail` False leaves that edge as it is (a window of a recording cut amid speech)."""
     start, end = speech_span(audio, rate)
-    start -= round(EDGE_LEAD_SECONDS * rate)
-    end += round(EDGE_TAIL_SECONDS * rate)
+    start = start - round(EDGE_LEAD_SECONDS * rate) if lead else 0
+    end = end + round(EDGE_TAIL_SECONDS * rate) if tail else len(audio)
     kept = audio[max(start, 0):min(end, len(audio))]
     before, after = max(-start, 0), max(end - len(audio), 0)
     if before or after:

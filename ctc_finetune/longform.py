@@ -208,9 +208,9 @@ def kept_logits(windows: list[Window], audios: list[np.ndarray], starts: list[in
     """Each window's kept frames: the file's number of the first one, and their logits [frames, vocabulary] (padding
     and context dropped). `starts`: where each window's audio starts in the file (read_window)."""
     name, _ = model_input_names(feature_extractor)
-    if trims(feature_extractor):  # --trim_silence: a whole file is cut to its speech, as the model's clips were
-        cut = [trim_to_speech(a, feature_extractor.sampling_rate) if w.whole else (a, 0)
-               for w, a in zip(windows, audios)]
+    if trims(feature_extractor):  # --trim_silence: each edge in a pause cut as the model's training clips were
+        cut = [trim_to_speech(a, feature_extractor.sampling_rate, lead=w.whole or w.quiet_before >= 0,
+                              tail=w.whole or w.quiet_after >= 0) for w, a in zip(windows, audios)]
         audios, starts = [a for a, _ in cut], [start + lead for start, (_, lead) in zip(starts, cut)]
     batch = collate([{name: extract_features(feature_extractor, a), LENGTH_COLUMN: len(a)} for a in audios])
     samples = batch.pop("input_lengths")
@@ -219,7 +219,7 @@ def kept_logits(windows: list[Window], audios: list[np.ndarray], starts: list[in
     kept = []
     for window, clip, n, start in zip(windows, logits, frames, starts):
         first = round(start / hop)  # the file's number of the window's first frame
-        if first < 0:  # a whole file given silence before it (edges): its frames count from the file's first
+        if first < 0:  # a file given silence before it (edges): its frames count from the file's first
             first = 0
         lo = first if window.keep_start is None else max(window.keep_start, first)
         hi = first + n if window.keep_end is None else min(window.keep_end, first + n)  # never a padding frame

@@ -151,3 +151,24 @@ def test_a_clip_that_starts_right_at_its_speech_keeps_the_frames_over_the_silenc
     assert plain.text == later.text and len(plain.words) == len(later.words)
     for word, moved in zip(plain.words, later.words):
         assert moved["start"] - word["start"] == pytest.approx(0.52 - EDGE_LEAD_SECONDS, abs=0.03)
+
+
+def test_a_trimming_model_streams_a_recording_as_it_transcribes_the_file(tmp_path, finetuned):
+    # Windows cut at pauses are trimmed at their edges in a pause as the model's clips were, the stream's as the file's
+    from ctc_finetune.streaming import StreamSession
+
+    clips = [os.path.join(DATA_DIR, split, name) for split in ("test", "validation")
+             for name in sorted(os.listdir(os.path.join(DATA_DIR, split))) if name.endswith(".flac")]
+    parts = []  # 37 s: longer than one window, so the file is cut at its pauses too
+    for path, pause in zip(clips * 2, [0.4, 0.7, 0.5, 0.9, 0.6, 0.45, 0.8, 0.55] * 2):
+        parts += [np.zeros(round(pause * RATE), np.float32), load_audio(path, RATE)]
+    path = str(tmp_path / "recording.wav")
+    sf.write(path, np.concatenate(parts + [np.zeros(RATE // 2, np.float32)]), RATE, subtype="PCM_16")
+    samples = sf.read(path, dtype="float32")[0]
+    engine = Engine(trimming_copy(finetuned, tmp_path / "trimming"), EngineOptions(device="cpu"))
+    session, events, step = StreamSession(engine), [], RATE // 10
+    for i in range(0, len(samples), step):
+        events += session.feed(samples[i:i + step])
+    finals = [e for e in events + session.finish() if e["type"] == "final"]
+    assert len(finals) == len(clips) * 2
+    assert [w for e in finals for w in e["words"]] == engine.transcribe(path).words
