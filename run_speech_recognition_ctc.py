@@ -28,7 +28,7 @@ ctc_finetune beside it, one concept per module (each module's docstring says whi
     2 text and tokenizer      text (normalisation), vocabulary (which tokenizer, new vocabularies), phonemes, adapters
     3 model                   modeling (checkpoint, CTC head), families (what differs between families), adapters,
                               lora (LoRA adapters through peft, merged at the end of step 6), distributed (what DDP
-                              and FSDP need of the model)
+                              and FSDP need of the model), edges (--trim_silence: clips cut to their speech)
     4 preprocess              preprocessing (scan, filter, decode, cache, data report), audio (decoding)
     5 processor, trainer      batching (padding, duration batches), trainer (CTCTrainer), columns (shared names),
                               augment (speed perturbation, noise, reverberation: as batches are made), schedules
