@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .augment import frame_rms
-
 logger = logging.getLogger(__name__)
 
-EDGE_SHARE = 0.01  # speech: the 10 ms frames (augment.frame_rms) whose RMS passes this share of the loudest frame's
+EDGE_FRAME_SECONDS = 0.01  # speech is found 10 ms frame by frame,
+EDGE_SHARE = 0.01  # as the frames whose RMS passes this share of the clip's loudest frame's
 EDGE_LEAD_SECONDS = 0.05  # audio kept before the first such frame (as a long recording's windows keep: longform)
 EDGE_TAIL_SECONDS = 0.15  # and after the last (a long recording's windows keep 0.15 s: longform)
 TRIM_ATTRIBUTE = "trim_silence"  # the feature extractor's attribute (and preprocessor_config.json key) that says so
@@ -49,7 +48,9 @@ def speech_span(audio: np.ndarray, rate: int) -> tuple[int, int]:
     """Where a clip's speech starts and ends, in samples: the first sample of its first 10 ms frame whose RMS passes
     EDGE_SHARE of its loudest frame's, and one past the last sample of its last. A clip with no such frame (silent,
     or shorter than a frame) is all speech."""
-    rms, frame = frame_rms(audio, rate)
+    frame = max(round(rate * EDGE_FRAME_SECONDS), 1)
+    whole = len(audio) // frame * frame
+    rms = np.sqrt(np.mean(np.square(audio[:whole], dtype=np.float64).reshape(-1, frame), axis=1))
     loud = np.flatnonzero(rms > EDGE_SHARE * rms.max()) if rms.size else rms
     if not loud.size:
         return 0, len(audio)

@@ -13,8 +13,7 @@ from conftest import DATA_DIR, base_args, make_finetuned, read_csv, read_json
 
 import run_speech_recognition_ctc as ctc
 from ctc_finetune.audio import load_audio
-from ctc_finetune.augment import FLOOR_FRAME_SECONDS
-from ctc_finetune.edges import (EDGE_LEAD_SECONDS, EDGE_TAIL_SECONDS, TRIM_ATTRIBUTE, speech_span,
+from ctc_finetune.edges import (EDGE_FRAME_SECONDS, EDGE_LEAD_SECONDS, EDGE_TAIL_SECONDS, TRIM_ATTRIBUTE, speech_span,
                                 trim_to_speech)
 from ctc_finetune.engine import Engine, EngineOptions
 
@@ -39,8 +38,8 @@ def test_a_clip_is_cut_to_its_speech_however_much_quiet_it_came_with():
     for before, after in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.7), (1.3, 0.4)):
         again, at = trim_to_speech(quiet_around(clip, before, after), RATE)
         # The same samples, wherever they sat (the frames' grid moves with the quiet: within a frame)
-        assert at - round(before * RATE) == pytest.approx(start, abs=round(FLOOR_FRAME_SECONDS * RATE))
-        assert len(again) == pytest.approx(len(trimmed), abs=2 * round(FLOOR_FRAME_SECONDS * RATE))
+        assert at - round(before * RATE) == pytest.approx(start, abs=round(EDGE_FRAME_SECONDS * RATE))
+        assert len(again) == pytest.approx(len(trimmed), abs=2 * round(EDGE_FRAME_SECONDS * RATE))
     begin, end = speech_span(clip, RATE)
     assert len(trimmed) == end - begin + round((EDGE_LEAD_SECONDS + EDGE_TAIL_SECONDS) * RATE)
     assert 0 <= begin < 0.2 * RATE and np.abs(trimmed[-round(EDGE_TAIL_SECONDS * RATE) + 160:]).max() < 0.01
@@ -49,7 +48,7 @@ def test_a_clip_is_cut_to_its_speech_however_much_quiet_it_came_with():
 def test_16_bit_and_a_noise_floor_give_the_same_edges_as_the_float_clip():
     clip = quiet_around(load_audio(CLIP, RATE), 0.4, 0.4)
     clean = speech_span(clip, RATE)
-    frame = round(FLOOR_FRAME_SECONDS * RATE)
+    frame = round(EDGE_FRAME_SECONDS * RATE)
     for version in (as_16_bit(clip), quiet_around(clip, 0, 0, noise=10 ** (-60 / 20))):
         span = speech_span(version, RATE)
         assert abs(span[0] - clean[0]) <= frame and abs(span[1] - clean[1]) <= frame
