@@ -25,7 +25,7 @@ EDGE_FRAME_SECONDS = 0.01  # speech is found 10 ms frame by frame,
 EDGE_SHARE = 0.01  # as the frames whose RMS passes this share of the clip's loudest frame's
 EDGE_LEAD_SECONDS = 0.05  # audio kept before the first such frame (as a long recording's windows keep: longform)
 EDGE_TAIL_SECONDS = 0.15  # and after the last (a long recording's windows keep 0.15 s: longform)
-TRIM_ATTRIBUTE = "trim_silence"  # the feature extractor's attribute (and preprocessor_config.json key) that says so
+TRIM_ATTRIBUTE = "trim_silence"  # the feature extractor's attribute (and key in the saved processor config)
 
 
 @dataclass
@@ -36,11 +36,11 @@ class EdgeArguments:
 
     trim_silence: bool = field(
         default=False,
-        metadata={"help": "Cut every clip (training and evaluation, and later each file transcribe.py or serve.py "
-                          "reads) to its speech, keeping 0.05 s of quiet before it and 0.15 s after, so the model "
-                          "does not learn where its corpus's clips happen to start and end: train on segments from "
-                          "`align.py --segment` and test on clips, or the other way round. Saved with the model; a "
-                          "model trained with it keeps it when fine-tuned again."},
+        metadata={"help": "Cut every clip (training and evaluation, and later what transcribe.py, serve.py and "
+                          "align.py read) to its speech, keeping 0.05 s of quiet before it and 0.15 s after, so the "
+                          "model does not learn where its corpus's clips happen to start and end: train on segments "
+                          "from `align.py --segment` and test on clips, or the other way round. Saved with the "
+                          "model; a model trained with it keeps it when fine-tuned again."},
     )
 
 
