@@ -300,3 +300,41 @@ def test_serve_bench_recording_says_where_each_utterance_ends_a_silent_clip_incl
     assert rate == 16000 and len(ends) >= 3 and ends == sorted(ends) and ends[-1] <= len(audio) / rate
     first = round(ends[0] * rate)  # the first clip's sound is over by its end, and goes on until shortly before it
     assert np.abs(audio[first:first + 800]).max() < np.abs(audio[first - 1600:first]).max()
+
+
+def test_segment_training_recording_holds_every_clip_once_in_its_texts_order(tmp_path):
+    import numpy as np
+    import segment_training
+
+    from ctc_finetune.audio import load_audio
+
+    rows = corpus.read_split(DATA_DIR, "train")[:4]
+    audio = [load_audio(row["path"], 16000) for row in rows]
+    wav, txt = segment_training.write_recording(rows, audio, str(tmp_path))
+    recording, rate = sf.read(wav, dtype="float32")
+    lines = open(txt, encoding="utf-8").read().splitlines()
+    assert rate == 16000 and sorted(lines) == sorted(r["sentence"] for r in rows)
+    assert sf.info(wav).subtype == "PCM_16"
+    # Each line's clip lies in the recording in the text's order, 0.3-1.0 s of digital silence before it
+    at = 0
+    for line in lines:
+        clip = audio[next(i for i, r in enumerate(rows) if r["sentence"] == line)]
+        loud = at + int(np.flatnonzero(np.abs(recording[at:]) > 1e-3)[0])
+        start = loud - int(np.flatnonzero(np.abs(clip) > 1e-3)[0])
+        assert 0.3 * rate <= start - at <= 1.0 * rate + 1 and not recording[at:start].any()
+        assert np.abs(recording[start:start + len(clip)] - clip).max() < 2 / 32768  # the clip, to a 16-bit step
+        at = start + len(clip)
+    assert at == len(recording)
+
+
+def test_segment_training_table_pairs_the_segments_with_each_seeds_clips(capsys):
+    import segment_training
+
+    results = {"clips": {42: {"eval_wer": 0.20}, 43: {"eval_wer": 0.30}},
+               "clips16": {42: {"eval_wer": 0.25}},
+               "segments": {42: {"eval_wer": 0.21}, 43: {"eval_wer": 0.36}}}
+    segment_training.table(results, [42, 43])
+    out = capsys.readouterr().out.splitlines()
+    assert "| clips16 | 0.250 | - | 0.250 |" in out
+    assert "| segments - clips | +0.010 | +0.060 | **+0.035** |" in out
+    assert "| segments - clips16 | -0.040 | - | **-0.040** |" in out
