@@ -338,3 +338,16 @@ def test_segment_training_table_pairs_the_segments_with_each_seeds_clips(capsys)
     assert "| clips16 | 0.250 | - | 0.250 |" in out
     assert "| segments - clips | +0.010 | +0.060 | **+0.035** |" in out
     assert "| segments - clips16 | -0.040 | - | **-0.040** |" in out
+
+
+def test_segment_training_table_reads_the_committed_records_and_trains_nothing(tmp_path):
+    # No corpus and an empty work folder: anything that segmented or trained would fail or write there
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "segment_training.py"), "--table", "--corpus",
+                           str(tmp_path / "demo_corpus"), "--work", str(tmp_path), "--seeds", "42", "43"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert {"clips", "clips16", "segments", "segments - clips", "segments - clips16"} <= set(rows)
+    assert re.fullmatch(r"\| segments - clips \| [+-]0\.\d{3} \| [+-]0\.\d{3} \| \*\*[+-]0\.\d{3}\*\* \|",
+                        rows["segments - clips"])
+    assert os.listdir(tmp_path) == []
