@@ -18,14 +18,15 @@ CORPUS_NOTE = ("default examples/demo_corpus; the figures in bench/RESULTS.md us
                "`python tools/make_bench_corpus.py DIR` and passed as --corpus DIR")
 
 
-def require(corpus: str, *splits: str) -> None:
-    """Exit with one `error:` line unless each of the corpus's split folders holds a metadata.csv."""
+def require(corpus: str, *splits: str, note: str = CORPUS_NOTE) -> None:
+    """Exit with one `error:` line unless each of the corpus's split folders holds a metadata.csv; `note` says which
+    corpus the script's recorded figures used."""
     for split in splits:
         metadata = os.path.join(corpus, split, "metadata.csv")
         if not os.path.isfile(metadata):
             folders = f"{' and '.join(splits)} folder{'s hold' if len(splits) > 1 else ' holds'}"
             sys.exit(f"error: no {metadata}; pass --corpus DIR, a folder whose {folders} metadata.csv (file_name, "
-                     f"sentence) ({CORPUS_NOTE}).")
+                     f"sentence) ({note}).")
 
 
 def read_split(corpus: str, split: str) -> list[dict]:

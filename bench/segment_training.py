@@ -127,7 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     name = os.path.basename(os.path.normpath(os.path.abspath(args.corpus)))
     if not args.table:
-        require(args.corpus, "train", "test")
+        require(args.corpus, "train", "test", note="default examples/demo_corpus, whose figures bench/RESULTS.md "
+                "records")
         if not os.path.isfile(os.path.join(args.model, "config.json")):
             sys.exit(f"error: --model {args.model} holds no trained model; pass a model folder (outputs/demo after "
                      "`python run_speech_recognition_ctc.py examples/demo.json`)")
