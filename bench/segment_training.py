@@ -92,7 +92,8 @@ def make_corpora(corpus: str, model: str, work: str) -> dict:
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "align.py"), model, wav, txt, "--segment",
                            folders["segments"]], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
-        sys.exit(f"error: align.py failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
+        sys.exit(f"error: align.py --segment failed ({last}); check --model {model} with `python align.py`")
     print(proc.stderr.strip().splitlines()[-1], flush=True)  # its summary: lines kept and dropped, hours
     with_test(folders["segments"], corpus)
     return folders
@@ -106,12 +107,11 @@ def table(results: dict, seeds: list[int]) -> None:
         cells = [f"{runs[s]:.3f}" if s in runs else "-" for s in seeds]
         print(f"| {c} | {' | '.join(cells)} | {np.mean(list(runs.values())):.3f} |")
     for other in ("clips", "clips16"):
-        paired = [wer["segments"][s] - wer[other][s] for s in seeds
-                  if s in wer.get("segments", {}) and s in wer.get(other, {})]
+        paired = {s: wer["segments"][s] - wer[other][s] for s in seeds
+                  if s in wer.get("segments", {}) and s in wer.get(other, {})}
         if paired:
-            cells = [f"{d:+.3f}" for d in paired]
-            print(f"| segments - {other} | {' | '.join(cells)}{' | -' * (len(seeds) - len(paired))} | "
-                  f"**{np.mean(paired):+.3f}** |")
+            cells = [f"{paired[s]:+.3f}" if s in paired else "-" for s in seeds]
+            print(f"| segments - {other} | {' | '.join(cells)} | **{np.mean(list(paired.values())):+.3f}** |")
 
 
 def main() -> None:
@@ -119,9 +119,10 @@ def main() -> None:
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--model", default=os.path.join(ROOT, "tests", "fixtures", "demo_model"),
                         help="The aligner align.py --segment runs with.")
-    parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "segment_training"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=CORPORA)
+    parser.add_argument("--work", default=os.path.join(ROOT, "outputs", "segment_training"),
+                        help="Where the recording, the corpora and the runs go.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="A run per seed and corpus.")
+    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=CORPORA, help="The corpora trained.")
     parser.add_argument("--steps", type=int, default=1600, help="Training steps (the demo's 1,600).")
     parser.add_argument("--table", action="store_true", help="Print the finished runs' table; train nothing.")
     args = parser.parse_args()

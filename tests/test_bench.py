@@ -331,13 +331,13 @@ def test_segment_training_table_pairs_the_segments_with_each_seeds_clips(capsys)
     import segment_training
 
     results = {"clips": {42: {"eval_wer": 0.20}, 43: {"eval_wer": 0.30}},
-               "clips16": {42: {"eval_wer": 0.25}},
+               "clips16": {43: {"eval_wer": 0.40}},
                "segments": {42: {"eval_wer": 0.21}, 43: {"eval_wer": 0.36}}}
     segment_training.table(results, [42, 43])
     out = capsys.readouterr().out.splitlines()
-    assert "| clips16 | 0.250 | - | 0.250 |" in out
+    assert "| clips16 | - | 0.400 | 0.400 |" in out
     assert "| segments - clips | +0.010 | +0.060 | **+0.035** |" in out
-    assert "| segments - clips16 | -0.040 | - | **-0.040** |" in out
+    assert "| segments - clips16 | - | -0.040 | **-0.040** |" in out  # in its seed's column
 
 
 def test_segment_training_table_reads_the_committed_records_and_trains_nothing(tmp_path):
@@ -351,3 +351,15 @@ def test_segment_training_table_reads_the_committed_records_and_trains_nothing(t
     assert re.fullmatch(r"\| segments - clips \| [+-]0\.\d{3} \| [+-]0\.\d{3} \| \*\*[+-]0\.\d{3}\*\* \|",
                         rows["segments - clips"])
     assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_bench_run_is_one_error_line_naming_its_log(tmp_path):
+    import recipe_gain
+
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit) as e:
+        recipe_gain.run("baseline, seed 42", ["--dataset_name", str(tmp_path / "no_corpus"), "--output_dir", out],
+                        out, threads=1)
+    message = str(e.value.code)
+    assert message.startswith("error: the run baseline, seed 42 failed") and f"{out}.log" in message
+    assert "\n" not in message and os.path.getsize(f"{out}.log") > 0
