@@ -123,14 +123,19 @@ def load_model(model_dir: str, device: torch.device, language: Optional[str] = N
     try:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{model_dir} has no usable feature extractor or tokenizer files ({e}).") from e
+    except (OSError, ValueError, TypeError) as e:  # TypeError: a CTC tokenizer with no vocab.json to open
+        raise UserError(f"{model_dir} has no usable feature extractor or tokenizer files ({e}); pass a trained model "
+                        "folder (run_speech_recognition_ctc.py's --output_dir: vocab.json beside config.json).") from e
     except ImportError as e:  # Granite Speech's feature extractor needs torchaudio
         raise UserError(f"{model_dir}'s feature extractor needs a missing package ({str(e).splitlines()[0][:160]}); "
                         f"for torchaudio run `{TORCHAUDIO_INSTALL}`.") from e
     if onnx:
         return OnnxCTCModel(model_dir, onnx), feature_extractor, tokenizer
-    model = AutoModelForCTC.from_pretrained(model_dir)
+    try:
+        model = AutoModelForCTC.from_pretrained(model_dir)
+    except OSError as e:  # a folder with the config and vocabulary but no weights (a run that never saved)
+        raise UserError(f"{model_dir} has no usable weights ({str(e).splitlines()[0]}); pass a trained model folder "
+                        "(run_speech_recognition_ctc.py's --output_dir after training, or a checkpoint).") from e
     if language:
         files = glob.glob(os.path.join(model_dir, ADAPTER_FILE.format("*")))
         adapters = sorted(os.path.basename(p)[len("adapter."):-len(".safetensors")] for p in files)

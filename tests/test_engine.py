@@ -71,6 +71,20 @@ def test_bad_arrays_and_options_name_the_fix(engine):
         Engine(DATA_DIR)
 
 
+def test_a_model_folder_without_its_vocabulary_or_weights_names_what_to_pass(engine, tmp_path):
+    import shutil
+
+    from conftest import ROOT
+
+    # A config folder never trained (bench/base_model: config and feature extractor, no vocab.json)
+    with pytest.raises(UserError, match=r"no usable feature extractor or tokenizer files .*pass a trained model"):
+        Engine(os.path.join(ROOT, "bench", "base_model"))
+    # A trained model's folder without its weights
+    shutil.copytree(engine.model_dir, tmp_path / "model", ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(UserError, match=r"no usable weights .*pass a trained model folder"):
+        Engine(str(tmp_path / "model"))
+
+
 def test_engine_options_are_transcribe_py_flags_with_their_defaults():
     import dataclasses
     import re
