@@ -161,12 +161,13 @@ def run(name: str, args: list[str], out: str, threads: int, record: str = "", st
         if not os.path.isfile(results):
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
             began = time.time()
-            with open(out + ".log", "w") as log:
-                proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-            if proc.returncode != 0:  # its checkpoints stay: the same command resumes it
-                sys.exit(f"error: the run {name} failed (exit status {proc.returncode}); its log is {out}.log, "
-                         "and the same command resumes it once the cause is fixed")
+            try:
+                with open(out + ".log", "w") as log:
+                    subprocess.run([sys.executable, os.path.join(ROOT, "run_speech_recognition_ctc.py"), *args],
+                                   check=True, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            except subprocess.CalledProcessError as e:  # its checkpoints stay: the same command resumes it
+                sys.exit(f"error: the run {name} failed (exit status {e.returncode}); its log is {out}.log, and the "
+                         "same command resumes it once the cause is fixed")
             with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
                 f.write(f"{time.time() - began:.0f}\n")
         with open(results) as f:
